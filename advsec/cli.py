@@ -1,0 +1,369 @@
+"""The ``advsec`` command line. User errors print one line and exit 2; ``--debug`` shows the traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+import advsec
+from advsec.errors import AdvsecError, UsageError
+
+REPORTS = Path("reports")
+
+
+class _Group(click.Group):
+    """Turns advsec errors and Ctrl-C into one-line messages instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AdvsecError as exc:
+            if ctx.meta.get("debug"):
+                raise
+            click.echo(f"advsec: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo(
+                "advsec: interrupted; finished cells are saved, run the same command to resume", err=True
+            )
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(advsec.__version__, prog_name="advsec")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Adversarial robustness and security testbed: attack, defend, measure, report."""
+    ctx.meta["debug"] = debug
+
+
+def _plugin_option(f: Any) -> Any:
+    return click.option(
+        "--plugin",
+        "plugins",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="Load plugins from a local .py file.",
+    )(f)
+
+
+def _device_option(f: Any) -> Any:
+    return click.option(
+        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+        help="auto: cuda when available.",
+    )(f)  # fmt: skip
+
+
+def _output_options(f: Any) -> Any:
+    f = click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")(f)
+    return click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")(f)
+
+
+def _load_plugins(plugins: tuple[str, ...]) -> None:
+    from advsec.registry import load_plugin_file
+
+    for path in plugins:
+        load_plugin_file(path)
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+    return torch.device(
+        "cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name
+    )
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Output directory [default: reports/<spec name>]."
+)
+@click.option("--fresh", is_flag=True, help="Recompute every cell instead of resuming.")
+@click.option("--no-report", is_flag=True, help="Only fill the results store.")
+@_plugin_option
+@_device_option
+@_output_options
+def run(
+    spec_path: str,
+    out: str | None,
+    fresh: bool,
+    no_report: bool,
+    plugins: tuple[str, ...],
+    device: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Run an evaluation spec (TOML): train, attack, store per-sample results, write the report."""
+    from advsec.spec import load_spec
+
+    _load_plugins(plugins)
+    spec = load_spec(spec_path)
+    _execute(spec, Path(out) if out else REPORTS / spec.name, fresh, no_report, device, quiet, as_json)
+
+
+def _execute(
+    spec: Any, out: Path, fresh: bool, no_report: bool, device: str, quiet: bool, as_json: bool
+) -> None:
+    from advsec.harness import run_spec
+    from advsec.progress import Progress
+
+    with Progress(quiet=quiet or as_json) as progress:
+        store = run_spec(spec, out, device=_device(device), progress=progress, fresh=fresh)
+    report = None
+    if not no_report:
+        from advsec.report import build_report
+
+        report = build_report(store, out)
+    _print_results(
+        store, as_json, extra={"out": str(out), "report": str(report) if report else None}, quiet=quiet
+    )
+
+
+def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool = False) -> None:
+    from advsec.results import cell_summaries, defense_summaries
+
+    if as_json:
+        payload = {**extra, "defenses": defense_summaries(store), "cells": cell_summaries(store)}
+        click.echo(json.dumps(payload, indent=2))
+        return
+    if quiet:
+        return
+    from advsec.terminal import print_scorecard
+
+    print_scorecard(store)
+    if extra.get("report"):
+        click.echo(f"report: {extra['report']}")
+
+
+def _open_run(run_ref: str) -> Any:
+    from advsec.store import Store
+
+    path = Path(run_ref)
+    candidates = [path / "results.sqlite", path, REPORTS / run_ref / "results.sqlite"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return Store(candidate)
+    raise UsageError(f"no run found at {run_ref!r} (looked for {', '.join(map(str, candidates[::2]))})")
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+def show(run_ref: str, as_json: bool) -> None:
+    """Print a run's results (RUN: a run directory or a name under reports/)."""
+    store = _open_run(run_ref)
+    _print_results(store, as_json, extra={"out": str(store.path.parent)})
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Where to write it [default: the run directory]."
+)
+def report(run_ref: str, out: str | None) -> None:
+    """Rebuild a run's report from its store (no training, no attacks)."""
+    from advsec.report import build_report
+
+    store = _open_run(run_ref)
+    click.echo(build_report(store, Path(out) if out else store.path.parent))
+
+
+@main.command(name="list")
+@click.argument(
+    "kind", required=False, type=click.Choice(["attacks", "defenses", "generators", "datasets", "models"])
+)
+@_plugin_option
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def list_plugins(kind: str | None, plugins: tuple[str, ...], as_json: bool) -> None:
+    """Show registered plugins and their capabilities (broken plugins with their error)."""
+    from advsec.terminal import plugin_rows, print_plugin_table
+
+    _load_plugins(plugins)
+    kinds = [kind] if kind else ["attacks", "defenses", "generators", "datasets", "models"]
+    if as_json:
+        click.echo(json.dumps({k: plugin_rows(k) for k in kinds}, indent=2))
+        return
+    for k in kinds:
+        print_plugin_table(k)
+
+
+def _parse_params(pairs: tuple[str, ...], option: str) -> dict[str, Any]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} {pair!r}: expected KEY=VALUE")
+        try:
+            params[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key] = value  # a bare word is a string
+    return params
+
+
+def _one_off_spec(
+    name: str,
+    dataset: str,
+    model: str,
+    seed: int,
+    defense: str,
+    defense_params: tuple[str, ...],
+    epochs: int | None,
+    extra: dict[str, Any],
+) -> Any:
+    from advsec.spec import spec_from_dict
+
+    entry = {"name": defense, **_parse_params(defense_params, "--defense-param")}
+    if epochs is not None:
+        entry["train"] = {"epochs": epochs}
+    raw = {"name": name, "dataset": dataset, "model": model, "seed": seed, "defenses": [entry], **extra}
+    return spec_from_dict(raw, text=json.dumps(raw, indent=2), default_name=name)
+
+
+def _model_options(f: Any) -> Any:
+    for option in reversed([
+        click.option("--dataset", default="digits", show_default=True),
+        click.option("--model", default="mlp", show_default=True),
+        click.option("--defense", default="standard", show_default=True),
+        click.option("--defense-param", "-d", multiple=True, metavar="KEY=VALUE", help="Defense parameter."),
+        click.option("--epochs", type=int, help="Training epochs [default: the spec default]."),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]):  # fmt: skip
+        f = option(f)
+    return f
+
+
+@main.command()
+@_model_options
+@_plugin_option
+@_device_option
+@_output_options
+def train(
+    dataset: str,
+    model: str,
+    defense: str,
+    defense_param: tuple[str, ...],
+    epochs: int | None,
+    seed: int,
+    plugins: tuple[str, ...],
+    device: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Train (or load from the cache) one model under one defense and report its clean accuracy."""
+    _load_plugins(plugins)
+    spec = _one_off_spec(
+        "train",
+        dataset,
+        model,
+        seed,
+        defense,
+        defense_param,
+        epochs,
+        {"threats": [{"norm": "linf", "eps": [0.1]}], "attacks": [{"name": "fgsm"}]},
+    )
+    from advsec.harness import load_dataset
+    from advsec.progress import Progress
+    from advsec.train import cache_dir, load_or_train
+
+    data = load_dataset(spec.dataset)
+    chosen = spec.defenses[0]
+    torch_device = _device(device)
+    with Progress(quiet=quiet or as_json) as progress:
+        trained = load_or_train(
+            data,
+            spec.model,
+            chosen.name,
+            chosen.params,
+            chosen.train,
+            spec.seed,
+            device=torch_device,
+            progress=progress,
+        )
+    import torch
+
+    with torch.no_grad():
+        predictions = trained.model(data.x_test.to(torch_device)).argmax(1).cpu()
+    result = {
+        "dataset": dataset,
+        "model": model,
+        "defense": defense,
+        "params": chosen.params,
+        "clean_accuracy": (predictions == data.y_test).float().mean().item(),
+        "train_seconds": trained.train_seconds,
+        "cached": trained.cached,
+        "checkpoint": str(cache_dir() / f"{trained.key}.safetensors"),
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not quiet:
+        source = "from cache" if trained.cached else f"trained in {trained.train_seconds:.1f} s"
+        click.echo(
+            f"{defense} {model} on {dataset}: clean accuracy {100 * result['clean_accuracy']:.1f}% ({source})"
+        )
+        click.echo(f"checkpoint: {result['checkpoint']}")
+
+
+@main.command()
+@_model_options
+@click.option("--attack", "attack_name", default="pgd", show_default=True)
+@click.option("--attack-param", "-a", multiple=True, metavar="KEY=VALUE", help="Attack parameter.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option("--eps", type=float, multiple=True, required=True, help="Budget (repeat for a grid).")
+@click.option("--samples", type=int, help="Attack only the first N test samples.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: reports/attack].")
+@_plugin_option
+@_device_option
+@_output_options
+def attack(
+    dataset: str,
+    model: str,
+    defense: str,
+    defense_param: tuple[str, ...],
+    epochs: int | None,
+    seed: int,
+    attack_name: str,
+    attack_param: tuple[str, ...],
+    norm: str,
+    eps: tuple[float, ...],
+    samples: int | None,
+    out: str | None,
+    plugins: tuple[str, ...],
+    device: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Attack one trained model with one attack (trains it first if not cached); writes a small report."""
+    _load_plugins(plugins)
+    extra: dict[str, Any] = {
+        "threats": [{"norm": norm, "eps": list(eps)}],
+        "attacks": [{"name": attack_name, **_parse_params(attack_param, "--attack-param")}],
+    }
+    if samples is not None:
+        extra["evaluation"] = {"samples": samples}
+    spec = _one_off_spec("attack", dataset, model, seed, defense, defense_param, epochs, extra)
+    _execute(spec, Path(out) if out else REPORTS / "attack", False, False, device, quiet, as_json)
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist"]))
+@click.option(
+    "--dir", "root", type=click.Path(file_okay=False), help="Data directory [default: $ADVSEC_DATA]."
+)
+def download(dataset: str, root: str | None) -> None:
+    """Download a dataset's files and verify their sha256 (needs internet)."""
+    from advsec.data.download import download as fetch
+
+    click.echo(fetch(dataset, Path(root) if root else None))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The harness: a spec becomes cells (defense × norm × eps × attack cascade), cells become stored rows.
+
+Scoring: a sample is robust at a budget only if it is classified correctly clean AND under every attack of
+the cascade. In cascade mode each attack sees only the samples all earlier attacks left robust.
+Every cell draws its randomness from a seed derived from its own content, so cells can run in any order,
+be resumed after a crash, and reproduce bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import advsec
+from advsec import registry
+from advsec.attack import Attack
+from advsec.data import Dataset
+from advsec.errors import BudgetError, InputError
+from advsec.progress import Progress
+from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin
+from advsec.store import AttackRecord, CellResult, Store
+from advsec.threat import ThreatModel, check_inputs
+from advsec.train import TrainedModel, load_or_train, model_key
+
+CLEAN = "none"  # the norm of a defense's clean cell: no attack, just accuracy
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str
+    defense: DefenseSpec
+    model_key: str
+    norm: str
+    eps: float
+    attacks: tuple[AttackSpec, ...]
+
+    @property
+    def title(self) -> str:
+        return (
+            f"{self.defense.label} clean"
+            if self.norm == CLEAN
+            else f"{self.defense.label} {self.norm} ε={self.eps:g}"
+        )
+
+
+def load_dataset(name: str) -> Dataset:
+    dataset = registry.datasets.get(name)().load()
+    check_inputs(dataset.x_test, dataset.bounds, f"dataset {name!r} test inputs")
+    return dataset
+
+
+def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
+    """All cells of a spec, each keyed by a hash of everything that determines its result."""
+    cells = []
+    for defense in spec.defenses:
+        trained_key = model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
+        grid = [(CLEAN, 0.0, ())] + [(t.norm, eps, spec.attacks) for t in spec.threats for eps in t.eps]
+        for norm, eps, attacks in grid:
+            content = {
+                "model": trained_key,
+                "defense": defense.label,
+                "norm": norm,
+                "eps": eps,
+                "attacks": [asdict(a) for a in attacks],
+                "evaluation": asdict(spec.evaluation),
+                "seed": spec.seed,
+            }
+            key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+            cells.append(Cell(key, defense, trained_key, norm, eps, tuple(attacks)))
+    return cells
+
+
+class LocalExecutor:
+    """Runs cells one after another in this process (the Ray executor runs one task per cell)."""
+
+    def map(self, evaluate: Callable[[Cell], CellResult], cells: Iterable[Cell]) -> Iterator[CellResult]:
+        for cell in cells:
+            yield evaluate(cell)
+
+
+def run_spec(
+    spec: Spec,
+    out_dir: Path,
+    *,
+    device: torch.device,
+    progress: Progress,
+    fresh: bool = False,
+    executor: LocalExecutor | None = None,
+) -> Store:
+    """Run every cell of ``spec`` not already in ``out_dir``'s store; return the store."""
+    dataset = load_dataset(spec.dataset)
+    cells = plan(spec, dataset)
+    store = Store(out_dir / "results.sqlite")
+    if fresh:
+        store.clear()
+    store.set_plan([c.key for c in cells])
+    store.set_meta(_run_meta(spec, dataset, device))
+    done = store.finished()
+    pending = [c for c in cells if c.key not in done]
+    progress.log(
+        f"{spec.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run"
+    )
+    evaluator = CellEvaluator(spec, dataset, store, device, progress)
+    with progress.task("cells", total=len(pending)) as task:
+        for result in (executor or LocalExecutor()).map(evaluator, pending):
+            store.save_cell(result)
+            task.advance()
+    store.set_meta({"finished_at": _now()})
+    return store
+
+
+class CellEvaluator:
+    """Evaluates cells, training (or loading) each defense's model once, on first use."""
+
+    def __init__(self, spec: Spec, dataset: Dataset, store: Store, device: torch.device, progress: Progress):
+        self.spec, self.dataset, self.store, self.device, self.progress = (
+            spec,
+            dataset,
+            store,
+            device,
+            progress,
+        )
+        self._models: dict[str, TrainedModel] = {}
+
+    def trained(self, defense: DefenseSpec) -> TrainedModel:
+        if defense.label not in self._models:
+            trained = load_or_train(
+                self.dataset,
+                self.spec.model,
+                defense.name,
+                defense.params,
+                defense.train,
+                self.spec.seed,
+                device=self.device,
+                progress=self.progress,
+                label=defense.label,
+            )
+            source = "cache" if trained.cached else f"trained in {trained.train_seconds:.1f} s"
+            self.progress.log(f"model for {defense.label}: {source} ({trained.key})")
+            self.store.save_model(
+                defense.label,
+                {
+                    "name": defense.name,
+                    "params": defense.params,
+                    "model_key": trained.key,
+                    "train_seconds": trained.train_seconds,
+                    "cached": trained.cached,
+                    "stochastic": type(trained.defense).stochastic,
+                    "stateful": type(trained.defense).stateful,
+                    "history": trained.history,
+                },
+            )
+            self._models[defense.label] = trained
+        return self._models[defense.label]
+
+    def __call__(self, cell: Cell) -> CellResult:
+        model = self.trained(cell.defense).model
+        evaluation = self.spec.evaluation
+        x, y = self.dataset.x_test, self.dataset.y_test
+        if evaluation.samples is not None:
+            x, y = x[: evaluation.samples], y[: evaluation.samples]
+        seed = int(cell.key[:12], 16) ^ self.spec.seed
+        return evaluate_cell(
+            cell, model, x.to(self.device), y.to(self.device), self.dataset, self.spec, seed, self.progress
+        )
+
+
+class CountingModel(nn.Module):
+    """Counts the samples pushed through the model, and how many of those needed an input gradient."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forwards = 0
+        self.backwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += len(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.backwards += len(x)
+        return self.model(x)
+
+
+def evaluate_cell(
+    cell: Cell,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dataset: Dataset,
+    spec: Spec,
+    seed: int,
+    progress: Progress,
+) -> CellResult:
+    """Clean predictions, then the cascade at this cell's budget; per-sample worst case."""
+    started = time.perf_counter()
+    batch = spec.evaluation.batch_size
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    counted = CountingModel(model)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
+    clean_logits = _predict(counted, x, batch, dataset.num_classes)
+    clean_pred = clean_logits.argmax(1)
+    robust = clean_pred == y
+    adv_pred = clean_pred.clone()
+    x_final = x.clone()
+    broken_by: list[str | None] = [None] * len(x)
+    records = []
+    threat = ThreatModel(cell.norm, cell.eps, dataset.bounds) if cell.norm != CLEAN else None
+    with progress.task(cell.title, total=len(cell.attacks)) as task:
+        for spec_attack in cell.attacks:
+            attack: Attack = make_plugin(
+                registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
+            )
+            todo = (robust if spec.evaluation.cascade else clean_pred == y).nonzero().squeeze(1)
+            record = AttackRecord(spec_attack.label, spec_attack.name, spec_attack.params, spec_attack.target)
+            forwards, backwards, attack_started = counted.forwards, counted.backwards, time.perf_counter()
+            for chunk in todo.split(batch):
+                target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
+                x_adv = attack.perturb(
+                    counted, x[chunk], y[chunk], threat, target=target, generator=generator
+                )
+                _check_output(spec_attack.label, threat, x[chunk], x_adv)
+                pred = _predict(counted, x_adv, batch, dataset.num_classes).argmax(1)
+                newly = (pred != y[chunk]) & robust[chunk]
+                for i in chunk[newly].tolist():
+                    broken_by[i] = spec_attack.label
+                adv_pred[chunk[newly]] = pred[newly]
+                still = robust[chunk] & ~newly
+                x_final[chunk[newly | still]] = x_adv[newly | still].detach()
+                robust[chunk[newly]] = False
+                distances = threat.distance(x[chunk], x_adv).tolist()
+                record.attempts += zip(chunk.tolist(), pred.tolist(), distances, strict=True)
+                record.broken += int(newly.sum())
+            record.attacked = len(todo)
+            record.forwards = counted.forwards - forwards
+            record.backwards = counted.backwards - backwards
+            record.wall_seconds = time.perf_counter() - attack_started
+            records.append(record)
+            task.advance()
+    shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
+    return CellResult(
+        cell=cell.key,
+        defense=cell.defense.label,
+        norm=cell.norm,
+        eps=cell.eps,
+        cascade=spec.evaluation.cascade,
+        labels=y.cpu().numpy(),
+        clean_pred=clean_pred.cpu().numpy(),
+        adv_pred=adv_pred.cpu().numpy(),
+        robust=robust.cpu().numpy(),
+        broken_by=broken_by,
+        attacks=records,
+        wall_seconds=time.perf_counter() - started,
+        examples=[(i, x[i].cpu().numpy(), x_final[i].cpu().numpy()) for i in shown],
+    )
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
+    logits = torch.cat([model(chunk) for chunk in x.split(batch)]) if len(x) else torch.empty(0, num_classes)
+    if logits.dim() != 2 or logits.shape[1] != num_classes:
+        raise InputError(
+            f"the model returns outputs shaped {tuple(logits.shape[1:])} per sample, "
+            f"but the dataset has {num_classes} classes"
+        )
+    return logits
+
+
+def _targets(
+    mode: str, y: torch.Tensor, clean_logits: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    if mode == "least-likely":
+        return clean_logits.argmin(dim=1)
+    classes = clean_logits.shape[1]  # "random": uniform over the classes other than the true one
+    shift = torch.randint(1, classes, y.shape, generator=generator, device=y.device)
+    return (y + shift) % classes
+
+
+def _check_output(label: str, threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor) -> None:
+    """An attack that leaves its threat model is a bug in that attack: stop and say so, never clip it."""
+    if x_adv.shape != x.shape:
+        raise BudgetError(f"attack {label!r} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
+    bad = threat.violations(x, x_adv)
+    if bad.any():
+        worst = threat.distance(x, x_adv).max().item()
+        raise BudgetError(
+            f"attack {label!r} left its threat model on {int(bad.sum())} samples "
+            f"({threat.norm} eps {threat.eps:g}, bounds {list(threat.bounds)}; largest distance {worst:.6g})"
+        )
+
+
+def _run_meta(spec: Spec, dataset: Dataset, device: torch.device) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "spec": spec.text,
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "seed": spec.seed,
+        "report_eps": spec.report_eps,
+        "bounds": list(dataset.bounds),
+        "classes": list(dataset.classes),
+        "domain": dataset.domain,
+        "sample_rate": dataset.sample_rate,
+        "device": str(device),
+        "versions": {
+            "advsec": advsec.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "started_at": _now(),
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

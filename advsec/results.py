@@ -1,0 +1,84 @@
+"""Aggregates recomputed from the store's per-sample rows: what reports, ``show`` and ``--json`` print.
+
+Nothing here is stored pre-aggregated; every figure is counted from samples and attempts, so a number
+in a report can always be traced to the rows behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from advsec.store import Store
+
+
+def cell_summaries(store: Store) -> list[dict[str, Any]]:
+    """One JSON-ready dict per finished cell of the current plan, in plan order."""
+    return [_summarize(store, cell) for cell in store.cells()]
+
+
+def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
+    samples = store.samples(cell["cell"])
+    label = {s["idx"]: s["label"] for s in samples}
+    clean_correct = {s["idx"] for s in samples if s["clean_pred"] == s["label"]}
+    n = len(samples)
+    broken_by_position: dict[int, set[int]] = {}
+    for attempt in store.attempts(cell["cell"]):
+        if attempt["pred"] != label[attempt["idx"]]:
+            broken_by_position.setdefault(attempt["position"], set()).add(attempt["idx"])
+    attacks = []
+    broken_so_far: set[int] = set()
+    for position, record in enumerate(store.cell_attacks(cell["cell"])):
+        broken = broken_by_position.get(position, set())
+        broken_so_far |= broken
+        alone = None if cell["cascade"] and position > 0 else len(clean_correct - broken) / n
+        attacks.append(
+            {
+                "attack": record["attack"],
+                "robust_after": len(clean_correct - broken_so_far) / n,  # worst case over attacks so far
+                "robust_alone": alone,  # this attack by itself (unknown for later stages of a cascade)
+                "attacked": record["attacked"],
+                "broken": len(broken & clean_correct),
+                "forwards": record["forwards"],
+                "backwards": record["backwards"],
+                "wall_seconds": record["wall_seconds"],
+            }
+        )
+    robust = sum(s["robust"] for s in samples)
+    return {
+        "defense": cell["defense"],
+        "norm": cell["norm"],
+        "eps": cell["eps"],
+        "n": n,
+        "clean_accuracy": len(clean_correct) / n,
+        "robust_accuracy": robust / n,
+        "attacks": attacks,
+        "wall_seconds": cell["wall_seconds"],
+        "forwards": cell["forwards"],
+        "backwards": cell["backwards"],
+    }
+
+
+def defense_summaries(store: Store) -> list[dict[str, Any]]:
+    """Per defense: clean accuracy (from its clean cell), training cost, and robust accuracy per budget."""
+    cells = cell_summaries(store)
+    models = {m["defense"]: m for m in store.models()}
+    out = []
+    for defense in dict.fromkeys(c["defense"] for c in cells):
+        own = [c for c in cells if c["defense"] == defense]
+        clean = next((c for c in own if c["norm"] == "none"), own[0])
+        model = models.get(defense, {})
+        out.append(
+            {
+                "defense": defense,
+                "name": model.get("name"),
+                "params": model.get("params", {}),
+                "clean_accuracy": clean["clean_accuracy"],
+                "robust": {
+                    f"{c['norm']}:{c['eps']:g}": c["robust_accuracy"] for c in own if c["norm"] != "none"
+                },
+                "train_seconds": model.get("train_seconds"),
+                "attack_seconds": sum(c["wall_seconds"] for c in own if c["norm"] != "none"),
+                "stochastic": bool(model.get("stochastic")),
+            }
+        )
+    return out

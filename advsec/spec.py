@@ -1,0 +1,325 @@
+"""Evaluation specs: TOML validated into frozen dataclasses, every error naming its key path.
+
+One schema-driven validator (:func:`build`) serves the spec's own tables and every plugin's parameters,
+so ``attacks[1].steps: expected int, got 'ten'`` reads the same whether the key is ours or a plugin's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from advsec import registry
+from advsec.errors import AdvsecError, SpecError
+from advsec.registry import unknown_name_message
+from advsec.threat import Norm
+
+TargetMode = Literal["none", "random", "least-likely"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a defense's model is trained (shared defaults in ``[train]``, overridable per defense)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class DefenseSpec:
+    name: str
+    label: str
+    params: dict[str, Any]
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    label: str
+    params: dict[str, Any]
+    target: TargetMode = "none"
+
+
+@dataclass(frozen=True)
+class ThreatSpec:
+    norm: Norm
+    eps: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Which test samples are attacked and how the attacks combine."""
+
+    samples: int | None = None  # first N test samples; all when unset
+    batch_size: int = 512
+    cascade: bool = True  # attack only samples every earlier attack left robust
+    examples: int = 8  # adversarial examples kept per cell for the report
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    eps: float | None = None  # the budget of the trade-off chart; the middle of the first grid when unset
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    dataset: str
+    model: str
+    seed: int
+    defenses: tuple[DefenseSpec, ...]
+    threats: tuple[ThreatSpec, ...]
+    attacks: tuple[AttackSpec, ...]
+    train: TrainConfig = TrainConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    report: ReportConfig = ReportConfig()
+    plugins: tuple[str, ...] = ()
+    text: str = field(default="", compare=False)
+
+    @property
+    def report_eps(self) -> float:
+        if self.report.eps is not None:
+            return self.report.eps
+        grid = self.threats[0].eps
+        return grid[len(grid) // 2]
+
+
+# The top-level keys and the plugin-entry keys that are ours rather than the plugin's.
+_TOP = {
+    "name",
+    "dataset",
+    "model",
+    "seed",
+    "plugins",
+    "train",
+    "defenses",
+    "threats",
+    "attacks",
+    "evaluation",
+    "report",
+}
+_DEFENSE_KEYS = {"name", "label", "train"}
+_ATTACK_KEYS = {"name", "label", "target"}
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a TOML spec file (``--plugin`` files it lists are loaded first)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from exc
+    return parse_spec(text, default_name=path.stem, base_dir=path.parent)
+
+
+def parse_spec(text: str, *, default_name: str = "run", base_dir: Path = Path(".")) -> Spec:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"spec is not valid TOML: {exc}") from exc
+    return spec_from_dict(raw, text=text, default_name=default_name, base_dir=base_dir)
+
+
+def spec_from_dict(
+    raw: dict[str, Any], *, text: str, default_name: str = "run", base_dir: Path = Path(".")
+) -> Spec:
+    """Validate an already-parsed spec table (the CLI's one-off ``train``/``attack`` build one)."""
+    _reject_unknown(raw, _TOP, "")
+    plugins = tuple(str(base_dir / p) for p in coerce(raw.get("plugins", []), tuple[str, ...], "plugins"))
+    for plugin in plugins:
+        registry.load_plugin_file(plugin)
+
+    dataset = _plugin_name(raw, "dataset", registry.datasets, default="digits")
+    model = _plugin_name(raw, "model", registry.models, default="mlp")
+    train = build(TrainConfig, _table(raw, "train", ""), "train")
+    defenses = tuple(
+        _defense(entry, f"defenses[{i}]", train) for i, entry in enumerate(_array(raw, "defenses"))
+    )
+    attacks = tuple(_attack(entry, f"attacks[{i}]") for i, entry in enumerate(_array(raw, "attacks")))
+    threats = tuple(
+        build(ThreatSpec, entry, f"threats[{i}]") for i, entry in enumerate(_array(raw, "threats"))
+    )
+    _require_unique([d.label for d in defenses], "defenses", "label")
+    _require_unique([a.label for a in attacks], "attacks", "label")
+    for i, threat in enumerate(threats):
+        if not threat.eps or any(not e > 0 for e in threat.eps):
+            raise SpecError(
+                f"threats[{i}].eps: expected a non-empty list of numbers > 0, got {list(threat.eps)}"
+            )
+        for j, attack in enumerate(attacks):
+            _check_capabilities(attack, threat, f"attacks[{j}]", f"threats[{i}]")
+
+    spec = Spec(
+        name=coerce(raw.get("name", default_name), str, "name"),
+        dataset=dataset,
+        model=model,
+        seed=coerce(raw.get("seed", 0), int, "seed"),
+        defenses=defenses,
+        threats=threats,
+        attacks=attacks,
+        train=train,
+        evaluation=build(EvaluationConfig, _table(raw, "evaluation", ""), "evaluation"),
+        report=build(ReportConfig, _table(raw, "report", ""), "report"),
+        plugins=plugins,
+        text=text,
+    )
+    if spec.report.eps is not None and not any(spec.report.eps in t.eps for t in threats):
+        raise SpecError(f"report.eps: {spec.report.eps} is not in any threats[].eps grid")
+    return spec
+
+
+def _defense(entry: dict[str, Any], path: str, train: TrainConfig) -> DefenseSpec:
+    name = _plugin_name(entry, "name", registry.defenses, path=path)
+    params = {k: v for k, v in entry.items() if k not in _DEFENSE_KEYS}
+    make_plugin(registry.defenses.get(name), params, path)  # validate now, before any compute
+    train = build(TrainConfig, _table(entry, "train", path), f"{path}.train", defaults=train)
+    label = coerce(entry.get("label", name), str, f"{path}.label")
+    return DefenseSpec(name=name, label=label, params=params, train=train)
+
+
+def _attack(entry: dict[str, Any], path: str) -> AttackSpec:
+    name = _plugin_name(entry, "name", registry.attacks, path=path)
+    params = {k: v for k, v in entry.items() if k not in _ATTACK_KEYS}
+    cls = registry.attacks.get(name)
+    make_plugin(cls, params, path)
+    target = coerce(entry.get("target", "none"), TargetMode, f"{path}.target")
+    if target != "none" and not cls.targeted:
+        raise SpecError(
+            f"{path}.target: attack {name!r} is untargeted; remove 'target' or pick a targeted attack"
+        )
+    label = coerce(entry.get("label", name if target == "none" else f"{name}-{target}"), str, f"{path}.label")
+    return AttackSpec(name=name, label=label, params=params, target=target)
+
+
+def _check_capabilities(attack: AttackSpec, threat: ThreatSpec, attack_path: str, threat_path: str) -> None:
+    cls = registry.attacks.get(attack.name)
+    if threat.norm not in cls.norms:
+        raise SpecError(
+            f"{attack_path}: attack {attack.name!r} supports norms {', '.join(cls.norms)}, "
+            f"but {threat_path}.norm is {threat.norm!r}"
+        )
+
+
+def make_plugin(cls: type, params: dict[str, Any], path: str) -> Any:
+    """Instantiate a plugin class from spec parameters, validated against its dataclass fields."""
+    if not dataclasses.is_dataclass(cls):
+        if params:
+            raise SpecError(f"{path}: {cls.__name__} takes no parameters, got {', '.join(sorted(params))}")
+        return cls()
+    return build(cls, params, path)
+
+
+def build(cls: type, table: dict[str, Any], path: str, defaults: Any = None) -> Any:
+    """A ``cls`` dataclass instance from a TOML table; unknown keys and wrong types name their key path."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    _reject_unknown(table, set(fields), path)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name in table:
+            values[name] = coerce(table[name], hints[name], key)
+        elif defaults is not None:
+            values[name] = getattr(defaults, name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SpecError(f"{key}: required key is missing")
+    try:
+        return cls(**values)
+    except AdvsecError as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+
+
+def coerce(value: Any, annotation: Any, path: str) -> Any:
+    """Check ``value`` against a type annotation (int, float, bool, str, Literal, Optional, tuple, list)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        if value not in args:
+            raise SpecError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return coerce(value, option, path)
+            except SpecError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            raise SpecError(f"{path}: expected a list, got {_describe(value)}")
+        item = args[0] if args else Any
+        items = [coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and (
+        not isinstance(value, annotation) or (annotation is int and isinstance(value, bool))
+    ):
+        raise SpecError(f"{path}: expected {annotation.__name__}, got {_describe(value)}")
+    return value
+
+
+def _describe(value: Any) -> str:
+    kind = {dict: "a table", list: "a list"}.get(type(value))
+    return kind or f"{type(value).__name__} {value!r}"
+
+
+def _reject_unknown(table: dict[str, Any], known: set[str], path: str) -> None:
+    for key in table:
+        if key not in known:
+            where = f"{path}.{key}" if path else key
+            close = unknown_name_message("key", key, sorted(known)).split(": ", 1)[1]
+            raise SpecError(f"{where}: unknown key ({close})")
+
+
+def _table(raw: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise SpecError(f"{path + '.' if path else ''}{key}: expected a table, got {_describe(value)}")
+    return value
+
+
+def _array(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = raw.get(key)
+    if value is None:
+        raise SpecError(f"{key}: required; add at least one [[{key}]] table")
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise SpecError(f"{key}: expected one or more [[{key}]] tables, got {_describe(value)}")
+    return value
+
+
+def _plugin_name(
+    raw: dict[str, Any], key: str, reg: registry.Registry, *, default: str | None = None, path: str = ""
+) -> str:
+    where = f"{path}.{key}" if path else key
+    if key not in raw and default is None:
+        raise SpecError(f"{where}: required key is missing")
+    name = coerce(raw.get(key, default), str, where)
+    if name not in reg.names():
+        raise SpecError(f"{where}: {unknown_name_message(reg.kind, name, reg.names())}")
+    return name
+
+
+def _require_unique(labels: list[str], array: str, key: str) -> None:
+    seen: set[str] = set()
+    for i, label in enumerate(labels):
+        if label in seen:
+            raise SpecError(f"{array}[{i}].{key}: {label!r} is used twice; give each entry its own label")
+        seen.add(label)

@@ -1,0 +1,233 @@
+"""The results store: one SQLite file per run, per-sample rows, one transaction per cell.
+
+Every number in a report is an aggregate of rows here, so it can be recomputed and two runs diffed.
+A cell is written whole or not at all; re-running a spec skips the cells already present.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advsec.errors import AdvsecError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plan (position INTEGER PRIMARY KEY, cell TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    defense TEXT PRIMARY KEY, name TEXT, params TEXT, model_key TEXT, train_seconds REAL,
+    cached INTEGER, stochastic INTEGER, stateful INTEGER, history TEXT);
+CREATE TABLE IF NOT EXISTS cells (
+    cell TEXT PRIMARY KEY, defense TEXT, norm TEXT, eps REAL, attacks TEXT, cascade INTEGER,
+    n INTEGER, clean_correct INTEGER, robust INTEGER, wall_seconds REAL,
+    forwards INTEGER, backwards INTEGER, finished_at TEXT);
+CREATE TABLE IF NOT EXISTS cell_attacks (
+    cell TEXT, position INTEGER, attack TEXT, name TEXT, params TEXT, target TEXT,
+    attacked INTEGER, broken INTEGER, forwards INTEGER, backwards INTEGER, wall_seconds REAL,
+    PRIMARY KEY (cell, position));
+CREATE TABLE IF NOT EXISTS samples (
+    cell TEXT, idx INTEGER, label INTEGER, clean_pred INTEGER, adv_pred INTEGER, robust INTEGER,
+    broken_by TEXT, PRIMARY KEY (cell, idx));
+CREATE TABLE IF NOT EXISTS attempts (
+    cell TEXT, idx INTEGER, position INTEGER, pred INTEGER, distance REAL, PRIMARY KEY (cell, idx, position));
+CREATE TABLE IF NOT EXISTS examples (
+    cell TEXT, idx INTEGER, shape TEXT, clean BLOB, adversarial BLOB, PRIMARY KEY (cell, idx));
+"""
+
+
+@dataclass
+class AttackRecord:
+    """One attack's share of a cell: how many samples it attacked and broke, and at what cost."""
+
+    label: str
+    name: str
+    params: dict[str, Any]
+    target: str
+    attacked: int = 0
+    broken: int = 0
+    forwards: int = 0
+    backwards: int = 0
+    wall_seconds: float = 0.0
+    attempts: list[tuple[int, int, float]] = field(default_factory=list)  # (sample, prediction, distance)
+
+
+@dataclass
+class CellResult:
+    """Everything one cell (defense × norm × eps × attack cascade) produced."""
+
+    cell: str
+    defense: str
+    norm: str
+    eps: float
+    cascade: bool
+    labels: np.ndarray
+    clean_pred: np.ndarray
+    adv_pred: np.ndarray
+    robust: np.ndarray
+    broken_by: list[str | None]
+    attacks: list[AttackRecord]
+    wall_seconds: float
+    examples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (sample, clean, adv)
+
+
+class Store:
+    """A run's SQLite file (WAL), opened for reading and writing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise AdvsecError(f"cannot open the results store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def clear(self) -> None:
+        """Forget every result (``--fresh``)."""
+        with self.db:
+            for table in ("plan", "models", "cells", "cell_attacks", "samples", "attempts", "examples"):
+                self.db.execute(f"DELETE FROM {table}")
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
+            )
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    def set_plan(self, cells: list[str]) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM plan")
+            self.db.executemany("INSERT INTO plan VALUES (?, ?)", enumerate(cells))
+
+    def finished(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT cell FROM cells")}
+
+    def save_model(self, defense: str, row: dict[str, Any]) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    defense,
+                    row["name"],
+                    json.dumps(row["params"], sort_keys=True),
+                    row["model_key"],
+                    row["train_seconds"],
+                    row["cached"],
+                    row["stochastic"],
+                    row["stateful"],
+                    json.dumps(row["history"]),
+                ),
+            )
+
+    def save_cell(self, result: CellResult) -> None:
+        """Write a whole cell in one transaction: after a crash it is either all there or absent."""
+        attacks = result.attacks
+        with self.db:
+            self.db.execute("DELETE FROM cells WHERE cell = ?", (result.cell,))
+            for table in ("cell_attacks", "samples", "attempts", "examples"):
+                self.db.execute(f"DELETE FROM {table} WHERE cell = ?", (result.cell,))
+            self.db.executemany(
+                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (result.cell, i, int(label), int(clean), int(adv), int(robust), broken)
+                    for i, (label, clean, adv, robust, broken) in enumerate(
+                        zip(
+                            result.labels,
+                            result.clean_pred,
+                            result.adv_pred,
+                            result.robust,
+                            result.broken_by,
+                            strict=True,
+                        )
+                    )
+                ],
+            )
+            for position, a in enumerate(attacks):
+                self.db.execute(
+                    "INSERT INTO cell_attacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (result.cell, position, a.label, a.name, json.dumps(a.params, sort_keys=True), a.target,
+                     a.attacked, a.broken, a.forwards, a.backwards, a.wall_seconds),
+                )  # fmt: skip
+                self.db.executemany(
+                    "INSERT INTO attempts VALUES (?, ?, ?, ?, ?)",
+                    [(result.cell, i, position, pred, dist) for i, pred, dist in a.attempts],
+                )
+            self.db.executemany(
+                "INSERT INTO examples VALUES (?, ?, ?, ?, ?)",
+                [
+                    (result.cell, i, json.dumps(list(clean.shape)), clean.astype("<f4").tobytes(),
+                     adv.astype("<f4").tobytes())
+                    for i, clean, adv in result.examples
+                ],
+            )  # fmt: skip
+            self.db.execute(
+                "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, datetime('now'))",
+                (
+                    result.cell,
+                    result.defense,
+                    result.norm,
+                    result.eps,
+                    json.dumps([a.label for a in attacks]),
+                    int(result.cascade),
+                    len(result.labels),
+                    int((result.clean_pred == result.labels).sum()),
+                    int(result.robust.sum()),
+                    result.wall_seconds,
+                    sum(a.forwards for a in attacks),
+                    sum(a.backwards for a in attacks),
+                ),
+            )
+
+    # Reading: only what the current plan holds, in plan order.
+
+    def cells(self) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT c.* FROM plan p JOIN cells c ON c.cell = p.cell ORDER BY p.position",
+        )
+        for row in rows:
+            row["attacks"] = json.loads(row["attacks"])
+        return rows
+
+    def cell_attacks(self, cell: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM cell_attacks WHERE cell = ? ORDER BY position", (cell,))
+
+    def samples(self, cell: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM samples WHERE cell = ? ORDER BY idx", (cell,))
+
+    def attempts(self, cell: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM attempts WHERE cell = ? ORDER BY position, idx", (cell,))
+
+    def examples(self, cell: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        out = []
+        for idx, shape, clean, adv in self.db.execute(
+            "SELECT idx, shape, clean, adversarial FROM examples WHERE cell = ? ORDER BY idx", (cell,)
+        ):
+            dims = json.loads(shape)
+            out.append(
+                (idx, np.frombuffer(clean, "<f4").reshape(dims), np.frombuffer(adv, "<f4").reshape(dims))
+            )
+        return out
+
+    def models(self) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT * FROM models")
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+            row["history"] = json.loads(row["history"])
+        return rows
+
+    def _rows(self, query: str, args: tuple = ()) -> list[dict[str, Any]]:
+        cursor = self.db.execute(query, args)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]

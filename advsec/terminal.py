@@ -1,0 +1,90 @@
+"""Terminal tables (rich): the results scorecard and the plugin capability lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from advsec import registry
+from advsec.errors import PluginError
+from advsec.results import defense_summaries
+from advsec.store import Store
+
+_CAPABILITIES: dict[str, list[str]] = {
+    "attacks": ["norms", "targeted", "kind", "modalities"],
+    "defenses": ["stochastic", "stateful", "modalities"],
+    "generators": ["norms", "targeted", "modalities"],
+    "datasets": ["domain", "shape", "bounds", "embedded"],
+    "models": [],
+}
+
+
+def plugin_rows(kind: str) -> list[dict[str, Any]]:
+    """One row per registered plugin: its capabilities, or why it is broken."""
+    rows = []
+    for entry in registry.REGISTRIES[kind].entries():
+        row: dict[str, Any] = {"name": entry.name, "source": entry.source}
+        try:
+            obj = entry.load()
+        except PluginError as exc:
+            row["status"] = f"broken: {exc}"
+            rows.append(row)
+            continue
+        row["status"] = "ok"
+        for capability in _CAPABILITIES[kind]:
+            value = getattr(obj, capability, None)
+            row[capability] = list(value) if isinstance(value, tuple) else value
+        row["description"] = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+        rows.append(row)
+    return rows
+
+
+def print_plugin_table(kind: str) -> None:
+    rows = plugin_rows(kind)
+    table = Table(title=kind, title_justify="left", show_lines=False)
+    columns = ["name", *_CAPABILITIES[kind], "description", "source"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if row["status"] != "ok":
+            table.add_row(
+                row["name"], f"[red]{row['status']}[/red]", *[""] * (len(columns) - 3), row["source"]
+            )
+            continue
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    console = Console()
+    console.print(table if rows else f"{kind}: none registered")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else str(value)
+
+
+def print_scorecard(store: Store) -> None:
+    """Clean and worst-case robust accuracy per defense and budget, with costs."""
+    defenses = defense_summaries(store)
+    budgets = list(dict.fromkeys(b for d in defenses for b in d["robust"]))
+    table = Table(title=f"{store.meta().get('name', 'run')}: accuracy (%)", title_justify="left")
+    table.add_column("defense")
+    table.add_column("clean", justify="right")
+    for budget in budgets:
+        table.add_column(budget.replace(":", " ε="), justify="right")
+    table.add_column("train s", justify="right")
+    table.add_column("attack s", justify="right")
+    for d in defenses:
+        robust = [f"{100 * d['robust'][b]:.1f}" if b in d["robust"] else "" for b in budgets]
+        train_seconds = "" if d["train_seconds"] is None else f"{d['train_seconds']:.1f}"
+        table.add_row(
+            d["defense"],
+            f"{100 * d['clean_accuracy']:.1f}",
+            *robust,
+            train_seconds,
+            f"{d['attack_seconds']:.1f}",
+        )
+    Console().print(table)

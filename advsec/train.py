@@ -1,0 +1,173 @@
+"""The training loop and the model cache.
+
+A trained model is cached under a content hash of everything that determines it (dataset contents,
+architecture, defense and its parameters, training config, seed), as safetensors: loading a cached model
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from advsec import registry
+from advsec.data import Dataset
+from advsec.defense import Defense
+from advsec.errors import DataError
+from advsec.progress import Progress
+from advsec.spec import TrainConfig, make_plugin
+
+CACHE_FORMAT = 1  # bump when training semantics change, so old checkpoints are not reused
+
+
+@dataclass
+class TrainedModel:
+    """A model ready to attack: the deployed module plus where it came from and what it cost."""
+
+    model: nn.Module
+    defense: Defense
+    key: str
+    train_seconds: float
+    cached: bool
+    history: list[dict[str, float]]
+
+
+def cache_dir() -> Path:
+    """``$ADVSEC_CACHE`` if set, else ``~/.cache/advsec``; models live in its ``models/`` folder."""
+    env = os.environ.get("ADVSEC_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "advsec") / "models"
+
+
+def model_key(
+    dataset: Dataset,
+    model_name: str,
+    defense_name: str,
+    params: dict[str, Any],
+    config: TrainConfig,
+    seed: int,
+) -> str:
+    content = {
+        "format": CACHE_FORMAT,
+        "dataset": [dataset.name, dataset.fingerprint],
+        "model": model_name,
+        "defense": [defense_name, params],
+        "train": asdict(config),
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def build_model(model_name: str, dataset: Dataset, seed: int) -> nn.Module:
+    """A freshly initialized model; its initial weights depend on ``seed`` only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return registry.models.get(model_name)(dataset.input_shape, dataset.num_classes)
+
+
+def load_or_train(
+    dataset: Dataset,
+    model_name: str,
+    defense_name: str,
+    params: dict[str, Any],
+    config: TrainConfig,
+    seed: int,
+    *,
+    device: torch.device,
+    progress: Progress,
+    label: str | None = None,
+) -> TrainedModel:
+    """The trained model from the cache, or trained now (and cached) when absent."""
+    defense = make_plugin(registry.defenses.get(defense_name), params, defense_name)
+    key = model_key(dataset, model_name, defense_name, params, config, seed)
+    model = build_model(model_name, dataset, seed)
+    path = cache_dir() / f"{key}.safetensors"
+    if path.exists():
+        meta = _load_checkpoint(model, path)
+        cached = True
+    else:
+        started = time.perf_counter()
+        history = train(model, dataset, defense, config, seed, device=device, progress=progress, label=label)
+        meta = {"train_seconds": time.perf_counter() - started, "history": history}
+        _save_checkpoint(model, path, meta)
+        cached = False
+    model.to(device).eval()
+    return TrainedModel(
+        model=defense.wrap(model),
+        defense=defense,
+        key=key,
+        train_seconds=meta["train_seconds"],
+        cached=cached,
+        history=meta["history"],
+    )
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    defense: Defense,
+    config: TrainConfig,
+    seed: int,
+    *,
+    device: torch.device,
+    progress: Progress,
+    label: str | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place on ``dataset`` with the defense's batch loss; returns per-epoch stats."""
+    generator = torch.Generator().manual_seed(seed)
+    x, y = dataset.x_train.to(device), dataset.y_train.to(device)
+    model.to(device).train()
+    optimizer = _optimizer(model, config)
+    batches = -(-len(x) // config.batch_size)
+    history = []
+    with progress.task(f"train {label or type(defense).__name__}", total=config.epochs * batches) as task:
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(x), generator=generator).to(device)
+            total = 0.0
+            for start in range(0, len(x), config.batch_size):
+                batch = order[start : start + config.batch_size]
+                loss = defense.loss(model, x[batch], y[batch], bounds=dataset.bounds, generator=generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(batch)
+                task.advance()
+            history.append({"epoch": epoch + 1, "loss": total / len(x)})
+    model.eval()
+    return history
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+        )
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, partial, metadata={"advsec": json.dumps(meta)})
+    partial.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the real name
+
+
+def _load_checkpoint(model: nn.Module, path: Path) -> dict[str, Any]:
+    try:
+        state = load_file(path)
+        with safe_open(path, framework="pt") as handle:
+            meta = json.loads(handle.metadata()["advsec"])
+        model.load_state_dict(state)
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise DataError(f"cached model {path} is unreadable ({exc}); delete it to retrain") from exc
+    return meta

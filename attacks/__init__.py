@@ -1,0 +1,1 @@
+"""Built-in attack plugins, installed as ``advsec.attacks`` and registered through entry points."""

@@ -1,0 +1,48 @@
+"""PGD (Madry et al. 2018): random start in the ball, then projected gradient steps, with restarts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from advsec.attack import Attack, Loss, gradient_attack
+from advsec.threat import ThreatModel
+
+
+@dataclass
+class PGD(Attack):
+    """Projected gradient descent; restarts keep each sample's worst case."""
+
+    targeted = True
+    steps: int = 20
+    step_fraction: float | None = None  # step size as a fraction of eps; default 2.5 / steps (Madry et al.)
+    restarts: int = 1
+    random_start: bool = True
+    loss: Loss = "ce"
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        *,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        fraction = self.step_fraction if self.step_fraction is not None else 2.5 / self.steps
+        return gradient_attack(
+            model,
+            x,
+            y,
+            threat,
+            steps=self.steps,
+            step_size=fraction * threat.eps,
+            random_start=self.random_start,
+            restarts=self.restarts,
+            loss=self.loss,
+            target=target,
+            generator=generator,
+        )
