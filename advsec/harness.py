@@ -116,7 +116,7 @@ def run_spec(
         for result in (executor or LocalExecutor()).map(evaluator, pending):
             store.save_cell(result)
             task.advance()
-    store.set_meta({"finished_at": _now()})
+    store.set_meta({"finished_at": _now(), "computed_cells": len(pending)})
     return store
 
 

@@ -34,7 +34,7 @@ class Entry:
 
     def load(self) -> Any:
         if self.conflicts:
-            sources = " and ".join([self.source, *self.conflicts])
+            sources = " and ".join(sorted([self.source, *self.conflicts]))
             raise PluginError(f"{self.name!r} is declared twice, by {sources}: uninstall or rename one")
         if self.loaded is None and self.error is None:
             try:

@@ -45,6 +45,7 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
         )
     robust = sum(s["robust"] for s in samples)
     return {
+        "cell": cell["cell"],
         "defense": cell["defense"],
         "norm": cell["norm"],
         "eps": cell["eps"],
@@ -58,14 +59,18 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def defense_summaries(store: Store) -> list[dict[str, Any]]:
-    """Per defense: clean accuracy (from its clean cell), training cost, and robust accuracy per budget."""
-    cells = cell_summaries(store)
+def defense_summaries(store: Store, cells: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per defense: clean accuracy (from its clean cell), robust accuracy per budget, and costs.
+
+    ``cells`` are the run's :func:`cell_summaries`, when the caller has them already.
+    """
+    cells = cell_summaries(store) if cells is None else cells
     models = {m["defense"]: m for m in store.models()}
     out = []
     for defense in dict.fromkeys(c["defense"] for c in cells):
         own = [c for c in cells if c["defense"] == defense]
         clean = next((c for c in own if c["norm"] == "none"), own[0])
+        attacked = [c for c in own if c["norm"] != "none"]
         model = models.get(defense, {})
         out.append(
             {
@@ -73,11 +78,11 @@ def defense_summaries(store: Store) -> list[dict[str, Any]]:
                 "name": model.get("name"),
                 "params": model.get("params", {}),
                 "clean_accuracy": clean["clean_accuracy"],
-                "robust": {
-                    f"{c['norm']}:{c['eps']:g}": c["robust_accuracy"] for c in own if c["norm"] != "none"
-                },
+                "robust": {f"{c['norm']}:{c['eps']:g}": c["robust_accuracy"] for c in attacked},
                 "train_seconds": model.get("train_seconds"),
-                "attack_seconds": sum(c["wall_seconds"] for c in own if c["norm"] != "none"),
+                "attack_seconds": sum(c["wall_seconds"] for c in attacked),
+                "forwards": sum(c["forwards"] for c in attacked),
+                "backwards": sum(c["backwards"] for c in attacked),
                 "stochastic": bool(model.get("stochastic")),
             }
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -54,8 +56,7 @@ def print_plugin_table(kind: str) -> None:
             )
             continue
         table.add_row(*[_cell(row.get(c)) for c in columns])
-    console = Console()
-    console.print(table if rows else f"{kind}: none registered")
+    _console().print(table if rows else f"{kind}: none registered")
 
 
 def _cell(value: Any) -> str:
@@ -70,13 +71,12 @@ def print_scorecard(store: Store) -> None:
     """Clean and worst-case robust accuracy per defense and budget, with costs."""
     defenses = defense_summaries(store)
     budgets = list(dict.fromkeys(b for d in defenses for b in d["robust"]))
-    table = Table(title=f"{store.meta().get('name', 'run')}: accuracy (%)", title_justify="left")
-    table.add_column("defense")
-    table.add_column("clean", justify="right")
-    for budget in budgets:
-        table.add_column(budget.replace(":", " ε="), justify="right")
-    table.add_column("train s", justify="right")
-    table.add_column("attack s", justify="right")
+    table = Table(
+        title=f"{store.meta().get('name', 'run')}: accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    table.add_column("defense", no_wrap=True)
+    for column in ["clean", *(b.replace(":", " ") for b in budgets), "train s", "attack s"]:
+        table.add_column(column, justify="right", no_wrap=True)
     for d in defenses:
         robust = [f"{100 * d['robust'][b]:.1f}" if b in d["robust"] else "" for b in budgets]
         train_seconds = "" if d["train_seconds"] is None else f"{d['train_seconds']:.1f}"
@@ -87,4 +87,9 @@ def print_scorecard(store: Store) -> None:
             train_seconds,
             f"{d['attack_seconds']:.1f}",
         )
-    Console().print(table)
+    _console().print(table)
+
+
+def _console() -> Console:
+    """The terminal's width on a terminal; wide enough for any table when piped into a file or a test."""
+    return Console() if sys.stdout.isatty() else Console(width=200)

@@ -20,3 +20,42 @@ def shared_data_dir() -> Path:
     if shared.is_dir():
         return shared
     pytest.skip(f"no data sets: ADVSEC_DATA is not set and {shared} does not exist")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests train into a cache of their own, never the user's ``~/.cache/advsec``."""
+    os.environ["ADVSEC_CACHE"] = str(tmp_path_factory.mktemp("advsec-cache"))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from advsec.harness import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_models(digits):
+    """The quickstart's two digits MLPs (standard and PGD-AT at eps 0.1), trained once per session."""
+    import torch
+
+    from advsec.progress import Progress
+    from advsec.spec import load_spec
+    from advsec.train import load_or_train
+
+    spec = load_spec(REPO / "evaluations" / "quickstart.toml")
+    models = {}
+    for defense in spec.defenses:
+        trained = load_or_train(
+            digits,
+            spec.model,
+            defense.name,
+            defense.params,
+            defense.train,
+            spec.seed,
+            device=torch.device("cpu"),
+            progress=Progress(quiet=True),
+        )
+        models[defense.label] = trained.model
+    return models

@@ -1,0 +1,214 @@
+"""The report: one self-contained ``report.html``, a ``report.md`` twin and the PNG figures, from a store.
+
+It reads the store only: every number comes from :mod:`advsec.results`, which counts the per-sample rows.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from advsec.errors import AdvsecError
+from advsec.report.figures import (
+    Example,
+    Style,
+    budget_name,
+    defense_styles,
+    examples_png,
+    pareto_front,
+    robust_vs_eps_png,
+    tradeoff_png,
+)
+from advsec.report.render import Block, Code, Heading, Image, Text, to_html, to_markdown
+from advsec.report.tables import attack_tables, budgets, defense_table
+from advsec.results import cell_summaries, defense_summaries
+from advsec.store import Store
+
+__all__ = ["build_report", "pareto_front"]
+
+EXAMPLES_PER_DEFENSE = 4
+
+SCORING = (
+    "A sample counts as robust at a budget only if the model classifies it correctly on the clean input "
+    "AND on the output of every attack in the cascade at that budget: the worst case over the attacks, per "
+    "sample. The cascade attacks only the samples every earlier attack left robust, so “Attacked” shrinks "
+    "stage by stage and “Robust after” is the running worst case. Robust accuracy is robust samples over all "
+    "evaluated samples (clean mistakes count as not robust). Forward and backward counts are samples passed "
+    "through the model by the attacks; times are wall-clock seconds."
+)
+
+
+def build_report(store: Store, out_dir: Path) -> Path:
+    """Write report.html, report.md and the figures for ``store`` into ``out_dir``; return report.html."""
+    meta = store.meta()
+    cells = cell_summaries(store)
+    if not cells:
+        raise AdvsecError(f"the store {store.path} holds no finished cells; run the spec first, then report")
+    defenses = defense_summaries(store, cells)
+    styles = defense_styles([d["defense"] for d in defenses])
+    shown = report_budgets(cells, meta.get("report_eps"))
+    title = meta.get("name") or store.path.stem
+
+    blocks: list[Block] = [
+        Heading(title, level=1),
+        Text(_facts(meta, cells), muted=True),
+        Heading("Defenses"),
+        defense_table(defenses, cells),
+    ]
+    if shown:
+        clean = {d["defense"]: d["clean_accuracy"] for d in defenses}
+        classes = meta.get("classes") or []
+        blocks += [
+            Heading("Trade-off"),
+            Image(
+                "tradeoff.png", tradeoff_png(_tradeoff_panels(cells, clean, shown), styles), "Trade-off chart"
+            ),
+            Heading("Robust accuracy vs budget"),
+            Image(
+                "robust_vs_eps.png",
+                robust_vs_eps_png(
+                    _curves(cells, clean, shown), styles, 1 / len(classes) if classes else None
+                ),
+                "Robust accuracy vs ε",
+            ),
+            Heading("Attacks, stage by stage"),
+            *attack_tables(cells),
+            Heading("Examples"),
+            _examples(store, meta, cells, styles, *next(iter(shown.items()))),
+        ]
+    blocks += [Heading("How this is scored"), Text(SCORING)]
+    if meta.get("spec"):
+        blocks.append(Code("Spec (TOML)", meta["spec"], "toml"))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for block in blocks:
+        if isinstance(block, Image):
+            (out_dir / block.file).write_bytes(block.png)
+    (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+    html = out_dir / "report.html"
+    html.write_text(to_html(title, blocks), encoding="utf-8")
+    return html
+
+
+def report_budgets(cells: list[dict[str, Any]], report_eps: float | None) -> dict[str, float]:
+    """Per attacked norm, the budget the trade-off chart and the examples show.
+
+    That is ``report_eps`` where the norm's grid has it; a norm whose grid lacks it (ℓ2 next to an ℓ∞
+    ``report_eps``) shows the middle of its own grid, the spec's default rule.
+    """
+    grids: dict[str, list[float]] = {}
+    for norm, eps in budgets(cells):
+        grids.setdefault(norm, []).append(eps)
+    return {
+        norm: next(
+            (e for e in grid if report_eps is not None and math.isclose(e, report_eps)), grid[len(grid) // 2]
+        )
+        for norm, grid in grids.items()
+    }
+
+
+def _tradeoff_panels(
+    cells: list[dict[str, Any]], clean: dict[str, float], shown: dict[str, float]
+) -> list[tuple[str, float, dict[str, tuple[float, float]]]]:
+    return [
+        (
+            norm,
+            eps,
+            {c["defense"]: (clean[c["defense"]], c["robust_accuracy"]) for c in _at(cells, norm, eps)},
+        )
+        for norm, eps in shown.items()
+    ]
+
+
+def _curves(
+    cells: list[dict[str, Any]], clean: dict[str, float], shown: dict[str, float]
+) -> list[tuple[str, float, dict[str, list[tuple[float, float]]]]]:
+    """Per norm, each defense's robust accuracy by budget, starting from its clean accuracy at ε=0."""
+    panels = []
+    for norm, eps in shown.items():
+        curves: dict[str, list[tuple[float, float]]] = {}
+        for c in sorted((c for c in cells if c["norm"] == norm), key=lambda c: c["eps"]):
+            curves.setdefault(c["defense"], [(0.0, clean[c["defense"]])]).append(
+                (c["eps"], c["robust_accuracy"])
+            )
+        panels.append((norm, eps, curves))
+    return panels
+
+
+def _examples(
+    store: Store,
+    meta: dict[str, Any],
+    cells: list[dict[str, Any]],
+    styles: dict[str, Style],
+    norm: str,
+    eps: float,
+) -> Block:
+    """The example grid at one budget: a row per defense, captioned with its predictions."""
+    classes = meta.get("classes") or []
+
+    def name(label: int) -> str:
+        return str(classes[label]) if 0 <= label < len(classes) else str(label)
+
+    rows: dict[str, list[Example]] = {}
+    for cell in _at(cells, norm, eps):
+        cell_id = cell["cell"]
+        samples = {s["idx"]: s for s in store.samples(cell_id)}
+        pairs = store.examples(cell_id)[:EXAMPLES_PER_DEFENSE]
+        if pairs:
+            rows[cell["defense"]] = [
+                Example(
+                    clean,
+                    adversarial,
+                    f"{name(samples[i]['clean_pred'])} → {name(samples[i]['adv_pred'])}",
+                    broken=samples[i]["adv_pred"] != samples[i]["label"],
+                )
+                for i, clean, adversarial in pairs
+            ]
+    if not rows:
+        return Text("No examples were stored for this run.", muted=True)
+    domain = meta.get("domain", "image")
+    bounds = tuple(meta.get("bounds", (0.0, 1.0)))
+    png = examples_png(
+        rows, styles, domain=domain, bounds=bounds, title=f"Examples at {budget_name(norm, eps)}"
+    )
+    layout = (
+        "clean waveform grey, adversarial in colour" if domain == "audio" else "clean left, adversarial right"
+    )
+    caption = (
+        f"Stored test samples per defense at {budget_name(norm, eps)}: {layout}. Captions give the "
+        "clean → adversarial prediction; wrong predictions are in vermillion."
+    )
+    return Image("examples.png", png, f"Adversarial examples at {budget_name(norm, eps)}", caption)
+
+
+def _at(cells: list[dict[str, Any]], norm: str, eps: float) -> list[dict[str, Any]]:
+    return [c for c in cells if c["norm"] == norm and c["eps"] == eps]
+
+
+def _facts(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
+    """One line: dataset, model, seed, device, sample count, versions, date."""
+    versions = meta.get("versions")
+    if isinstance(versions, dict):
+        versions = ", ".join(f"{k} {v}" for k, v in versions.items())
+    sizes = "/".join(str(n) for n in sorted({c["n"] for c in cells}))
+    facts = [
+        f"dataset {meta['dataset']}" if "dataset" in meta else None,
+        f"model {meta['model']}" if "model" in meta else None,
+        f"seed {meta['seed']}" if "seed" in meta else None,
+        f"device {meta['device']}" if "device" in meta else None,
+        f"{sizes} test samples",
+        versions,
+        _date(meta.get("finished_at") or meta.get("started_at")),
+    ]
+    return " · ".join(f for f in facts if f)
+
+
+def _date(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M %Z").strip()
+    except ValueError:
+        return value

@@ -1,0 +1,218 @@
+"""The report's figures, drawn off-screen with matplotlib and returned as PNG bytes.
+
+Figures are built as bare ``matplotlib.figure.Figure`` objects rather than through pyplot: nothing is
+registered in pyplot's global figure list, so there is nothing to close and no GUI backend to avoid.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot: never open a window, even if a caller uses pyplot
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+# Okabe & Ito's colour-blind-safe palette, yellow last because it is faint on white.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
+DPI = 110
+MUTED = "#777777"
+BROKEN = "#D55E00"  # caption colour of an example the attack turned into a mistake
+NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2", "l1": "ℓ1"}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one defense is drawn in every figure, so a colour means the same defense throughout."""
+
+    color: str
+    marker: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """One clean/adversarial pair with its caption (``clean prediction → adversarial prediction``)."""
+
+    clean: np.ndarray
+    adversarial: np.ndarray
+    caption: str
+    broken: bool
+
+
+def defense_styles(defenses: Sequence[str]) -> dict[str, Style]:
+    """A colour and marker per defense, in the given order; the pair only repeats after 8 × 8 defenses."""
+    return {
+        d: Style(PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE) + i) % len(MARKERS)])
+        for i, d in enumerate(defenses)
+    }
+
+
+def budget_name(norm: str, eps: float) -> str:
+    """``ℓ∞ ε=8/255`` style: fractions of 255 read better than their long decimals."""
+    value = f"{eps:g}"
+    steps = eps * 255
+    if len(value) > 6 and abs(steps - round(steps)) < 1e-6:
+        value = f"{round(steps)}/255"
+    return f"{NORM_NAMES.get(norm, norm)} ε={value}"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated points, maximizing both coordinates, in input order.
+
+    A point is dominated when another is at least as good in both coordinates and better in one, so
+    identical points are all kept.
+    """
+    return [
+        i
+        for i, (x, y) in enumerate(points)
+        if not any(ox >= x and oy >= y and (ox > x or oy > y) for ox, oy in points)
+    ]
+
+
+def tradeoff_png(
+    panels: Sequence[tuple[str, float, dict[str, tuple[float, float]]]], styles: dict[str, Style]
+) -> bytes:
+    """Clean (x) against robust (y) accuracy, one panel per ``(norm, eps, {defense: (clean, robust)})``."""
+    fig, axes = _panels(len(panels), width=5.2, height=4.2)
+    for ax, (norm, eps, points) in zip(axes, panels, strict=True):
+        names = list(points)
+        xy = [(100 * clean, 100 * robust) for clean, robust in points.values()]
+        front = sorted((xy[i] for i in pareto_front(xy)), key=lambda p: (p[0], -p[1]))
+        for name, (x, y) in zip(names, xy, strict=True):
+            style = styles[name]
+            ax.scatter(x, y, color=style.color, marker=style.marker, s=60, zorder=2, edgecolor="white")
+            ax.annotate(
+                name, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=9, color=style.color
+            )
+        ax.set_title(f"Clean vs robust accuracy at {budget_name(norm, eps)}", fontsize=10)
+        ax.set_xlabel("Clean accuracy (%)")
+        ax.set_ylabel("Robust accuracy (%)")
+        ax.margins(0.18)
+        left, right = ax.get_xlim()
+        bottom, top = ax.get_ylim()
+        ax.set_xlim(left, min(right, 101))  # accuracy never exceeds 100 %
+        ax.set_ylim(max(bottom, -1), min(top, 101))
+        # The frontier bounds the region it dominates: from the left edge, down its steps, to the floor.
+        xs = [ax.get_xlim()[0], *(x for x, _ in front)]
+        ys = [*(y for _, y in front), ax.get_ylim()[0]]
+        ax.step(
+            xs, ys, where="post", color=MUTED, linestyle="--", linewidth=1, label="Pareto frontier", zorder=1
+        )
+        ax.legend(loc="lower left", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def robust_vs_eps_png(
+    panels: Sequence[tuple[str, float, dict[str, list[tuple[float, float]]]]],
+    styles: dict[str, Style],
+    chance: float | None,
+) -> bytes:
+    """Robust accuracy against ε, a line per defense, one panel per ``(norm, report eps, {defense: curve})``.
+
+    Each curve starts at ε=0 with the defense's clean accuracy; the report's ε is marked by a dotted line.
+    """
+    fig, axes = _panels(len(panels), width=5.2, height=3.8)
+    for ax, (norm, report_eps, curves) in zip(axes, panels, strict=True):
+        for name, curve in curves.items():
+            eps, accuracy = zip(*curve, strict=True)
+            style = styles[name]
+            ax.plot(eps, [100 * a for a in accuracy], color=style.color, marker=style.marker, markersize=5,
+                    label=name)  # fmt: skip
+        ax.axvline(report_eps, color=MUTED, linestyle=":", linewidth=1)
+        if chance is not None:
+            ax.axhline(100 * chance, color=MUTED, linestyle="--", linewidth=0.8)
+            ax.annotate("chance", (1, 100 * chance), xycoords=("axes fraction", "data"), xytext=(-2, 3),
+                        textcoords="offset points", ha="right", fontsize=8, color=MUTED)  # fmt: skip
+        ax.set_title(f"Robust accuracy vs {NORM_NAMES.get(norm, norm)} budget", fontsize=10)
+        ax.set_xlabel(f"ε ({NORM_NAMES.get(norm, norm)}, input units)")
+        ax.set_ylabel("Robust accuracy (%)")
+        ax.set_ylim(-3, 103)
+        ax.legend(fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def examples_png(
+    rows: dict[str, list[Example]],
+    styles: dict[str, Style],
+    *,
+    domain: str,
+    bounds: tuple[float, float],
+    title: str,
+) -> bytes:
+    """A grid with a row per defense and one clean/adversarial pair per column.
+
+    Images show clean (left) and adversarial (right) side by side in one panel, greyscale on the dataset's
+    bounds; audio overlays the two waveforms.
+    """
+    columns = max(len(pairs) for pairs in rows.values())
+    fig = Figure(figsize=(2.0 * columns + 0.6, 1.35 * len(rows) + 0.5), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.08)  # separate the pairs more than the two halves of a pair
+    grid = fig.subplots(len(rows), columns, squeeze=False)
+    for axes, (defense, pairs) in zip(grid, rows.items(), strict=True):
+        axes[0].set_ylabel(defense, color=styles[defense].color, fontsize=9)
+        for ax, example in zip(axes, pairs, strict=False):
+            if domain == "audio":
+                _draw_waveforms(ax, example, styles[defense].color, bounds)
+            else:
+                _draw_images(ax, example, bounds)
+            ax.set_title(example.caption, fontsize=8, color=BROKEN if example.broken else "#222222")
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def _draw_images(ax: Axes, example: Example, bounds: tuple[float, float]) -> None:
+    """Clean and adversarial side by side on one axis, so the caption sits over the pair."""
+    low, high = bounds
+    left = 0.0
+    for x in (example.clean, example.adversarial):
+        image = _as_image(x)
+        width = image.shape[1] / image.shape[0]
+        extent = (left, left + width, 1, 0)
+        if image.ndim == 3:  # colour: imshow wants [0, 1]
+            ax.imshow(((image - low) / (high - low)).clip(0, 1), extent=extent, interpolation="nearest")
+        else:
+            ax.imshow(image, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="nearest")
+        left += width * 1.06  # a gap narrower than the one between pairs
+    ax.set_xlim(0, left - width * 0.06)
+    ax.set_ylim(1, 0)
+
+
+def _as_image(x: np.ndarray) -> np.ndarray:
+    """(C, H, W) → (H, W) for one channel, (H, W, C) for three."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 3:
+        x = x[0] if x.shape[0] == 1 else np.moveaxis(x, 0, -1)
+    return x
+
+
+def _draw_waveforms(ax: Axes, example: Example, color: str, bounds: tuple[float, float]) -> None:
+    ax.plot(np.ravel(example.clean), color=MUTED, linewidth=0.6)
+    ax.plot(np.ravel(example.adversarial), color=color, linewidth=0.6, alpha=0.8)
+    ax.set_ylim(*bounds)
+
+
+def _panels(count: int, *, width: float, height: float) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(width * count, height), layout="constrained")
+    axes = fig.subplots(1, count, squeeze=False)[0]
+    for ax in axes:
+        ax.grid(color="#e5e5e5", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.spines[["top", "right"]].set_visible(False)
+    return fig, list(axes)
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()

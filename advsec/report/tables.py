@@ -1,0 +1,113 @@
+"""The report's tables, formatted from the aggregates in :mod:`advsec.results` (never recounted here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from advsec.report.figures import budget_name
+from advsec.report.render import Block, Heading, Table
+
+MISSING = "—"
+
+
+def percent(fraction: float | None) -> str:
+    return MISSING if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def seconds(value: float | None) -> str:
+    """Two decimals below 10 s, where single attacks on small data sets usually land; one above."""
+    if value is None:
+        return MISSING
+    return f"{value:.2f}" if value < 10 else f"{value:,.1f}"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def budgets(cells: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """The attacked (norm, eps) pairs: norms in plan order, each norm's budgets ascending."""
+    pairs = dict.fromkeys((c["norm"], c["eps"]) for c in cells if c["norm"] != "none")
+    norms = list(dict.fromkeys(norm for norm, _ in pairs))
+    return sorted(pairs, key=lambda pair: (norms.index(pair[0]), pair[1]))
+
+
+def defense_table(defenses: list[dict[str, Any]], cells: list[dict[str, Any]]) -> Table:
+    """A row per defense: clean accuracy, worst-case robust accuracy per budget, and what it all cost."""
+    columns = budgets(cells)
+    rows = []
+    for summary in defenses:
+        robust = summary["robust"]
+        rows.append(
+            [
+                summary["defense"],
+                _method(summary),
+                percent(summary["clean_accuracy"]),
+                *(percent(robust.get(f"{norm}:{eps:g}")) for norm, eps in columns),
+                seconds(summary["train_seconds"]),
+                seconds(summary["attack_seconds"]),
+                count(summary["forwards"]),
+                count(summary["backwards"]),
+            ]
+        )
+    header = ["Defense", "Method", "Clean", *(budget_name(n, e) for n, e in columns)]
+    header += ["Train s", "Attack s", "Forwards", "Backwards"]
+    return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2), sortable=True)
+
+
+def attack_tables(cells: list[dict[str, Any]]) -> list[Block]:
+    """A heading per defense, then a table per attacked cell with its cascade stage by stage."""
+    blocks: list[Block] = []
+    for defense in dict.fromkeys(c["defense"] for c in cells):
+        attacked = [c for c in cells if c["defense"] == defense and c["norm"] != "none"]
+        if attacked:
+            blocks += [Heading(defense, level=3), *(_stage_table(c) for c in attacked)]
+    return blocks
+
+
+_STAGE_HEADER = [
+    "#",
+    "Attack",
+    "Attacked",
+    "Broken",
+    "Robust after",
+    "Robust alone",
+    "Forwards",
+    "Backwards",
+    "Seconds",
+]
+
+
+def _stage_table(cell: dict[str, Any]) -> Table:
+    """What each attack of the cascade was given, broke, left robust and cost."""
+    rows = [
+        [
+            str(position),
+            a["attack"],
+            count(a["attacked"]),
+            count(a["broken"]),
+            percent(a["robust_after"]),
+            percent(a["robust_alone"]),
+            count(a["forwards"]),
+            count(a["backwards"]),
+            seconds(a["wall_seconds"]),
+        ]
+        for position, a in enumerate(cell["attacks"], start=1)
+    ]
+    caption = (
+        f"{budget_name(cell['norm'], cell['eps'])} · n={cell['n']} · "
+        f"clean {percent(cell['clean_accuracy'])} → robust {percent(cell['robust_accuracy'])} · "
+        f"{seconds(cell['wall_seconds'])} s"
+    )
+    return Table(_STAGE_HEADER, rows, numeric=[True, False] + [True] * 7, caption=caption)
+
+
+def _method(summary: dict[str, Any]) -> str:
+    """The plugin name with its parameters, e.g. ``pgd-at eps=0.3 steps=10``."""
+    parts = [
+        summary["name"] or summary["defense"],
+        *(f"{k}={v}" for k, v in sorted(summary["params"].items())),
+    ]
+    if summary["stochastic"]:
+        parts.append("(stochastic)")
+    return " ".join(parts)

@@ -1,0 +1,98 @@
+"""Every registered attack stays inside its threat model, whatever the shape, budget or bounds."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from advsec import registry
+from advsec.attack import fooled
+from advsec.spec import make_plugin
+from advsec.threat import ThreatModel
+
+SHAPES = [(1, 8, 8), (3, 4, 4), (1, 50)]
+BOUNDS = [(0.0, 1.0), (-1.0, 1.0), (-0.5, 2.0)]
+
+
+def _random_model(shape: tuple[int, ...], seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    width = 1
+    for size in shape:
+        width *= size
+    return nn.Sequential(nn.Flatten(), nn.Linear(width, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+
+
+def _quick(name: str):
+    """The attack with its cheapest sensible parameters, so property tests explore inputs, not iterations."""
+    cls = registry.attacks.get(name)
+    fields = getattr(cls, "__dataclass_fields__", {})
+    params = {key: value for key, value in {"steps": 5, "restarts": 2}.items() if key in fields}
+    return cls, make_plugin(cls, params, name)
+
+
+@pytest.mark.parametrize("name", registry.attacks.names())
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.sampled_from(SHAPES),
+    bounds=st.sampled_from(BOUNDS),
+    eps=st.floats(0.001, 1.5),
+    batch=st.integers(1, 6),
+    seed=st.integers(0, 999),
+    data=st.data(),
+)
+def test_attack_output_respects_budget_and_bounds(name, shape, bounds, eps, batch, seed, data):
+    cls, attack = _quick(name)
+    norm = data.draw(st.sampled_from(cls.norms))
+    targeted = cls.targeted and data.draw(st.booleans())
+    generator = torch.Generator().manual_seed(seed)
+    low, high = bounds
+    x = low + (high - low) * torch.rand((batch, *shape), generator=generator)
+    y = torch.randint(0, 10, (batch,), generator=generator)
+    target = (y + 1) % 10 if targeted else None
+    threat = ThreatModel(norm, eps, bounds)
+    x_adv = attack.perturb(_random_model(shape, seed), x, y, threat, target=target, generator=generator)
+    assert x_adv.shape == x.shape
+    assert torch.isfinite(x_adv).all()
+    distance = threat.distance(x, x_adv)
+    assert (distance <= eps + 1e-6 * max(1.0, abs(low), abs(high))).all(), distance.max().item()
+    assert x_adv.min() >= low and x_adv.max() <= high
+
+
+def test_fgsm_takes_one_full_step_along_the_gradient_sign():
+    model = _random_model((1, 8, 8), 0)
+    x = torch.full((4, 1, 8, 8), 0.5)
+    y = torch.tensor([0, 1, 2, 3])
+    x.requires_grad_(True)
+    nn.functional.cross_entropy(model(x), y, reduction="sum").backward()
+    expected = (x + 0.1 * x.grad.sign()).detach()
+    attack = make_plugin(registry.attacks.get("fgsm"), {}, "fgsm")
+    x_adv = attack.perturb(model, x.detach(), y, ThreatModel("linf", 0.1, (0.0, 1.0)))
+    fooled_clean = model(x.detach()).argmax(1) != y  # such samples are returned unperturbed: already fooled
+    assert torch.allclose(x_adv[~fooled_clean], expected[~fooled_clean], atol=1e-6)
+
+
+def test_targeted_pgd_reaches_its_targets(digits, digits_models):
+    model = digits_models["standard"]
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    target = (y + 1) % 10
+    attack = make_plugin(registry.attacks.get("pgd"), {"steps": 40}, "pgd")
+    x_adv = attack.perturb(model, x, y, ThreatModel("linf", 0.3, digits.bounds), target=target)
+    with torch.no_grad():
+        hit = fooled(model(x_adv), y, target).float().mean().item()
+    assert hit > 0.9
+
+
+def test_restarts_only_add_successes(digits, digits_models):
+    model = digits_models["pgd-at"]
+    x, y = digits.x_test, digits.y_test
+    threat = ThreatModel("linf", 0.15, digits.bounds)
+    rates = []
+    for restarts in (1, 4):
+        attack = make_plugin(registry.attacks.get("pgd"), {"steps": 5, "restarts": restarts}, "pgd")
+        x_adv = attack.perturb(model, x, y, threat, generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            rates.append(fooled(model(x_adv), y, None))
+    one, four = rates
+    assert (four | ~one).all(), "a sample fooled by the first restart was lost by later ones"
+    assert four.sum() > one.sum(), "extra restarts found nothing: restarts are not being used"

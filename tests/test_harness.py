@@ -1,0 +1,174 @@
+"""The harness end to end: worst-case scoring, resume, and a run killed mid-way."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from advsec.harness import run_spec
+from advsec.progress import Progress
+from advsec.results import cell_summaries
+from advsec.spec import parse_spec
+
+SPEC = """
+name = "grid"
+seed = 1
+[train]
+epochs = 15
+[[defenses]]
+name = "standard"
+[[defenses]]
+name = "pgd-at"
+eps = 0.1
+steps = 3
+[[threats]]
+norm = "linf"
+eps = [0.05, 0.1, 0.2]
+[[threats]]
+norm = "l2"
+eps = [0.5, 1.0]
+[[attacks]]
+name = "fgsm"
+[[attacks]]
+name = "pgd"
+steps = 10
+restarts = 2
+"""
+
+
+def _run(tmp_path, text=SPEC, **kwargs):
+    spec = parse_spec(text)
+    return run_spec(spec, tmp_path, device=torch.device("cpu"), progress=Progress(quiet=True), **kwargs)
+
+
+def table(store) -> list:
+    """Everything a run measured except wall time: per-cell aggregates and every per-sample row."""
+    rows = []
+    for cell in cell_summaries(store):
+        rows.append({k: v for k, v in cell.items() if k != "wall_seconds"})
+        for attack in cell["attacks"]:
+            attack.pop("wall_seconds")
+    for cell in store.cells():
+        rows.append(store.samples(cell["cell"]))
+        rows.append(store.attempts(cell["cell"]))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    return out, _run(out)
+
+
+def test_worst_case_is_clean_and_every_attack(grid):
+    _, store = grid
+    for cell in store.cells():
+        samples = {s["idx"]: s for s in store.samples(cell["cell"])}
+        broken = {(a["idx"]) for a in store.attempts(cell["cell"]) if a["pred"] != samples[a["idx"]]["label"]}
+        for idx, sample in samples.items():
+            expected = sample["clean_pred"] == sample["label"] and idx not in broken
+            assert sample["robust"] == expected
+            assert (sample["broken_by"] is None) == (expected or sample["clean_pred"] != sample["label"])
+
+
+def test_cascade_attacks_only_still_robust_samples(grid):
+    _, store = grid
+    for cell in store.cells():
+        if cell["norm"] == "none":
+            continue
+        fgsm, pgd = store.cell_attacks(cell["cell"])
+        assert fgsm["attacked"] == cell["clean_correct"]
+        assert pgd["attacked"] == fgsm["attacked"] - fgsm["broken"]
+        assert pgd["backwards"] > 0 and fgsm["backwards"] == fgsm["attacked"]
+
+
+def test_robust_accuracy_falls_with_budget_and_the_defense_helps(grid):
+    _, store = grid
+    cells = cell_summaries(store)
+    for defense in ("standard", "pgd-at"):
+        linf = [c["robust_accuracy"] for c in cells if c["defense"] == defense and c["norm"] == "linf"]
+        assert linf == sorted(linf, reverse=True)
+    at = {(c["defense"], c["norm"], c["eps"]): c["robust_accuracy"] for c in cells}
+    assert at[("pgd-at", "linf", 0.1)] > at[("standard", "linf", 0.1)]
+
+
+def test_second_run_computes_nothing_and_matches(grid):
+    out, store = grid
+    before = table(store)
+    again = _run(out)
+    assert again.meta()["computed_cells"] == 0
+    assert table(again) == before
+
+
+def test_fresh_recomputes_to_the_same_table(grid, tmp_path):
+    _, store = grid
+    fresh = _run(tmp_path, fresh=True)
+    assert fresh.meta()["computed_cells"] == len(store.cells())
+    assert table(fresh) == table(store)
+
+
+def test_growing_the_grid_computes_only_new_cells(grid, tmp_path):
+    out, _ = grid
+    grown = SPEC.replace("eps = [0.05, 0.1, 0.2]", "eps = [0.05, 0.1, 0.2, 0.3]")
+    store = _run(out, grown)
+    assert store.meta()["computed_cells"] == 2  # one new budget, two defenses
+    assert len(store.cells()) == 2 * (1 + 4 + 2)
+    assert _run(out).meta()["computed_cells"] == 0  # the original spec is still fully there
+
+
+def test_run_killed_mid_way_resumes_to_the_identical_table(grid, tmp_path):
+    _, reference = grid
+    spec_path = tmp_path / "grid.toml"
+    spec_path.write_text(SPEC)
+    out = tmp_path / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "advsec.cli",
+        "run",
+        str(spec_path),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-report",
+    ]
+    process = subprocess.Popen(command, env=os.environ.copy())
+    done = _wait_for_cells(out / "results.sqlite", process, at_least=3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    total = len(reference.cells())
+    assert 3 <= done < total, "the kill must land mid-run for this test to mean anything"
+    resumed = subprocess.run(command, env=os.environ.copy(), check=True)
+    assert resumed.returncode == 0
+    from advsec.store import Store
+
+    store = Store(out / "results.sqlite")
+    recomputed = store.meta()["computed_cells"]
+    assert 0 < recomputed <= total - done, "the resumed run must skip the cells committed before the kill"
+    assert table(store) == table(reference)
+
+
+def _count(path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM cells").fetchone()[0]
+
+
+def _wait_for_cells(path, process, at_least: int, timeout: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail("the run finished before it could be killed")
+        if path.exists():
+            try:
+                count = _count(path)
+            except sqlite3.OperationalError:  # schema not created yet
+                count = 0
+            if count >= at_least:
+                return count
+        time.sleep(0.02)
+    pytest.fail("the run made no progress")

@@ -1,0 +1,219 @@
+"""The report: built from a hand-made store, its printed numbers checked against counts done by hand."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from advsec.report import build_report, pareto_front
+from advsec.store import AttackRecord, CellResult, Store
+
+N = 20
+LABELS = np.arange(N) % 10
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SPEC = 'name = "demo"\n# budgets < 0.5 & cascade on\n[[threats]]\nnorm = "linf"\neps = [0.1, 0.3]\n'
+
+# Per defense: the samples it gets wrong clean, then per budget the samples fgsm and then pgd break.
+PLAN = {
+    "standard": (
+        {0, 1},
+        {0.1: (set(range(2, 8)), set(range(8, 13))), 0.3: (set(range(2, 14)), set(range(14, 19)))},
+    ),
+    "pgd-at": ({0, 1, 2, 3}, {0.1: ({4}, {5, 6, 7}), 0.3: ({4, 5, 6}, {7, 8, 9, 10})}),
+}
+
+
+def make_cell(
+    defense: str, eps: float, wrong: set[int], breaks: list[set[int]], shape: tuple[int, ...]
+) -> CellResult:
+    """A cell whose samples, attempts and examples agree: each attack breaks exactly the given samples."""
+    clean_pred = np.where(np.isin(np.arange(N), list(wrong)), (LABELS + 1) % 10, LABELS)
+    robust = clean_pred == LABELS
+    adv_pred = clean_pred.copy()
+    broken_by: list[str | None] = [None] * N
+    records = []
+    for name, broken in zip(["fgsm", "pgd"], breaks, strict=False):
+        record = AttackRecord(
+            name, name, {"steps": 10}, "none", forwards=3 * N, backwards=2 * N, wall_seconds=0.5
+        )
+        for i in np.flatnonzero(robust).tolist():  # a cascade attacks only the still-robust samples
+            pred = (LABELS[i] + 3) % 10 if i in broken else LABELS[i]
+            record.attempts.append((i, int(pred), eps))
+            if i in broken:
+                adv_pred[i], robust[i], broken_by[i] = pred, False, name
+                record.broken += 1
+            record.attacked += 1
+        records.append(record)
+    rng = np.random.default_rng(0)
+    examples = []
+    for i in range(3 if breaks else 0):
+        clean = rng.uniform(0, 1, shape).astype(np.float32)
+        examples.append(
+            (i, clean, np.clip(clean + eps * rng.choice([-1, 1], shape), 0, 1).astype(np.float32))
+        )
+    return CellResult(
+        cell=f"{defense}/{eps:g}",
+        defense=defense,
+        norm="linf" if breaks else "none",
+        eps=eps,
+        cascade=True,
+        labels=LABELS,
+        clean_pred=clean_pred,
+        adv_pred=adv_pred,
+        robust=robust,
+        broken_by=broken_by,
+        attacks=records,
+        wall_seconds=1.25,
+        examples=examples,
+    )
+
+
+def make_store(path: Path, domain: str, shape: tuple[int, ...]) -> Store:
+    store = Store(path)
+    store.set_meta(
+        {
+            "name": "demo run",
+            "spec": SPEC,
+            "dataset": "digits",
+            "model": "mlp",
+            "report_eps": 0.1,
+            "bounds": [0.0, 1.0],
+            "classes": [str(c) for c in range(10)],
+            "domain": domain,
+            "versions": {"advsec": "0.1.0", "torch": "2.13.0"},
+            "seed": 0,
+            "device": "cpu",
+            "started_at": "2025-01-02T03:04:05+00:00",
+            "finished_at": "2025-01-02T03:05:00+00:00",
+        }
+    )
+    cells = []
+    for defense, (wrong, grid) in PLAN.items():
+        store.save_model(
+            defense,
+            {
+                "name": defense,
+                "params": {},
+                "model_key": defense,
+                "train_seconds": 12.5,
+                "cached": 0,
+                "stochastic": 0,
+                "stateful": 0,
+                "history": [],
+            },
+        )
+        cells.append(make_cell(defense, 0.0, wrong, [], shape))
+        cells += [make_cell(defense, eps, wrong, list(breaks), shape) for eps, breaks in grid.items()]
+    store.set_plan([c.cell for c in cells])
+    for cell in cells:
+        store.save_cell(cell)
+    return store
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Iterator[Path]:
+    store = make_store(tmp_path / "results.sqlite", "image", (1, 8, 8))
+    try:
+        yield build_report(store, tmp_path / "report")
+    finally:
+        store.close()
+
+
+class Tables(HTMLParser):
+    """Every <table> of a page as rows of cell texts (header row first)."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table as rows of cell texts, without the alignment row."""
+    tables: list[list[list[str]]] = []
+    previous = ""
+    for line in text.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append([cell.strip() for cell in line.strip("|").split(" | ")])
+        previous = line
+    return tables
+
+
+def column(table: list[list[str]], row: str, header: str) -> str:
+    return next(r for r in table[1:] if r[0] == row)[table[0].index(header)]
+
+
+def test_report_files_are_self_contained(built: Path) -> None:
+    page = built.read_text()
+    assert built.name == "report.html"
+    assert "standard" in page and "pgd-at" in page and "demo run" in page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 3
+    assert all(base64.b64decode(image).startswith(PNG_SIGNATURE) for image in images)
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//""", page)
+    assert "# budgets &lt; 0.5 &amp; cascade on" in page  # the spec is shown, escaped
+    for name in ("report.md", "tradeoff.png", "robust_vs_eps.png", "examples.png"):
+        assert (built.parent / name).stat().st_size > 0
+    for name in ("tradeoff.png", "robust_vs_eps.png", "examples.png"):
+        assert (built.parent / name).read_bytes().startswith(PNG_SIGNATURE)
+        assert f"]({name})" in (built.parent / "report.md").read_text()
+
+
+def test_printed_accuracies_match_the_samples(built: Path) -> None:
+    html_tables = Tables(built.read_text()).tables
+    md_tables = markdown_tables((built.parent / "report.md").read_text())
+    assert len(html_tables) == len(md_tables) == 1 + 4  # defenses, then one per attacked cell
+    for tables in (html_tables, md_tables):
+        defenses = tables[0]
+        for defense, (wrong, grid) in PLAN.items():
+            assert column(defenses, defense, "Clean") == f"{100 * (N - len(wrong)) / N:.1f}%"
+            for eps, (fgsm, pgd) in grid.items():
+                robust = N - len(wrong | fgsm | pgd)  # by hand: clean-correct and unbroken by both
+                assert column(defenses, defense, f"ℓ∞ ε={eps:g}") == f"{100 * robust / N:.1f}%"
+        # standard at ε=0.1: fgsm attacks the 18 clean-correct samples, breaks 6; pgd the 12 left, breaks 5
+        stages = tables[1]
+        assert stages[1][1:5] == ["fgsm", "18", "6", "60.0%"]
+        assert stages[2][1:5] == ["pgd", "12", "5", "35.0%"]
+
+
+def test_audio_examples_are_drawn_as_waveforms(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "results.sqlite", "audio", (1, 64))
+    try:
+        build_report(store, tmp_path / "report")
+    finally:
+        store.close()
+    assert (tmp_path / "report" / "examples.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
+    points = [(1.0, 1.0), (2.0, 0.5), (0.5, 2.0), (0.9, 0.9), (2.0, 0.5), (1.0, 0.5), (0.5, 1.5)]
+    # (0.9, 0.9) and (1, 0.5) lie under (1, 1); (0.5, 1.5) under (0.5, 2); ties on both coordinates stay.
+    assert pareto_front(points) == [0, 1, 2, 4]
+    assert pareto_front([]) == []
+    assert pareto_front([(0.3, 0.3)]) == [0]
