@@ -84,8 +84,8 @@ def _html(block: Block) -> str:
             caption = f"<caption>{escape(block.caption)}</caption>" if block.caption else ""
             sortable = ' class="sortable"' if block.sortable else ""
             return (
-                f"<table{sortable}>{caption}\n<thead><tr>{head}</tr></thead>\n"
-                f"<tbody>\n{rows}\n</tbody></table>"
+                f'<div class="scroll"><table{sortable}>{caption}\n<thead><tr>{head}</tr></thead>\n'
+                f"<tbody>\n{rows}\n</tbody></table></div>"
             )
         case Image(_, png, alt, caption):
             data = base64.b64encode(png).decode("ascii")
@@ -125,7 +125,7 @@ _CSS = """
 :root { color-scheme: light; }
 body { margin: 0; background: #fafafa; color: #1f2328;
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1040px; margin: 0 auto; padding: 28px 32px 64px; background: #fff; min-height: 100vh;
+main { max-width: 1200px; margin: 0 auto; padding: 28px 32px 64px; background: #fff; min-height: 100vh;
   box-shadow: 0 0 0 1px #eaeaea; }
 h1 { font-size: 26px; margin: 0 0 4px; font-weight: 600; }
 h2 { font-size: 19px; margin: 36px 0 10px; padding-bottom: 4px; border-bottom: 1px solid #e5e5e5;
@@ -135,6 +135,7 @@ p { margin: 8px 0; max-width: 80ch; }
 p.muted { color: #656d76; font-size: 13.5px; }
 table { border-collapse: collapse; margin: 10px 0 20px; font-size: 13.5px;
   font-variant-numeric: tabular-nums; }
+.scroll { overflow-x: auto; }
 caption { text-align: left; font-weight: 600; padding: 4px 0 6px; color: #1f2328; }
 th, td { padding: 5px 12px; border-bottom: 1px solid #eee; text-align: left; white-space: nowrap; }
 th { border-bottom: 2px solid #d0d7de; font-weight: 600; background: #f6f8fa; }
