@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -321,8 +322,18 @@ def _run_meta(spec: Spec, dataset: Dataset, device: torch.device) -> dict[str, A
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
+        "git_commit": _git_commit(),
         "started_at": _now(),
     }
+
+
+def _git_commit() -> str | None:
+    """The commit of the working directory's repository, if there is one: which code produced a run."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _now() -> str:

@@ -172,3 +172,12 @@ def _wait_for_cells(path, process, at_least: int, timeout: float = 120.0) -> int
                 return count
         time.sleep(0.02)
     pytest.fail("the run made no progress")
+
+
+def test_run_records_what_produced_it(grid):
+    _, store = grid
+    meta = store.meta()
+    assert meta["spec"] == SPEC and meta["seed"] == 1 and meta["device"] == "cpu"
+    assert meta["versions"]["torch"] == torch.__version__
+    assert meta["bounds"] == [0.0, 1.0] and meta["classes"][:2] == ["0", "1"]
+    assert "git_commit" in meta and meta["finished_at"] >= meta["started_at"]

@@ -1,0 +1,1 @@
+"""advsec test suite (a package so tests can share helpers: ``from tests.conftest import REPO``)."""
