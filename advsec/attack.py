@@ -7,7 +7,9 @@ bounds come from the :class:`~advsec.threat.ThreatModel`, losses and the loop fr
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,7 @@ from torch import nn
 
 from advsec.threat import ThreatModel
 
-Loss = Literal["ce", "cw"]
+Loss = Literal["ce", "cw", "dlr"]
 Kind = Literal["gradient", "query"]
 
 
@@ -44,7 +46,11 @@ class Attack:
 def attack_objective(
     logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: Loss
 ) -> torch.Tensor:
-    """Per-sample value the attacker maximizes: push away from ``y``, or towards ``target``."""
+    """Per-sample value the attacker maximizes: push away from ``y``, or towards ``target``.
+
+    ``ce``: cross-entropy; ``cw``: the logit margin (Carlini & Wagner); ``dlr``: the margin divided by the
+    spread of the top logits (Croce & Hein 2020), which makes it invariant to rescaling the logits.
+    """
     if loss == "ce":
         if target is None:
             return F.cross_entropy(logits, y, reduction="none")
@@ -52,14 +58,76 @@ def attack_objective(
     aim = y if target is None else target
     aimed = logits.gather(1, aim[:, None]).squeeze(1)
     others = logits.scatter(1, aim[:, None], float("-inf")).amax(dim=1)
-    margin = others - aimed  # untargeted: best wrong class beats y
-    return margin if target is None else -margin
+    if loss == "cw":
+        return others - aimed if target is None else aimed - others
+    if logits.shape[1] < (3 if target is None else 4):  # DLR's denominator needs that many classes
+        return attack_objective(logits, y, target, "cw")
+    top = logits.sort(dim=1, descending=True).values
+    if target is None:  # -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)
+        return (others - aimed) / (top[:, 0] - top[:, 2] + 1e-12)
+    true = logits.gather(1, y[:, None]).squeeze(1)  # -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)
+    return (aimed - true) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
 
 
 def fooled(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     """Per-sample success: misclassified (untargeted) or classified as ``target``."""
     predicted = logits.argmax(dim=1)
     return predicted != y if target is None else predicted == target
+
+
+class Stepper(Protocol):
+    """How an iterate moves, given the gradient and objective measured at it.
+
+    A stepper may keep per-sample state (momentum, step sizes); when the engine drops samples that are
+    already fooled it calls :meth:`keep` so the state follows.
+    """
+
+    def step(
+        self, t: int, x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        """Iterate ``t + 1`` from iterate ``t`` (``x`` are the clean inputs)."""
+        ...
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Forget the samples where ``mask`` is False."""
+        ...
+
+
+@dataclass
+class SteepestAscent:
+    """Projected steepest ascent with a fixed step: PGD, BIM, FGSM."""
+
+    threat: ThreatModel
+    step_size: float
+
+    def step(
+        self, t: int, x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        return self.threat.project(x, self.threat.ascend(x_adv, grad, self.step_size))
+
+    def keep(self, mask: torch.Tensor) -> None:
+        pass
+
+
+@dataclass
+class MomentumAscent:
+    """Steepest ascent along an accumulated, L1-normalized gradient (Dong et al. 2018, MI-FGSM)."""
+
+    threat: ThreatModel
+    step_size: float
+    decay: float
+    velocity: torch.Tensor | None = field(default=None, repr=False)
+
+    def step(
+        self, t: int, x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        scale = grad.abs().flatten(1).mean(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+        self.velocity = grad / scale if self.velocity is None else self.decay * self.velocity + grad / scale
+        return self.threat.project(x, self.threat.ascend(x_adv, self.velocity, self.step_size))
+
+    def keep(self, mask: torch.Tensor) -> None:
+        if self.velocity is not None:
+            self.velocity = self.velocity[mask]
 
 
 def gradient_attack(
@@ -69,79 +137,105 @@ def gradient_attack(
     threat: ThreatModel,
     *,
     steps: int,
-    step_size: float,
-    random_start: bool,
+    step_size: float | None = None,
+    stepper: Callable[[torch.Tensor], Stepper] | None = None,
+    random_start: bool = False,
     restarts: int = 1,
     loss: Loss = "ce",
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    eot: int = 1,
+    early_stop: bool = True,
     keep_worst: bool = True,
 ) -> torch.Tensor:
-    """Projected steepest ascent on ``loss``, keeping each sample's worst case over iterates and restarts.
+    """The iterative gradient loop every gradient attack is built on.
 
-    A sample's result is the first iterate that fools the model; a sample never fooled keeps its
-    highest-loss iterate. Each restart attacks only the samples no earlier restart fooled. With
-    ``keep_worst=False`` it returns the last iterate of one run, as adversarial training uses it.
+    Each iteration measures the objective and its input gradient at the current iterate (averaged over
+    ``eot`` forward passes for a stochastic model), records the per-sample worst case, and moves with the
+    stepper (``stepper(x)`` makes one per restart; default: steepest ascent of ``step_size``). A sample's
+    result is the first iterate that fools the model; a sample never fooled keeps its highest-loss
+    iterate. With ``early_stop`` a fooled sample leaves the batch at once, and each restart attacks only
+    the samples no earlier restart fooled. With ``keep_worst=False`` it returns the last iterate of one
+    run for every sample, as adversarial training uses it.
     """
+    if stepper is None:
+        if step_size is None:
+            raise ValueError("gradient_attack needs a step_size or a stepper")
+        fixed = step_size
+
+        def stepper(_: torch.Tensor) -> Stepper:
+            return SteepestAscent(threat, fixed)
+
     if not keep_worst:
         x_adv = threat.random_start(x, generator) if random_start else x.detach().clone()
-        for _ in range(steps):
-            x_adv, _, _ = _ascent_step(model, x, y, target, threat, x_adv, step_size, loss)
+        moves = stepper(x)
+        for t in range(steps):
+            _, value, grad = _measure(model, x_adv, y, target, loss, eot)
+            x_adv = moves.step(t, x, x_adv, grad, value)
         return x_adv
 
-    best = x.detach().clone()
-    best_value = torch.full((len(x),), float("-inf"), device=x.device)
-    success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    worst = _WorstCase(x)
     for _ in range(restarts):
-        active = (~success).nonzero().squeeze(1)
+        active = worst.unfooled()
         if len(active) == 0:
             break
         x0, y0 = x[active], y[active]
         t0 = None if target is None else target[active]
         x_adv = threat.random_start(x0, generator) if random_start else x0.detach().clone()
-        for _ in range(steps):
-            x_next, logits, value = _ascent_step(model, x0, y0, t0, threat, x_adv, step_size, loss)
-            _keep_worst(best, best_value, success, active, x_adv, value, fooled(logits, y0, t0))
-            x_adv = x_next
-        with torch.no_grad():
-            logits = model(x_adv)
-            value = attack_objective(logits, y0, t0, loss)
-        _keep_worst(best, best_value, success, active, x_adv, value, fooled(logits, y0, t0))
-    return best
+        moves = stepper(x0)
+        for t in range(steps + 1):
+            if t == steps:  # the last iterate needs no gradient
+                with torch.no_grad():
+                    logits = _mean_logits(model, x_adv, eot)
+                    value = attack_objective(logits, y0, t0, loss)
+                worst.update(active, x_adv, value, fooled(logits, y0, t0))
+                break
+            logits, value, grad = _measure(model, x_adv, y0, t0, loss, eot)
+            hit = fooled(logits, y0, t0)
+            worst.update(active, x_adv, value, hit)
+            if early_stop and hit.any():
+                keep = ~hit
+                active, x0, y0, x_adv, grad, value = (v[keep] for v in (active, x0, y0, x_adv, grad, value))
+                t0 = None if t0 is None else t0[keep]
+                moves.keep(keep)
+                if len(active) == 0:
+                    break
+            x_adv = moves.step(t, x0, x_adv, grad, value)
+    return worst.best
 
 
-def _ascent_step(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
-    threat: ThreatModel,
-    x_adv: torch.Tensor,
-    step_size: float,
-    loss: Loss,
+def _mean_logits(model: nn.Module, x_adv: torch.Tensor, eot: int) -> torch.Tensor:
+    return model(x_adv) if eot == 1 else torch.stack([model(x_adv) for _ in range(eot)]).mean(dim=0)
+
+
+def _measure(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: Loss, eot: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One projected step from ``x_adv``; also returns the logits and objective measured at ``x_adv``."""
+    """Logits, objective and input gradient at ``x_adv``; with ``eot`` > 1, averaged over that many draws
+    of a stochastic model (expectation over transformation, Athalye et al. 2018)."""
     x_adv = x_adv.detach().requires_grad_(True)
-    logits = model(x_adv)
+    logits = _mean_logits(model, x_adv, eot)
     value = attack_objective(logits, y, target, loss)
     (grad,) = torch.autograd.grad(value.sum(), x_adv)
-    stepped = threat.project(x, threat.ascend(x_adv.detach(), grad, step_size))
-    return stepped, logits.detach(), value.detach()
+    return logits.detach(), value.detach(), grad
 
 
-def _keep_worst(
-    best: torch.Tensor,
-    best_value: torch.Tensor,
-    success: torch.Tensor,
-    active: torch.Tensor,
-    candidate: torch.Tensor,
-    value: torch.Tensor,
-    is_fooled: torch.Tensor,
-) -> None:
-    """Update in place the running per-sample worst case with a new batch of iterates for ``active``."""
-    was_fooled = success[active]
-    better = ~was_fooled & (is_fooled | (value > best_value[active]))
-    chosen = active[better]
-    best[chosen] = candidate[better]
-    best_value[chosen] = value[better]
-    success[chosen] = is_fooled[better]
+class _WorstCase:
+    """Each sample's worst case so far: its first fooling point, else its highest-objective point."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.best = x.detach().clone()
+        self.value = torch.full((len(x),), float("-inf"), device=x.device)
+        self.success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+
+    def unfooled(self) -> torch.Tensor:
+        return (~self.success).nonzero().squeeze(1)
+
+    def update(
+        self, index: torch.Tensor, candidate: torch.Tensor, value: torch.Tensor, hit: torch.Tensor
+    ) -> None:
+        better = ~self.success[index] & (hit | (value > self.value[index]))
+        chosen = index[better]
+        self.best[chosen] = candidate[better].detach()
+        self.value[chosen] = value[better]
+        self.success[chosen] = hit[better]

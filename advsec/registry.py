@@ -40,6 +40,8 @@ class Entry:
             try:
                 module_name, _, attribute = self.target.partition(":")
                 self.loaded = getattr(importlib.import_module(module_name), attribute)
+            except PluginError:
+                raise  # already a message for the user (an adapter's own did-you-mean, say)
             except Exception as exc:  # a plugin may fail in any way; report it, keep the others
                 self.error = f"{type(exc).__name__}: {exc}"
         if self.error is not None:
@@ -54,6 +56,11 @@ class Registry:
         self.kind = kind  # "attack", "defense", ...
         self.group = group
         self._entries: dict[str, Entry] | None = None
+        self._adapters: dict[str, str] = {}  # prefix → module with names() and load(name)
+
+    def add_adapter(self, prefix: str, module: str) -> None:
+        """Serve every ``prefix:NAME`` from ``module`` (imported only when such a name is used or listed)."""
+        self._adapters[prefix] = module
 
     def _discover(self) -> dict[str, Entry]:
         if self._entries is None:
@@ -79,11 +86,34 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._discover())
 
-    def entries(self) -> list[Entry]:
-        return [self._discover()[name] for name in self.names()]
+    def entries(self, *, adapted: bool = False) -> list[Entry]:
+        """Every entry; with ``adapted``, also every ``prefix:NAME`` the adapters offer (imports them)."""
+        own = [self._discover()[name] for name in self.names()]
+        if not adapted:
+            return own
+        for prefix, module in self._adapters.items():
+            try:
+                names = importlib.import_module(module).names()
+            except (
+                Exception
+            ) as exc:  # an adapter that cannot list (its library missing) must not break `list`
+                own.append(
+                    Entry(f"{prefix}:*", module, f"adapter {prefix}", error=f"{type(exc).__name__}: {exc}")
+                )
+                continue
+            own += [self.entry(f"{prefix}:{name}") for name in names]
+        return own
 
     def entry(self, name: str) -> Entry:
         entries = self._discover()
+        prefix, colon, rest = name.partition(":")
+        if colon and prefix in self._adapters and name not in entries:
+            entries[name] = Entry(name, f"{self._adapters[prefix]}:load", f"adapter {prefix}")
+            try:
+                entries[name].loaded = importlib.import_module(self._adapters[prefix]).load(rest)
+            except PluginError:
+                del entries[name]
+                raise
         if name not in entries:
             raise PluginError(unknown_name_message(self.kind, name, list(entries)))
         return entries[name]
@@ -108,6 +138,7 @@ defenses = Registry("defense", "advsec.defenses")
 generators = Registry("generator", "advsec.generators")
 datasets = Registry("dataset", "advsec.datasets")
 models = Registry("model", "advsec.models")
+attacks.add_adapter("torchattacks", "advsec.adapters.torchattacks")
 REGISTRIES: dict[str, Registry] = {
     "attacks": attacks,
     "defenses": defenses,

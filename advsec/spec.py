@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from advsec import registry
-from advsec.errors import AdvsecError, SpecError
+from advsec.errors import AdvsecError, PluginError, SpecError
 from advsec.registry import unknown_name_message
 from advsec.threat import Norm
 
@@ -110,6 +110,13 @@ _TOP = {
 _DEFENSE_KEYS = {"name", "label", "train"}
 _ATTACK_KEYS = {"name", "label", "target"}
 
+# Named cascades a spec can ask for with `[[attacks]] preset = "..."`; each attacks what the last left robust.
+PRESETS: dict[str, list[dict[str, Any]]] = {
+    # AutoAttack's recipe minus FAB-T: a gradient attack, its targeted variant, then a query attack that
+    # gradient masking cannot fool.
+    "worst-case": [{"name": "apgd-ce"}, {"name": "apgd-t"}, {"name": "square", "queries": 5000}],
+}
+
 
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a TOML spec file (``--plugin`` files it lists are loaded first)."""
@@ -144,7 +151,11 @@ def spec_from_dict(
     defenses = tuple(
         _defense(entry, f"defenses[{i}]", train) for i, entry in enumerate(_array(raw, "defenses"))
     )
-    attacks = tuple(_attack(entry, f"attacks[{i}]") for i, entry in enumerate(_array(raw, "attacks")))
+    attacks = tuple(
+        attack
+        for i, entry in enumerate(_array(raw, "attacks"))
+        for attack in _attacks(entry, f"attacks[{i}]")
+    )
     threats = tuple(
         build(ThreatSpec, entry, f"threats[{i}]") for i, entry in enumerate(_array(raw, "threats"))
     )
@@ -184,6 +195,17 @@ def _defense(entry: dict[str, Any], path: str, train: TrainConfig) -> DefenseSpe
     train = build(TrainConfig, _table(entry, "train", path), f"{path}.train", defaults=train)
     label = coerce(entry.get("label", name), str, f"{path}.label")
     return DefenseSpec(name=name, label=label, params=params, train=train)
+
+
+def _attacks(entry: dict[str, Any], path: str) -> list[AttackSpec]:
+    """One attack, or the cascade a ``preset`` names."""
+    if "preset" not in entry:
+        return [_attack(entry, path)]
+    _reject_unknown(entry, {"preset"}, path)
+    preset = coerce(entry["preset"], str, f"{path}.preset")
+    if preset not in PRESETS:
+        raise SpecError(f"{path}.preset: {unknown_name_message('preset', preset, list(PRESETS))}")
+    return [_attack(member, f"{path} (preset {preset}: {member['name']})") for member in PRESETS[preset]]
 
 
 def _attack(entry: dict[str, Any], path: str) -> AttackSpec:
@@ -312,8 +334,10 @@ def _plugin_name(
     if key not in raw and default is None:
         raise SpecError(f"{where}: required key is missing")
     name = coerce(raw.get(key, default), str, where)
-    if name not in reg.names():
-        raise SpecError(f"{where}: {unknown_name_message(reg.kind, name, reg.names())}")
+    try:
+        reg.entry(name)
+    except PluginError as exc:
+        raise SpecError(f"{where}: {exc}") from exc
     return name
 
 

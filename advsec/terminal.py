@@ -26,7 +26,7 @@ _CAPABILITIES: dict[str, list[str]] = {
 def plugin_rows(kind: str) -> list[dict[str, Any]]:
     """One row per registered plugin: its capabilities, or why it is broken."""
     rows = []
-    for entry in registry.REGISTRIES[kind].entries():
+    for entry in registry.REGISTRIES[kind].entries(adapted=True):
         row: dict[str, Any] = {"name": entry.name, "source": entry.source}
         try:
             obj = entry.load()

@@ -57,8 +57,13 @@ class ThreatModel:
             delta = delta * (self.eps / norms.clamp_min(_TINY)).clamp(max=1.0)
         return (x + delta).clamp(*self.bounds)
 
-    def ascend(self, x_adv: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
-        """One steepest-ascent step of length ``step_size`` in this norm (sign for linf, unit for l2)."""
+    def ascend(
+        self, x_adv: torch.Tensor, grad: torch.Tensor, step_size: float | torch.Tensor
+    ) -> torch.Tensor:
+        """One steepest-ascent step of length ``step_size`` in this norm (sign for linf, unit for l2).
+
+        ``step_size`` may be a per-sample tensor shaped ``(N, 1, ...)``.
+        """
         if self.norm == "linf":
             return x_adv + step_size * grad.sign()
         return x_adv + step_size * grad / _per_sample_l2(grad).clamp_min(_TINY)

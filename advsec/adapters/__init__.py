@@ -1,0 +1,1 @@
+"""Adapters that serve another library's attacks through advsec's registries (``torchattacks:NAME``)."""

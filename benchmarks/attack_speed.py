@@ -1,0 +1,216 @@
+"""Attack speed, measured side by side in one process: our engine against torchattacks on the same models.
+
+    python benchmarks/attack_speed.py [--images 1000] [--threads 2]
+
+Needs MNIST in $ADVSEC_DATA or ../shared/data. Trains (or loads from the advsec model cache) an undefended
+and a PGD-trained wong-cnn, and an undefended madry-cnn. Prints three tables and a final line of ratios:
+
+1. per-step overhead: our PGD-40 (early stop off) ÷ 40 × one forward+backward, batch 256;
+2. time to measure PGD-40 robust accuracy, ours vs torchattacks (same model, images, eps, step, steps);
+3. the harness's cascade against running every attack on every sample, at identical worst-case accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+EPS, ALPHA, STEPS = 0.3, 0.01, 40
+AT_PARAMS, AT_EPOCHS = {"eps": EPS, "steps": 5}, 3
+CASCADE = (
+    ("fgsm", 1, ""),
+    ("bim", 20, "steps = 20"),
+    ("pgd", STEPS, f"steps = {STEPS}\nrandom_start = false"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if "ADVSEC_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
+        os.environ["ADVSEC_DATA"] = str(REPO.parent / "shared" / "data")
+
+    from advsec.harness import load_dataset
+
+    mnist = load_dataset("mnist")
+    x, y = mnist.x_test[: args.images], mnist.y_test[: args.images]
+    models = {
+        "wong-cnn standard": _train(mnist, "wong-cnn", "standard", {}, epochs=2),
+        "wong-cnn pgd-at": _train(mnist, "wong-cnn", "pgd-at", AT_PARAMS, epochs=AT_EPOCHS),
+        "madry-cnn standard": _train(mnist, "madry-cnn", "standard", {}, epochs=1),
+    }
+    for model in models.values():
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+
+    print(
+        f"MNIST, {args.images} test images, linf eps {EPS}, PGD-{STEPS} step {ALPHA}, "
+        f"{args.threads} threads\n"
+    )
+    overheads = {name: _overhead(model, x[:256], y[:256]) for name, model in models.items()}
+    print("1. per-step overhead (batch 256): PGD-40 with early stop off ÷ 40 × (forward + backward)")
+    for name, ratio in overheads.items():
+        print(f"   {name:20s} {ratio:5.2f}")
+
+    print("\n2. time to measure PGD-40 robust accuracy: ours (early stop) vs torchattacks")
+    print(
+        f"   {'model':20s} {'ours s':>8s} {'theirs s':>9s} {'speed-up':>9s} "
+        f"{'ours acc':>9s} {'theirs acc':>11s}"
+    )
+    speedups = {}
+    for name, model in models.items():
+        if name.startswith("madry") and args.images > 500:  # 10x slower per image: fewer images keep it short
+            xs, ys = x[:500], y[:500]
+        else:
+            xs, ys = x, y
+        ours_s, ours_acc = _ours(model, xs, ys)
+        theirs_s, theirs_acc = _torchattacks(model, xs, ys)
+        speedups[name] = theirs_s / ours_s
+        print(f"   {name:20s} {ours_s:8.2f} {theirs_s:9.2f} {speedups[name]:8.1f}x "
+              f"{100 * ours_acc:8.1f}% {100 * theirs_acc:10.1f}%")  # fmt: skip
+
+    print("\n3. cascade vs every attack on every clean-correct sample (fgsm → bim-20 → pgd-40), in gradient")
+    print(
+        "   evaluations: 'full' runs each attack on every sample with early stop; 'naive' without (computed)"
+    )
+    header = ["cascade", "full", "naive", "c/full", "c/naive", "accuracy"]
+    print(f"   {'model':20s} " + " ".join(f"{h:>9s}" for h in header))
+    cascades = {}
+    for name in ("wong-cnn standard", "wong-cnn pgd-at"):
+        cost, naive, accuracy = _cascade(mnist, name, args.images)
+        cascades[name] = (cost["true"] / cost["false"], cost["true"] / naive)
+        print(f"   {name:20s} {cost['true']:9,d} {cost['false']:9,d} {naive:9,d} {cascades[name][0]:9.2f} "
+              f"{cascades[name][1]:9.2f} {100 * accuracy:8.1f}%")  # fmt: skip
+
+    print(
+        "\nratios: overhead "
+        + " ".join(f"{n}={r:.2f}" for n, r in overheads.items())
+        + " | speed-up vs torchattacks "
+        + " ".join(f"{n}={r:.1f}x" for n, r in speedups.items())
+        + " | cascade/full, cascade/naive "
+        + " ".join(f"{n}={a:.2f},{b:.2f}" for n, (a, b) in cascades.items())
+    )
+
+
+def _train(dataset, model: str, defense: str, params: dict, epochs: int) -> torch.nn.Module:
+    from advsec.progress import Progress
+    from advsec.spec import TrainConfig
+    from advsec.train import load_or_train
+
+    config = TrainConfig(epochs=epochs, batch_size=128)
+    return load_or_train(dataset, model, defense, params, config, 0, device=torch.device("cpu"),
+                         progress=Progress()).model  # fmt: skip
+
+
+def _median_seconds(run, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _overhead(model, x, y) -> float:
+    from advsec.attack import gradient_attack
+    from advsec.threat import ThreatModel
+
+    def forward_backward() -> None:
+        inputs = x.clone().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(inputs), y, reduction="sum"), inputs)
+
+    threat = ThreatModel("linf", EPS, (0.0, 1.0))
+    one = _median_seconds(forward_backward, repeats=7)
+    pgd = _median_seconds(lambda: gradient_attack(model, x, y, threat, steps=STEPS, step_size=ALPHA,
+                                                  random_start=True, early_stop=False))  # fmt: skip
+    return pgd / (STEPS * one)
+
+
+def _robust(model, x_adv, y) -> float:
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item()
+
+
+def _ours(model, x, y) -> tuple[float, float]:
+    from advsec import registry
+    from advsec.spec import make_plugin
+    from advsec.threat import ThreatModel
+
+    attack = make_plugin(registry.attacks.get("pgd"), {"steps": STEPS, "step_fraction": ALPHA / EPS}, "pgd")
+    threat = ThreatModel("linf", EPS, (0.0, 1.0))
+    started = time.perf_counter()
+    x_adv = attack.perturb(model, x, y, threat, generator=torch.Generator().manual_seed(0))
+    accuracy = _robust(model, x_adv, y)
+    return time.perf_counter() - started, accuracy
+
+
+def _torchattacks(model, x, y) -> tuple[float, float]:
+    import torchattacks
+
+    attack = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    x_adv = torch.cat([attack(xb, yb) for xb, yb in zip(x.split(256), y.split(256), strict=True)])
+    accuracy = _robust(model, x_adv, y)
+    return time.perf_counter() - started, accuracy
+
+
+def _cascade(dataset, name: str, images: int) -> tuple[dict[str, int], int, float]:
+    """Gradient evaluations of the cascade and of the full ensemble (both run), of the naive one (counted)."""
+    import tempfile
+
+    from advsec.harness import run_spec
+    from advsec.progress import Progress
+    from advsec.results import cell_summaries
+    from advsec.spec import parse_spec
+
+    model, defense = name.split()
+    params, epochs = ({}, 2) if defense == "standard" else (AT_PARAMS, AT_EPOCHS)
+    attacks = "\n".join(f'[[attacks]]\nname = "{attack}"\n{keys}' for attack, _, keys in CASCADE)
+    defense_keys = "\n".join(f"{key} = {value}" for key, value in params.items())
+    spec_text = f"""
+dataset = "mnist"
+model = "{model}"
+[train]
+epochs = {epochs}
+batch_size = 128
+[[defenses]]
+name = "{defense}"
+{defense_keys}
+[[threats]]
+norm = "linf"
+eps = [{EPS}]
+{attacks}
+step_fraction = {ALPHA / EPS}
+[evaluation]
+samples = {images}
+cascade = {{cascade}}
+"""
+    cost, accuracy = {}, {}
+    for cascade in ("true", "false"):
+        spec = parse_spec(spec_text.replace("{cascade}", cascade))
+        with tempfile.TemporaryDirectory() as out:
+            store = run_spec(spec, Path(out), device=torch.device("cpu"), progress=Progress(quiet=True))
+            cell = next(c for c in cell_summaries(store) if c["norm"] == "linf")
+            cost[cascade] = cell["backwards"]
+            accuracy[cascade] = cell["robust_accuracy"]
+            clean_correct = round(cell["clean_accuracy"] * cell["n"])
+    assert accuracy["true"] == accuracy["false"], accuracy
+    naive = clean_correct * sum(steps for _, steps, _ in CASCADE)
+    return cost, naive, accuracy["true"]
+
+
+if __name__ == "__main__":
+    main()
