@@ -174,7 +174,7 @@ def gradient_attack(
             x_adv = moves.step(t, x, x_adv, grad, value)
         return x_adv
 
-    worst = _WorstCase(x)
+    worst = WorstCase(x)
     for _ in range(restarts):
         active = worst.unfooled()
         if len(active) == 0:
@@ -220,7 +220,7 @@ def _measure(
     return logits.detach(), value.detach(), grad
 
 
-class _WorstCase:
+class WorstCase:
     """Each sample's worst case so far: its first fooling point, else its highest-objective point."""
 
     def __init__(self, x: torch.Tensor) -> None:

@@ -84,7 +84,8 @@ class Registry:
         self._add(Entry(name, target, source, loaded=obj))
 
     def names(self) -> list[str]:
-        return sorted(self._discover())
+        """Installed and file plugins; adapter names (``torchattacks:PGD``) are served on demand."""
+        return sorted(name for name in self._discover() if name.partition(":")[0] not in self._adapters)
 
     def entries(self, *, adapted: bool = False) -> list[Entry]:
         """Every entry; with ``adapted``, also every ``prefix:NAME`` the adapters offer (imports them)."""

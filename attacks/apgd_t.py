@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from advsec.attacks.apgd import apgd
 from torch import nn
 
 from advsec.attack import Attack
+from advsec.attacks.apgd import apgd
 from advsec.threat import ThreatModel
 
 

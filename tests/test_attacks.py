@@ -27,7 +27,9 @@ def _quick(name: str):
     """The attack with its cheapest sensible parameters, so property tests explore inputs, not iterations."""
     cls = registry.attacks.get(name)
     fields = getattr(cls, "__dataclass_fields__", {})
-    params = {key: value for key, value in {"steps": 5, "restarts": 2}.items() if key in fields}
+    params = {
+        key: value for key, value in {"steps": 5, "restarts": 2, "queries": 50}.items() if key in fields
+    }
     return cls, make_plugin(cls, params, name)
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from advsec.attacks.apgd import APGDStepper, checkpoints
 
 from advsec import registry
 from advsec.attack import attack_objective, fooled, gradient_attack
+from advsec.attacks.apgd import APGDStepper, checkpoints
 from advsec.harness import CountingModel, run_spec
 from advsec.progress import Progress
 from advsec.results import cell_summaries
