@@ -153,10 +153,10 @@ def gradient_attack(
     Each iteration measures the objective and its input gradient at the current iterate (averaged over
     ``eot`` forward passes for a stochastic model), records the per-sample worst case, and moves with the
     stepper (``stepper(x)`` makes one per restart; default: steepest ascent of ``step_size``). A sample's
-    result is the first iterate that fools the model; a sample never fooled keeps its highest-loss
-    iterate. With ``early_stop`` a fooled sample leaves the batch at once, and each restart attacks only
-    the samples no earlier restart fooled. With ``keep_worst=False`` it returns the last iterate of one
-    run for every sample, as adversarial training uses it.
+    result is the first iterate that fools the model; a sample never fooled keeps the highest-loss final
+    iterate of its restarts. With ``early_stop`` a fooled sample leaves the batch at once, and each
+    restart attacks only the samples no earlier restart fooled. With ``keep_worst=False`` it returns the
+    last iterate of one run for every sample, as adversarial training uses it.
     """
     if stepper is None:
         if step_size is None:
@@ -192,7 +192,8 @@ def gradient_attack(
                 break
             logits, value, grad = _measure(model, x_adv, y0, t0, loss, eot)
             hit = fooled(logits, y0, t0)
-            worst.update(active, x_adv, value, hit)
+            if hit.any():  # keep only fooling iterates mid-run: copying every iterate costs a step's worth
+                worst.update(active[hit], x_adv[hit], value[hit], hit[hit])
             if early_stop and hit.any():
                 keep = ~hit
                 active, x0, y0, x_adv, grad, value = (v[keep] for v in (active, x0, y0, x_adv, grad, value))

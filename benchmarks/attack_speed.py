@@ -22,8 +22,12 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
-EPS, ALPHA, STEPS = 0.3, 0.01, 40
-AT_PARAMS, AT_EPOCHS = {"eps": EPS, "steps": 5}, 3
+EPS, ALPHA, STEPS = 0.3, 0.01, 40  # Madry et al.'s MNIST evaluation; the step stays ALPHA / EPS of the budget
+# PGD training at eps 0.3 from scratch collapses to a constant classifier in a few epochs (measured): the
+# adversarially trained model is trained at 0.1 and attacked at 0.2, where about 40 % of its samples survive
+# (the issue's reference point: a fast-AT model about 40 % robust).
+AT_PARAMS, AT_EPOCHS = {"eps": 0.1, "steps": 5}, 2
+EVAL_EPS = {"wong-cnn standard": EPS, "wong-cnn pgd-at": 0.2, "madry-cnn standard": EPS}
 CASCADE = (
     ("fgsm", 1, ""),
     ("bim", 20, "steps = 20"),
@@ -56,7 +60,8 @@ def main() -> None:
             parameter.requires_grad_(False)
 
     print(
-        f"MNIST, {args.images} test images, linf eps {EPS}, PGD-{STEPS} step {ALPHA}, "
+        f"MNIST, {args.images} test images, linf eps {EPS} (pgd-at: {EVAL_EPS['wong-cnn pgd-at']}), "
+        f"PGD-{STEPS} step eps·{ALPHA / EPS:.3f}, "
         f"{args.threads} threads\n"
     )
     overheads = {name: _overhead(model, x[:256], y[:256]) for name, model in models.items()}
@@ -64,10 +69,11 @@ def main() -> None:
     for name, ratio in overheads.items():
         print(f"   {name:20s} {ratio:5.2f}")
 
-    print("\n2. time to measure PGD-40 robust accuracy: ours (early stop) vs torchattacks")
+    print("\n2. time to measure PGD-40 robust accuracy: ours (early stop) vs torchattacks, batches of 256;")
+    print("   'ideal' is early exit's ceiling: 40 steps ÷ our mean gradient evaluations per sample")
     print(
         f"   {'model':20s} {'ours s':>8s} {'theirs s':>9s} {'speed-up':>9s} "
-        f"{'ours acc':>9s} {'theirs acc':>11s}"
+        f"{'ideal':>6s} {'ours acc':>9s} {'theirs acc':>11s}"
     )
     speedups = {}
     for name, model in models.items():
@@ -75,10 +81,10 @@ def main() -> None:
             xs, ys = x[:500], y[:500]
         else:
             xs, ys = x, y
-        ours_s, ours_acc = _ours(model, xs, ys)
-        theirs_s, theirs_acc = _torchattacks(model, xs, ys)
+        ours_s, ours_acc, ideal = _ours(model, xs, ys, EVAL_EPS[name])
+        theirs_s, theirs_acc = _torchattacks(model, xs, ys, EVAL_EPS[name])
         speedups[name] = theirs_s / ours_s
-        print(f"   {name:20s} {ours_s:8.2f} {theirs_s:9.2f} {speedups[name]:8.1f}x "
+        print(f"   {name:20s} {ours_s:8.2f} {theirs_s:9.2f} {speedups[name]:8.1f}x {ideal:5.1f}x "
               f"{100 * ours_acc:8.1f}% {100 * theirs_acc:10.1f}%")  # fmt: skip
 
     print("\n3. cascade vs every attack on every clean-correct sample (fgsm → bim-20 → pgd-40), in gradient")
@@ -143,28 +149,50 @@ def _robust(model, x_adv, y) -> float:
         return (model(x_adv).argmax(1) == y).float().mean().item()
 
 
-def _ours(model, x, y) -> tuple[float, float]:
+def _ours(model, x, y, eps: float) -> tuple[float, float, float]:
+    """Seconds (best of 3), robust accuracy, and early exit's ideal speed-up (steps ÷ mean gradients)."""
     from advsec import registry
+    from advsec.harness import CountingModel
     from advsec.spec import make_plugin
     from advsec.threat import ThreatModel
 
     attack = make_plugin(registry.attacks.get("pgd"), {"steps": STEPS, "step_fraction": ALPHA / EPS}, "pgd")
-    threat = ThreatModel("linf", EPS, (0.0, 1.0))
-    started = time.perf_counter()
-    x_adv = attack.perturb(model, x, y, threat, generator=torch.Generator().manual_seed(0))
-    accuracy = _robust(model, x_adv, y)
-    return time.perf_counter() - started, accuracy
+    threat = ThreatModel("linf", eps, (0.0, 1.0))
+    counted = CountingModel(model)
+
+    def run() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        batches = zip(x.split(256), y.split(256), strict=True)
+        x_adv = torch.cat(
+            [attack.perturb(counted, xb, yb, threat, generator=generator) for xb, yb in batches]
+        )
+        return _robust(model, x_adv, y)
+
+    seconds, accuracy = _best_of_3(run)
+    return seconds, accuracy, 3 * STEPS * len(x) / counted.backwards
 
 
-def _torchattacks(model, x, y) -> tuple[float, float]:
+def _torchattacks(model, x, y, eps: float) -> tuple[float, float]:
     import torchattacks
 
-    attack = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)
-    torch.manual_seed(0)
-    started = time.perf_counter()
-    x_adv = torch.cat([attack(xb, yb) for xb, yb in zip(x.split(256), y.split(256), strict=True)])
-    accuracy = _robust(model, x_adv, y)
-    return time.perf_counter() - started, accuracy
+    attack = torchattacks.PGD(model, eps=eps, alpha=eps * ALPHA / EPS, steps=STEPS, random_start=True)
+
+    def run() -> float:
+        torch.manual_seed(0)
+        x_adv = torch.cat([attack(xb, yb) for xb, yb in zip(x.split(256), y.split(256), strict=True)])
+        return _robust(model, x_adv, y)
+
+    return _best_of_3(run)
+
+
+def _best_of_3(run) -> tuple[float, float]:
+    """The fastest of three runs (timing noise on a shared machine only ever adds) and the run's result."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - started)
+    return min(times), result
 
 
 def _cascade(dataset, name: str, images: int) -> tuple[dict[str, int], int, float]:
@@ -191,7 +219,7 @@ name = "{defense}"
 {defense_keys}
 [[threats]]
 norm = "linf"
-eps = [{EPS}]
+eps = [{EVAL_EPS[name]}]
 {attacks}
 step_fraction = {ALPHA / EPS}
 [evaluation]

@@ -123,3 +123,13 @@ def _toml(value) -> str:
     if isinstance(value, float) and value in (float("inf"), float("-inf")):
         return "inf" if value > 0 else "-inf"
     return repr(value).replace("'", '"')
+
+
+def test_worst_case_preset_expands_to_its_cascade():
+    spec = parse_spec(VALID.replace('name = "pgd"\nsteps = 5', 'preset = "worst-case"'))
+    assert [a.name for a in spec.attacks] == ["apgd-ce", "apgd-t", "square"]
+    assert spec.attacks[2].params == {"queries": 5000}
+    with pytest.raises(SpecError, match=r"attacks\[0\]\.preset: unknown preset 'worst': did you mean"):
+        parse_spec(VALID.replace('name = "pgd"\nsteps = 5', 'preset = "worst"'))
+    with pytest.raises(SpecError, match=r"attacks\[0\]\.steps: unknown key"):
+        parse_spec(VALID.replace('name = "pgd"', 'preset = "worst-case"'))
