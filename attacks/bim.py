@@ -4,42 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from advsec.attack import Attack, Loss, gradient_attack
-from advsec.threat import ThreatModel
+from advsec.attacks.pgd import PGD
 
 
 @dataclass
-class BIM(Attack):
-    """Basic iterative method: small signed-gradient steps from x, projected after each."""
+class BIM(PGD):
+    """Basic iterative method: PGD without the random start, reaching 1.25·eps in total (Kurakin et al.)."""
 
-    targeted = True
+    default_reach = 1.25
     steps: int = 10
-    step_fraction: float | None = (
-        None  # step size as a fraction of eps; default 1.25 / steps (Kurakin et al.)
-    )
-    loss: Loss = "ce"
-
-    def perturb(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        *,
-        target: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        fraction = self.step_fraction if self.step_fraction is not None else 1.25 / self.steps
-        return gradient_attack(
-            model,
-            x,
-            y,
-            threat,
-            steps=self.steps,
-            step_size=fraction * threat.eps,
-            loss=self.loss,
-            target=target,
-        )
+    random_start: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -16,8 +17,9 @@ class PGD(Attack):
     """Projected gradient descent; restarts keep each sample's worst case."""
 
     targeted = True
+    default_reach: ClassVar[float] = 2.5  # steps × step size ÷ eps when step_fraction is unset (Madry et al.)
     steps: int = 20
-    step_fraction: float | None = None  # step size as a fraction of eps; default 2.5 / steps (Madry et al.)
+    step_fraction: float | None = None  # step size as a fraction of eps; default default_reach / steps
     restarts: int = 1
     random_start: bool = True
     loss: Loss = "ce"
@@ -32,7 +34,7 @@ class PGD(Attack):
         target: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        fraction = self.step_fraction if self.step_fraction is not None else 2.5 / self.steps
+        fraction = self.step_fraction if self.step_fraction is not None else self.default_reach / self.steps
         return gradient_attack(
             model,
             x,
