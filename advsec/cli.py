@@ -270,7 +270,7 @@ def train(
         epochs,
         {"threats": [{"norm": "linf", "eps": [0.1]}], "attacks": [{"name": "fgsm"}]},
     )
-    from advsec.harness import load_dataset
+    from advsec.harness import load_dataset, predict
     from advsec.progress import Progress
     from advsec.train import cache_dir, load_or_train
 
@@ -288,10 +288,11 @@ def train(
             device=torch_device,
             progress=progress,
         )
-    import torch
-
-    with torch.no_grad():
-        predictions = trained.model(data.x_test.to(torch_device)).argmax(1).cpu()
+    predictions = (
+        predict(trained.model, data.x_test.to(torch_device), spec.evaluation.batch_size, data.num_classes)
+        .argmax(1)
+        .cpu()
+    )
     result = {
         "dataset": dataset,
         "model": model,

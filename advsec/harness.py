@@ -41,7 +41,6 @@ CLEAN = "none"  # the norm of a defense's clean cell: no attack, just accuracy
 class Cell:
     key: str
     defense: DefenseSpec
-    model_key: str
     norm: str
     eps: float
     attacks: tuple[AttackSpec, ...]
@@ -78,7 +77,7 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
                 "seed": spec.seed,
             }
             key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
-            cells.append(Cell(key, defense, trained_key, norm, eps, tuple(attacks)))
+            cells.append(Cell(key, defense, norm, eps, tuple(attacks)))
     return cells
 
 
@@ -210,7 +209,7 @@ def evaluate_cell(
     counted = CountingModel(model)
     for parameter in model.parameters():
         parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
-    clean_logits = _predict(counted, x, batch, dataset.num_classes)
+    clean_logits = predict(counted, x, batch, dataset.num_classes)
     clean_pred = clean_logits.argmax(1)
     robust = clean_pred == y
     adv_pred = clean_pred.clone()
@@ -232,7 +231,7 @@ def evaluate_cell(
                     counted, x[chunk], y[chunk], threat, target=target, generator=generator
                 )
                 _check_output(spec_attack.label, threat, x[chunk], x_adv)
-                pred = _predict(counted, x_adv, batch, dataset.num_classes).argmax(1)
+                pred = predict(counted, x_adv, batch, dataset.num_classes).argmax(1)
                 newly = (pred != y[chunk]) & robust[chunk]
                 for i in chunk[newly].tolist():
                     broken_by[i] = spec_attack.label
@@ -268,7 +267,8 @@ def evaluate_cell(
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
+    """Logits for ``x`` in batches, refusing a model whose output does not match the dataset's classes."""
     logits = torch.cat([model(chunk) for chunk in x.split(batch)]) if len(x) else torch.empty(0, num_classes)
     if logits.dim() != 2 or logits.shape[1] != num_classes:
         raise InputError(
