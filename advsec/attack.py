@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advsec.defense import Expectation
 from advsec.threat import ThreatModel
 
 Loss = Literal["ce", "cw", "dlr"]
@@ -150,14 +151,17 @@ def gradient_attack(
 ) -> torch.Tensor:
     """The iterative gradient loop every gradient attack is built on.
 
-    Each iteration measures the objective and its input gradient at the current iterate (averaged over
-    ``eot`` forward passes for a stochastic model), records the per-sample worst case, and moves with the
-    stepper (``stepper(x)`` makes one per restart; default: steepest ascent of ``step_size``). A sample's
-    result is the first iterate that fools the model; a sample never fooled keeps the highest-loss final
-    iterate of its restarts. With ``early_stop`` a fooled sample leaves the batch at once, and each
-    restart attacks only the samples no earlier restart fooled. With ``keep_worst=False`` it returns the
-    last iterate of one run for every sample, as adversarial training uses it.
+    Each iteration measures the objective and its input gradient at the current iterate (for a stochastic
+    model, of its expected prediction over ``eot`` draws: :class:`~advsec.defense.Expectation`), records
+    the per-sample worst case, and moves with the stepper (``stepper(x)`` makes one per restart; default:
+    steepest ascent of ``step_size``). A sample's result is the first iterate that fools the model; a
+    sample never fooled keeps the highest-loss final iterate of its restarts. With ``early_stop`` a
+    fooled sample leaves the batch at once, and each restart attacks only the samples no earlier restart
+    fooled. With ``keep_worst=False`` it returns the last iterate of one run for every sample, as
+    adversarial training uses it.
     """
+    if eot > 1:
+        model = Expectation(model, eot)
     if stepper is None:
         if step_size is None:
             raise ValueError("gradient_attack needs a step_size or a stepper")
@@ -170,7 +174,7 @@ def gradient_attack(
         x_adv = threat.random_start(x, generator) if random_start else x.detach().clone()
         moves = stepper(x)
         for t in range(steps):
-            _, value, grad = _measure(model, x_adv, y, target, loss, eot)
+            _, value, grad = _measure(model, x_adv, y, target, loss)
             x_adv = moves.step(t, x, x_adv, grad, value)
         return x_adv
 
@@ -186,11 +190,11 @@ def gradient_attack(
         for t in range(steps + 1):
             if t == steps:  # the last iterate needs no gradient
                 with torch.no_grad():
-                    logits = _mean_logits(model, x_adv, eot)
+                    logits = model(x_adv)
                     value = attack_objective(logits, y0, t0, loss)
                 worst.update(active, x_adv, value, fooled(logits, y0, t0))
                 break
-            logits, value, grad = _measure(model, x_adv, y0, t0, loss, eot)
+            logits, value, grad = _measure(model, x_adv, y0, t0, loss)
             hit = fooled(logits, y0, t0)
             if hit.any():  # keep only fooling iterates mid-run: copying every iterate costs a step's worth
                 worst.update(active[hit], x_adv[hit], value[hit], hit[hit])
@@ -205,17 +209,12 @@ def gradient_attack(
     return worst.best
 
 
-def _mean_logits(model: nn.Module, x_adv: torch.Tensor, eot: int) -> torch.Tensor:
-    return model(x_adv) if eot == 1 else torch.stack([model(x_adv) for _ in range(eot)]).mean(dim=0)
-
-
 def _measure(
-    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: Loss, eot: int
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: Loss
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits, objective and input gradient at ``x_adv``; with ``eot`` > 1, averaged over that many draws
-    of a stochastic model (expectation over transformation, Athalye et al. 2018)."""
+    """Logits, objective and input gradient at ``x_adv``."""
     x_adv = x_adv.detach().requires_grad_(True)
-    logits = _mean_logits(model, x_adv, eot)
+    logits = model(x_adv)
     value = attack_objective(logits, y, target, loss)
     (grad,) = torch.autograd.grad(value.sum(), x_adv)
     return logits.detach(), value.detach(), grad

@@ -2,8 +2,10 @@
 
 A defense plugin is a dataclass subclass of :class:`Defense`; its fields are the parameters a spec may set.
 The core training loop (:mod:`advsec.train`) asks it for the loss of each batch; the harness asks it to
-``wrap`` the trained model for inference-time behaviour. The ``stochastic`` and ``stateful`` flags tell
-the harness when a single evaluation cannot be trusted.
+``wrap`` the trained model for inference-time behaviour. Class flags tell the harness how far a single,
+naive evaluation can be trusted: a ``stochastic`` or non-``differentiable`` defense is attacked a second
+time adaptively (Athalye, Carlini & Wagner 2018), through :meth:`Defense.adaptive` and an
+:class:`Expectation` over its randomness.
 """
 
 from __future__ import annotations
@@ -14,13 +16,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+Bounds = tuple[float, float]
+
 
 class Defense:
     """Base class of defense plugins. The default is standard training and an unchanged model."""
 
     stochastic: ClassVar[bool] = False  # predictions vary from call to call
     stateful: ClassVar[bool] = False  # predictions depend on the queries seen so far
+    differentiable: ClassVar[bool] = True  # the deployed model's input gradient is the one to follow
+    # Deployed as a base classifier under N(0, sigma²) input noise, so Cohen et al.'s certificate applies
+    # to its smoothed classifier (:mod:`advsec.certify`); such a defense has a ``sigma`` field.
+    certifiable: ClassVar[bool] = False
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
+
+    # Training samples held out for a per-epoch robustness check (see :meth:`check`); 0 turns it off.
+    # A check more than `guard_drop` below the best epoch's means training collapsed.
+    guard_samples: int = 0
+    guard_drop: float = 0.2
 
     def loss(
         self,
@@ -28,12 +41,104 @@ class Defense:
         x: torch.Tensor,
         y: torch.Tensor,
         *,
-        bounds: tuple[float, float],
+        bounds: Bounds,
         generator: torch.Generator | None = None,
+        progress: float = 1.0,
     ) -> torch.Tensor:
-        """The training loss of one batch (mean over the batch); standard cross-entropy by default."""
+        """The training loss of one batch (mean over the batch); standard cross-entropy by default.
+
+        ``progress`` is the fraction of training done (0 to 1), for defenses that ramp up, e.g. their eps.
+        """
         return F.cross_entropy(model(x), y)
 
-    def wrap(self, model: nn.Module) -> nn.Module:
+    def check(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        bounds: Bounds,
+        generator: torch.Generator,
+    ) -> float:
+        """Robust accuracy on held-out samples after an epoch; a sharp drop means training collapsed."""
+        raise NotImplementedError(f"{type(self).__name__} sets guard_samples but has no check")
+
+    def wrap(self, model: nn.Module, *, bounds: Bounds) -> nn.Module:
         """The model as deployed (inference-time defenses replace or wrap it); unchanged by default."""
         return model
+
+    def adaptive(self, deployed: nn.Module) -> nn.Module:
+        """The deployed model as an adaptive attacker differentiates it; the deployed model by default.
+
+        Non-differentiable defenses return a view with a usable surrogate gradient (BPDA). Randomness is
+        handled by the harness, which averages this view over draws (:class:`Expectation`).
+        """
+        return deployed
+
+
+class Expectation(nn.Module):
+    """EOT: the expected prediction of a random model, as log-probabilities averaged over ``draws`` calls.
+
+    Differentiating it gives the gradient of the expected classifier, which is what an attacker who
+    knows the defense's randomness optimizes. Each call runs the model ``draws`` times.
+    """
+
+    def __init__(self, model: nn.Module, draws: int) -> None:
+        super().__init__()
+        self.model = model
+        self.draws = draws
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([F.softmax(self.model(x), dim=1) for _ in range(self.draws)]).mean(0)
+        return probabilities.clamp_min(1e-12).log()
+
+
+class InputTransform(Defense):
+    """A defense that transforms every input before the model sees it, in training as when deployed."""
+
+    def transform(
+        self, x: torch.Tensor, bounds: Bounds, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The transformed batch; random transforms draw from ``generator`` (torch's global one if None)."""
+        raise NotImplementedError
+
+    def loss(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        bounds: Bounds,
+        generator: torch.Generator | None = None,
+        progress: float = 1.0,
+    ) -> torch.Tensor:
+        """Cross-entropy on transformed inputs: the model learns the inputs it will be deployed on."""
+        return F.cross_entropy(model(self.transform(x, bounds, generator)), y)
+
+    def wrap(self, model: nn.Module, *, bounds: Bounds) -> nn.Module:
+        return Transformed(model, self, bounds)
+
+    def adaptive(self, deployed: nn.Module) -> nn.Module:
+        if self.differentiable or not isinstance(deployed, Transformed):
+            return deployed
+        return Transformed(deployed.model, self, deployed.bounds, straight_through=True)
+
+
+class Transformed(nn.Module):
+    """``model(transform(x))``; with ``straight_through`` the backward pass treats the transform as the
+    identity (BPDA), so gradients reach the input through a non-differentiable step."""
+
+    def __init__(
+        self, model: nn.Module, defense: InputTransform, bounds: Bounds, *, straight_through: bool = False
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.defense = defense
+        self.bounds = bounds
+        self.straight_through = straight_through
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        transformed = self.defense.transform(x, self.bounds)
+        if self.straight_through:
+            transformed = x + (transformed - x).detach()
+        return self.model(transformed)

@@ -64,7 +64,9 @@ def test_eot_averages_draws_and_is_counted(digits, digits_models):
     plain = gradient_attack(model, x, y, threat, steps=5, step_size=0.03, early_stop=False)
     model.forwards = model.backwards = 0
     averaged = gradient_attack(model, x, y, threat, steps=5, step_size=0.03, eot=4, early_stop=False)
-    assert torch.allclose(plain, averaged)  # a deterministic model: the average of identical draws
+    # A deterministic model: the expectation of identical draws is the model (log-softmax rounding aside,
+    # which can flip the sign of a near-zero gradient entry).
+    assert (plain - averaged).abs().gt(1e-6).float().mean() < 0.01
     assert model.backwards == 4 * 5 * 50 and model.forwards == 4 * 6 * 50
 
 
