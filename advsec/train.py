@@ -7,10 +7,12 @@ never unpickles anything.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,19 +29,25 @@ from advsec.errors import DataError
 from advsec.progress import Progress
 from advsec.spec import TrainConfig, make_plugin
 
-CACHE_FORMAT = 1  # bump when training semantics change, so old checkpoints are not reused
+CACHE_FORMAT = 2  # bump when training semantics change, so old checkpoints are not reused
 
 
 @dataclass
 class TrainedModel:
-    """A model ready to attack: the deployed module plus where it came from and what it cost."""
+    """A trained network and its defense, plus where it came from and what it cost."""
 
-    model: nn.Module
+    network: nn.Module
     defense: Defense
+    bounds: tuple[float, float]
     key: str
     train_seconds: float
     cached: bool
     history: list[dict[str, float]]
+
+    @property
+    def model(self) -> nn.Module:
+        """The model as deployed: the network behind the defense's inference-time behaviour."""
+        return self.defense.wrap(self.network, bounds=self.bounds)
 
 
 def cache_dir() -> Path:
@@ -102,8 +110,9 @@ def load_or_train(
         cached = False
     model.to(device).eval()
     return TrainedModel(
-        model=defense.wrap(model),
+        network=model,
         defense=defense,
+        bounds=dataset.bounds,
         key=key,
         train_seconds=meta["train_seconds"],
         cached=cached,
@@ -122,28 +131,71 @@ def train(
     progress: Progress,
     label: str | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place on ``dataset`` with the defense's batch loss; returns per-epoch stats."""
+    """Train ``model`` in place on ``dataset`` with the defense's batch loss; returns per-epoch stats.
+
+    A defense with ``guard_samples`` is checked on that many held-out training samples after every epoch.
+    When its robust accuracy there falls more than ``guard_drop`` below the best epoch's, training has
+    collapsed (catastrophic overfitting, Wong et al. 2020): the best epoch's weights are restored, the
+    epoch's record says so (``restored``), and training stops.
+    """
     generator = torch.Generator().manual_seed(seed)
-    x, y = dataset.x_train.to(device), dataset.y_train.to(device)
+    order = torch.randperm(len(dataset.x_train), generator=generator)
+    held_out, kept = order[: defense.guard_samples], order[defense.guard_samples :]
+    x, y = dataset.x_train[kept].to(device), dataset.y_train[kept].to(device)
+    x_check, y_check = dataset.x_train[held_out].to(device), dataset.y_train[held_out].to(device)
     model.to(device).train()
     optimizer = _optimizer(model, config)
     batches = -(-len(x) // config.batch_size)
-    history = []
-    with progress.task(f"train {label or type(defense).__name__}", total=config.epochs * batches) as task:
-        for epoch in range(config.epochs):
-            order = torch.randperm(len(x), generator=generator).to(device)
+    steps = config.epochs * batches
+    learning_rate = _schedule(config, steps)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (check score, epoch, weights)
+    step = 0
+    with progress.task(f"train {label or type(defense).__name__}", total=steps) as task:
+        for epoch in range(1, config.epochs + 1):
+            permutation = torch.randperm(len(x), generator=generator).to(device)
             total = 0.0
             for start in range(0, len(x), config.batch_size):
-                batch = order[start : start + config.batch_size]
-                loss = defense.loss(model, x[batch], y[batch], bounds=dataset.bounds, generator=generator)
+                batch = permutation[start : start + config.batch_size]
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step)
+                loss = defense.loss(model, x[batch], y[batch], bounds=dataset.bounds, generator=generator,
+                                    progress=step / steps)  # fmt: skip
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(batch)
+                step += 1
                 task.advance()
-            history.append({"epoch": epoch + 1, "loss": total / len(x)})
+            record: dict[str, float] = {"epoch": epoch, "loss": total / len(x)}
+            history.append(record)
+            if not len(x_check):
+                continue
+            model.eval()
+            check = defense.check(model, x_check, y_check, bounds=dataset.bounds, generator=generator)
+            record["check"] = check
+            model.train()
+            if best is None or record["check"] >= best[0]:
+                best = (record["check"], epoch, copy.deepcopy(model.state_dict()))
+            elif record["check"] < best[0] - defense.guard_drop:
+                model.load_state_dict(best[2])
+                record["restored"] = best[1]
+                progress.log(
+                    f"{label or type(defense).__name__}: robust accuracy on held-out samples fell from "
+                    f"{best[0]:.1%} (epoch {best[1]}) to {record['check']:.1%} at epoch {epoch}: "
+                    f"catastrophic overfitting; restored epoch {best[1]} and stopped"
+                )
+                break
     model.eval()
     return history
+
+
+def _schedule(config: TrainConfig, steps: int) -> Callable[[int], float]:
+    """The learning rate at each optimizer step."""
+    if config.schedule == "constant":
+        return lambda step: config.lr
+    peak = config.peak * steps
+    return lambda step: config.lr * (step / peak if step < peak else (steps - step) / (steps - peak))
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -22,6 +22,17 @@ class PGDAdversarialTraining(Defense):
     steps: int = 10
     step_fraction: float | None = None  # step size as a fraction of eps; default 2.5 / steps
     random_start: bool = True
+    # Fraction of training over which the training eps grows linearly from 0 to `eps`. Training at the full
+    # budget from the first batch can collapse into a constant classifier or catastrophic overfitting.
+    warmup: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
+
+    def training_eps(self, progress: float) -> float:
+        """The budget at this point of training (see ``warmup``)."""
+        return self.eps if progress >= self.warmup else self.eps * progress / self.warmup
 
     def loss(
         self,
@@ -31,9 +42,13 @@ class PGDAdversarialTraining(Defense):
         *,
         bounds: tuple[float, float],
         generator: torch.Generator | None = None,
+        progress: float = 1.0,
     ) -> torch.Tensor:
         fraction = self.step_fraction if self.step_fraction is not None else 2.5 / self.steps
-        threat = ThreatModel(self.norm, self.eps, bounds)
+        eps = self.training_eps(progress)
+        if eps == 0:
+            return F.cross_entropy(model(x), y)
+        threat = ThreatModel(self.norm, eps, bounds)
         model.eval()  # craft against the deployed behaviour (dropout off, batch-norm statistics frozen)
         x_adv = gradient_attack(
             model,
@@ -41,7 +56,7 @@ class PGDAdversarialTraining(Defense):
             y,
             threat,
             steps=self.steps,
-            step_size=fraction * self.eps,
+            step_size=fraction * eps,
             random_start=self.random_start,
             generator=generator,
             keep_worst=False,
