@@ -65,6 +65,14 @@ def _output_options(f: Any) -> Any:
     return click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")(f)
 
 
+def _spec_options(f: Any) -> Any:
+    """The SPEC argument and the --out its results go to."""
+    f = click.option(
+        "--out", type=click.Path(file_okay=False), help="Output directory [default: reports/<spec name>]."
+    )(f)
+    return click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))(f)
+
+
 def _load_plugins(plugins: tuple[str, ...]) -> None:
     from advsec.registry import load_plugin_file
 
@@ -83,10 +91,7 @@ def _device(name: str) -> Any:
 
 
 @main.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option(
-    "--out", type=click.Path(file_okay=False), help="Output directory [default: reports/<spec name>]."
-)
+@_spec_options
 @click.option("--fresh", is_flag=True, help="Recompute every cell instead of resuming.")
 @click.option("--no-report", is_flag=True, help="Only fill the results store.")
 @_plugin_option
@@ -116,8 +121,18 @@ def _execute(
     from advsec.harness import run_spec
     from advsec.progress import Progress
 
+    torch_device = _device(device)
     with Progress(quiet=quiet or as_json) as progress:
-        store = run_spec(spec, out, device=_device(device), progress=progress, fresh=fresh)
+        store = run_spec(spec, out, device=torch_device, progress=progress, fresh=fresh)
+        if spec.certify is not None:
+            from advsec.certify import certify_spec
+
+            certify_spec(spec, store, device=torch_device, progress=progress)
+    _finish(store, out, no_report, quiet, as_json)
+
+
+def _finish(store: Any, out: Path, no_report: bool, quiet: bool, as_json: bool) -> None:
+    """Write the report (unless ``--no-report``), then print the results."""
     report = None
     if not no_report:
         from advsec.report import build_report
@@ -129,17 +144,22 @@ def _execute(
 
 
 def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool = False) -> None:
-    from advsec.results import cell_summaries, defense_summaries
+    from advsec.results import cell_summaries, certified_summaries, defense_summaries
 
+    cells = cell_summaries(store)
+    certified = certified_summaries(store)
     if as_json:
-        payload = {**extra, "defenses": defense_summaries(store), "cells": cell_summaries(store)}
-        click.echo(json.dumps(payload, indent=2))
+        payload = {**extra, "defenses": defense_summaries(store, cells), "cells": cells}
+        click.echo(json.dumps({**payload, "certified": certified}, indent=2))
         return
     if quiet:
         return
-    from advsec.terminal import print_scorecard
+    from advsec.terminal import print_certificates, print_scorecard
 
-    print_scorecard(store)
+    if cells:
+        print_scorecard(store)
+    if certified:
+        print_certificates(certified)
     if extra.get("report"):
         click.echo(f"report: {extra['report']}")
 
@@ -153,6 +173,59 @@ def _open_run(run_ref: str) -> Any:
         if candidate.is_file():
             return Store(candidate)
     raise UsageError(f"no run found at {run_ref!r} (looked for {', '.join(map(str, candidates[::2]))})")
+
+
+@main.command()
+@_spec_options
+@click.option("--samples", type=int, help="Certify the first N test samples [default: [certify] samples].")
+@click.option("--n0", type=int, help="Selection draws per sample [default: [certify] n0].")
+@click.option("--n", type=int, help="Estimation draws per sample [default: [certify] n].")
+@click.option("--alpha", type=float, help="Each certificate's error probability [default: [certify] alpha].")
+@click.option("--batch-size", type=int, help="Noisy copies per forward pass [default: [certify] batch_size].")
+@click.option("--no-report", is_flag=True, help="Only fill the results store.")
+@_plugin_option
+@_device_option
+@_output_options
+def certify(
+    spec_path: str,
+    out: str | None,
+    samples: int | None,
+    n0: int | None,
+    n: int | None,
+    alpha: float | None,
+    batch_size: int | None,
+    no_report: bool,
+    plugins: tuple[str, ...],
+    device: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Certify the spec's smoothing defenses (Cohen et al.): certified accuracy against ℓ2 radius.
+
+    Uses the spec's [certify] table (or its defaults), overridden by the options; resumes like run.
+    """
+    from dataclasses import replace
+
+    from advsec.certify import certify_spec
+    from advsec.errors import ParameterError
+    from advsec.progress import Progress
+    from advsec.spec import CertifyConfig, load_spec
+    from advsec.store import Store
+
+    _load_plugins(plugins)
+    spec = load_spec(spec_path)
+    options = {"samples": samples, "n0": n0, "n": n, "alpha": alpha, "batch_size": batch_size}
+    try:
+        settings = replace(
+            spec.certify or CertifyConfig(), **{k: v for k, v in options.items() if v is not None}
+        )
+    except ParameterError as exc:
+        raise UsageError(f"--{exc.key.replace('_', '-')}: {exc.message}") from exc
+    out_dir = Path(out) if out else REPORTS / spec.name
+    store = Store(out_dir / "results.sqlite")
+    with Progress(quiet=quiet or as_json) as progress:
+        certify_spec(spec, store, device=_device(device), progress=progress, settings=settings)
+    _finish(store, out_dir, no_report, quiet, as_json)
 
 
 @main.command()

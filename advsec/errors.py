@@ -25,6 +25,15 @@ class DataError(AdvsecError):
     """A dataset is missing, truncated or corrupt; the message names the file and what was expected."""
 
 
+class ParameterError(UsageError):
+    """A parameter's value is out of range. It names its key, so a spec error can give the full key path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
 class InputError(UsageError):
     """Inputs handed to a model or attack are malformed: wrong shape, NaN, outside the bounds."""
 

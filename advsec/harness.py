@@ -14,7 +14,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import advsec
 from advsec import registry
 from advsec.attack import Attack
 from advsec.data import Dataset
+from advsec.defense import Expectation
 from advsec.errors import BudgetError, InputError
 from advsec.progress import Progress
 from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin
@@ -65,20 +66,35 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
     cells = []
     for defense in spec.defenses:
         trained_key = model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
-        grid = [(CLEAN, 0.0, ())] + [(t.norm, eps, spec.attacks) for t in spec.threats for eps in t.eps]
-        for norm, eps, attacks in grid:
+        attacks = spec.attacks + adaptive_attacks(defense, spec)
+        grid = [(CLEAN, 0.0, ())] + [(t.norm, eps, attacks) for t in spec.threats for eps in t.eps]
+        for norm, eps, cell_attacks in grid:
             content = {
                 "model": trained_key,
                 "defense": defense.label,
                 "norm": norm,
                 "eps": eps,
-                "attacks": [asdict(a) for a in attacks],
+                "attacks": [asdict(a) for a in cell_attacks],
                 "evaluation": asdict(spec.evaluation),
                 "seed": spec.seed,
             }
             key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
-            cells.append(Cell(key, defense, norm, eps, tuple(attacks)))
+            cells.append(Cell(key, defense, norm, eps, tuple(cell_attacks)))
     return cells
+
+
+def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]:
+    """The spec's attacks again, aimed at the defense's adaptive view, when a naive attack can be fooled.
+
+    A random defense is attacked through the expectation of its predictions (EOT), a non-differentiable
+    one through its surrogate gradient (BPDA); the labels say which, e.g. ``pgd+BPDA``.
+    """
+    cls = registry.defenses.get(defense.name)
+    tricks = ["BPDA"] * (not cls.differentiable) + [f"EOT{spec.evaluation.eot_draws}"] * cls.stochastic
+    if not (spec.evaluation.adaptive and tricks):
+        return ()
+    suffix = "+" + "+".join(tricks)
+    return tuple(replace(a, label=a.label + suffix, adaptive=True) for a in spec.attacks)
 
 
 class LocalExecutor:
@@ -105,7 +121,7 @@ def run_spec(
     if fresh:
         store.clear()
     store.set_plan([c.key for c in cells])
-    store.set_meta(_run_meta(spec, dataset, device))
+    store.set_meta(run_meta(spec, dataset, device))
     done = store.finished()
     pending = [c for c in cells if c.key not in done]
     progress.log(
@@ -151,6 +167,7 @@ class CellEvaluator:
             self.store.save_model(
                 defense.label,
                 {
+                    "family": defense.family,
                     "name": defense.name,
                     "params": defense.params,
                     "model_key": trained.key,
@@ -165,15 +182,16 @@ class CellEvaluator:
         return self._models[defense.label]
 
     def __call__(self, cell: Cell) -> CellResult:
-        model = self.trained(cell.defense).model
+        trained = self.trained(cell.defense)
         evaluation = self.spec.evaluation
         x, y = self.dataset.x_test, self.dataset.y_test
         if evaluation.samples is not None:
             x, y = x[: evaluation.samples], y[: evaluation.samples]
         seed = int(cell.key[:12], 16) ^ self.spec.seed
-        return evaluate_cell(
-            cell, model, x.to(self.device), y.to(self.device), self.dataset, self.spec, seed, self.progress
-        )
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)  # random defenses draw from the global generator
+            x, y = x.to(self.device), y.to(self.device)
+            return evaluate_cell(cell, trained, x, y, self.dataset, self.spec, seed, self.progress)
 
 
 class CountingModel(nn.Module):
@@ -194,7 +212,7 @@ class CountingModel(nn.Module):
 
 def evaluate_cell(
     cell: Cell,
-    model: nn.Module,
+    trained: TrainedModel,
     x: torch.Tensor,
     y: torch.Tensor,
     dataset: Dataset,
@@ -202,14 +220,22 @@ def evaluate_cell(
     seed: int,
     progress: Progress,
 ) -> CellResult:
-    """Clean predictions, then the cascade at this cell's budget; per-sample worst case."""
+    """Clean predictions, then the cascade at this cell's budget; per-sample worst case.
+
+    Every prediction that scores a sample comes from the model as deployed; adaptive attacks only
+    compute their perturbations through the adaptive view.
+    """
     started = time.perf_counter()
     batch = spec.evaluation.batch_size
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    counted = CountingModel(model)
-    for parameter in model.parameters():
+    counted = CountingModel(trained.network)  # counts network passes, however often a view calls it
+    for parameter in counted.parameters():
         parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
-    clean_logits = predict(counted, x, batch, dataset.num_classes)
+    deployed = trained.defense.wrap(counted, bounds=dataset.bounds)
+    adaptive = trained.defense.adaptive(deployed)
+    if type(trained.defense).stochastic:
+        adaptive = Expectation(adaptive, spec.evaluation.eot_draws)
+    clean_logits = predict(deployed, x, batch, dataset.num_classes)
     clean_pred = clean_logits.argmax(1)
     robust = clean_pred == y
     adv_pred = clean_pred.clone()
@@ -223,15 +249,26 @@ def evaluate_cell(
                 registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
             )
             todo = (robust if spec.evaluation.cascade else clean_pred == y).nonzero().squeeze(1)
-            record = AttackRecord(spec_attack.label, spec_attack.name, spec_attack.params, spec_attack.target)
+            record = AttackRecord(
+                spec_attack.label,
+                spec_attack.name,
+                spec_attack.params,
+                spec_attack.target,
+                spec_attack.adaptive,
+            )
             forwards, backwards, attack_started = counted.forwards, counted.backwards, time.perf_counter()
             for chunk in todo.split(batch):
                 target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
                 x_adv = attack.perturb(
-                    counted, x[chunk], y[chunk], threat, target=target, generator=generator
+                    adaptive if spec_attack.adaptive else deployed,
+                    x[chunk],
+                    y[chunk],
+                    threat,
+                    target=target,
+                    generator=generator,
                 )
                 _check_output(spec_attack.label, threat, x[chunk], x_adv)
-                pred = predict(counted, x_adv, batch, dataset.num_classes).argmax(1)
+                pred = predict(deployed, x_adv, batch, dataset.num_classes).argmax(1)
                 newly = (pred != y[chunk]) & robust[chunk]
                 for i in chunk[newly].tolist():
                     broken_by[i] = spec_attack.label
@@ -303,7 +340,8 @@ def _check_output(label: str, threat: ThreatModel, x: torch.Tensor, x_adv: torch
         )
 
 
-def _run_meta(spec: Spec, dataset: Dataset, device: torch.device) -> dict[str, Any]:
+def run_meta(spec: Spec, dataset: Dataset, device: torch.device) -> dict[str, Any]:
+    """What a report says about a run: the spec, the data set's facts, the device and the versions."""
     return {
         "name": spec.name,
         "spec": spec.text,

@@ -125,7 +125,7 @@ class Registry:
 
 
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = (
         f"did you mean {' or '.join(repr(c) for c in close)}?"
         if close

@@ -6,9 +6,12 @@ in a report can always be traced to the rows behind it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from advsec.store import Store
+
+RADIUS_STEP = 0.25  # certified accuracy is reported at ℓ2 radii 0, 0.25, 0.5, …, at least up to 1
 
 
 def cell_summaries(store: Store) -> list[dict[str, Any]]:
@@ -34,6 +37,7 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
         attacks.append(
             {
                 "attack": record["attack"],
+                "adaptive": bool(record["adaptive"]),
                 "robust_after": len(clean_correct - broken_so_far) / n,  # worst case over attacks so far
                 "robust_alone": alone,  # this attack by itself (unknown for later stages of a cascade)
                 "attacked": record["attacked"],
@@ -44,6 +48,7 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
             }
         )
     robust = sum(s["robust"] for s in samples)
+    naive = [a["robust_after"] for a in attacks if not a["adaptive"]]
     return {
         "cell": cell["cell"],
         "defense": cell["defense"],
@@ -52,6 +57,8 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
         "n": n,
         "clean_accuracy": len(clean_correct) / n,
         "robust_accuracy": robust / n,
+        # Before any adaptive attack ran: what evaluating the defense as deployed would have claimed.
+        "naive_robust_accuracy": naive[-1] if naive and len(naive) < len(attacks) else None,
         "attacks": attacks,
         "wall_seconds": cell["wall_seconds"],
         "forwards": cell["forwards"],
@@ -75,10 +82,17 @@ def defense_summaries(store: Store, cells: list[dict[str, Any]] | None = None) -
         out.append(
             {
                 "defense": defense,
+                "family": model.get("family") or defense,
                 "name": model.get("name"),
                 "params": model.get("params", {}),
                 "clean_accuracy": clean["clean_accuracy"],
                 "robust": {f"{c['norm']}:{c['eps']:g}": c["robust_accuracy"] for c in attacked},
+                "naive_robust": {
+                    f"{c['norm']}:{c['eps']:g}": c["naive_robust_accuracy"]
+                    for c in attacked
+                    if c["naive_robust_accuracy"] is not None
+                },
+                "guard": _guard(model.get("history", [])),
                 "train_seconds": model.get("train_seconds"),
                 "attack_seconds": sum(c["wall_seconds"] for c in attacked),
                 "forwards": sum(c["forwards"] for c in attacked),
@@ -87,3 +101,48 @@ def defense_summaries(store: Store, cells: list[dict[str, Any]] | None = None) -
             }
         )
     return out
+
+
+def certified_summaries(store: Store) -> list[dict[str, Any]]:
+    """Per certified defense: its settings, abstentions and certified accuracy at each reported radius.
+
+    Certified accuracy at radius r is the fraction of samples the smoothed classifier gets right with a
+    certified radius of at least r (Cohen et al.): abstentions and wrong answers count against it.
+    """
+    out = []
+    for row in store.certifications():
+        certificates = store.certificates(row["defense"])
+        n = len(certificates)
+        radii = certified_radii(certificates)
+        steps = max(round(1 / RADIUS_STEP), math.ceil(max(radii, default=0.0) / RADIUS_STEP))
+        grid = [RADIUS_STEP * k for k in range(steps + 1)]
+        out.append(
+            {
+                "defense": row["defense"],
+                **{key: row[key] for key in ("sigma", "n0", "n", "alpha", "samples", "batch_size", "seed")},
+                "abstained": sum(c["prediction"] == -1 for c in certificates) / n,  # -1: abstained
+                "certified": {f"{r:g}": sum(radius >= r for radius in radii) / n for r in grid},
+                "wall_seconds": row["wall_seconds"],
+                "forwards": row["forwards"],
+            }
+        )
+    return out
+
+
+def _guard(history: list[dict[str, float]]) -> dict[str, float] | None:
+    """When the overfitting guard fired: the collapsed epoch, its check, and the epoch restored."""
+    fired = next((h for h in history if "restored" in h), None)
+    if fired is None:
+        return None
+    best = next(h for h in history if h["epoch"] == fired["restored"])
+    return {
+        "epoch": fired["epoch"],
+        "check": fired["check"],
+        "restored": best["epoch"],
+        "best": best["check"],
+    }
+
+
+def certified_radii(certificates: list[dict[str, Any]]) -> list[float]:
+    """The certified radii of the samples the smoothed classifier gets right (abstentions never are)."""
+    return [c["radius"] for c in certificates if c["prediction"] == c["label"]]

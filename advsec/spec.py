@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from advsec import registry
-from advsec.errors import AdvsecError, PluginError, SpecError
+from advsec.errors import AdvsecError, ParameterError, PluginError, SpecError
 from advsec.registry import unknown_name_message
 from advsec.threat import Norm
 
@@ -31,6 +31,14 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = 0.0
+    # "cyclic": the learning rate rises linearly from 0 to `lr` over the first `peak` of training, then
+    # falls linearly to 0 (Smith's one-cycle policy, as fast adversarial training uses it).
+    schedule: Literal["constant", "cyclic"] = "constant"
+    peak: float = 0.4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.peak < 1:
+            raise ValueError(f"peak must be strictly between 0 and 1, got {self.peak}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class DefenseSpec:
     label: str
     params: dict[str, Any]
     train: TrainConfig
+    family: str = ""  # the entry a sweep expanded this defense from (its label); reports draw it as a curve
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class AttackSpec:
     label: str
     params: dict[str, Any]
     target: TargetMode = "none"
+    adaptive: bool = False  # aimed at the defense's adaptive view (BPDA, EOT) rather than the model as is
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,36 @@ class EvaluationConfig:
     batch_size: int = 512
     cascade: bool = True  # attack only samples every earlier attack left robust
     examples: int = 8  # adversarial examples kept per cell for the report
+    # Defenses that are random or non-differentiable are attacked twice: as deployed ("naive") and
+    # adaptively, through BPDA and an expectation over `eot_draws` draws of their randomness.
+    adaptive: bool = True
+    eot_draws: int = 10
+
+    def __post_init__(self) -> None:
+        if self.eot_draws < 1:
+            raise ValueError(f"eot_draws must be >= 1, got {self.eot_draws}")
+
+
+@dataclass(frozen=True)
+class CertifyConfig:
+    """Cohen et al.'s CERTIFY settings for every defense that can certify (``[certify]``).
+
+    ``n0`` draws select the class, ``n`` further draws bound its probability from below at confidence
+    1 − ``alpha``; ``samples`` are the first test samples, the ones ``[evaluation]`` attacks too.
+    """
+
+    n0: int = 100
+    n: int = 10_000
+    alpha: float = 0.001
+    samples: int = 500
+    batch_size: int = 1000  # noisy copies per forward pass
+
+    def __post_init__(self) -> None:
+        for key in ("n0", "n", "samples", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ParameterError(key, f"expected an integer >= 1, got {getattr(self, key)}")
+        if not 0 < self.alpha < 1:
+            raise ParameterError("alpha", f"expected a level strictly between 0 and 1, got {self.alpha}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +122,7 @@ class Spec:
     train: TrainConfig = TrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
+    certify: CertifyConfig | None = None  # certify the defenses that can (``advsec run`` does it too)
     plugins: tuple[str, ...] = ()
     text: str = field(default="", compare=False)
 
@@ -106,8 +147,9 @@ _TOP = {
     "attacks",
     "evaluation",
     "report",
+    "certify",
 }
-_DEFENSE_KEYS = {"name", "label", "train"}
+_DEFENSE_KEYS = {"name", "label", "train", "sweep"}
 _ATTACK_KEYS = {"name", "label", "target"}
 
 # Named cascades a spec can ask for with `[[attacks]] preset = "..."`; each attacks what the last left robust.
@@ -149,7 +191,9 @@ def spec_from_dict(
     model = _plugin_name(raw, "model", registry.models, default="mlp")
     train = build(TrainConfig, _table(raw, "train", ""), "train")
     defenses = tuple(
-        _defense(entry, f"defenses[{i}]", train) for i, entry in enumerate(_array(raw, "defenses"))
+        defense
+        for i, entry in enumerate(_array(raw, "defenses"))
+        for defense in _defenses(entry, f"defenses[{i}]", train)
     )
     attacks = tuple(
         attack
@@ -180,21 +224,56 @@ def spec_from_dict(
         train=train,
         evaluation=build(EvaluationConfig, _table(raw, "evaluation", ""), "evaluation"),
         report=build(ReportConfig, _table(raw, "report", ""), "report"),
+        certify=build(CertifyConfig, _table(raw, "certify", ""), "certify") if "certify" in raw else None,
         plugins=plugins,
         text=text,
     )
     if spec.report.eps is not None and not any(spec.report.eps in t.eps for t in threats):
         raise SpecError(f"report.eps: {spec.report.eps} is not in any threats[].eps grid")
+    if spec.certify is not None:
+        certifiable(defenses)  # refuse a [certify] table with nothing to certify before any compute
     return spec
 
 
-def _defense(entry: dict[str, Any], path: str, train: TrainConfig) -> DefenseSpec:
+def certifiable(defenses: tuple[DefenseSpec, ...]) -> list[DefenseSpec]:
+    """The defenses Cohen et al.'s certificate applies to (``certifiable``); an error when there are none."""
+    found = [d for d in defenses if registry.defenses.get(d.name).certifiable]
+    if not found:
+        raise SpecError(
+            'certify: no defense in the spec can certify; add one, e.g. [[defenses]] name = "smoothing"'
+        )
+    return found
+
+
+def _defenses(entry: dict[str, Any], path: str, train: TrainConfig) -> list[DefenseSpec]:
+    """One defense, or one per value of the parameter its ``sweep`` table varies (a trade-off curve)."""
     name = _plugin_name(entry, "name", registry.defenses, path=path)
     params = {k: v for k, v in entry.items() if k not in _DEFENSE_KEYS}
-    make_plugin(registry.defenses.get(name), params, path)  # validate now, before any compute
     train = build(TrainConfig, _table(entry, "train", path), f"{path}.train", defaults=train)
     label = coerce(entry.get("label", name), str, f"{path}.label")
-    return DefenseSpec(name=name, label=label, params=params, train=train)
+    sweep = _table(entry, "sweep", path)
+    if not sweep:
+        make_plugin(registry.defenses.get(name), params, path)  # validate now, before any compute
+        return [DefenseSpec(name=name, label=label, params=params, train=train, family=label)]
+    if len(sweep) != 1:
+        raise SpecError(f"{path}.sweep: sweep one parameter per entry (a curve), got {', '.join(sweep)}")
+    [(key, values)] = sweep.items()
+    where = f"{path}.sweep.{key}"
+    if not isinstance(values, list) or len(values) < 2:
+        raise SpecError(f"{where}: expected a list of at least two values, got {_describe(values)}")
+    if key in params:
+        raise SpecError(f"{where}: {key!r} is also set directly; set it in one place")
+    cls = registry.defenses.get(name)
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    _reject_unknown(sweep, fields, f"{path}.sweep")
+    out = []
+    for i, value in enumerate(values):
+        value = coerce(value, typing.get_type_hints(cls)[key], f"{where}[{i}]")
+        swept = {**params, key: value}
+        make_plugin(cls, swept, path)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        out.append(DefenseSpec(name, f"{label} {key}={shown}", swept, train, family=label))
+    return out
 
 
 def _attacks(entry: dict[str, Any], path: str) -> list[AttackSpec]:
@@ -256,6 +335,8 @@ def build(cls: type, table: dict[str, Any], path: str, defaults: Any = None) -> 
             raise SpecError(f"{key}: required key is missing")
     try:
         return cls(**values)
+    except ParameterError as exc:
+        raise SpecError(f"{path}.{exc.key}: {exc.message}") from exc
     except AdvsecError as exc:
         raise SpecError(f"{path}: {exc}") from exc
     except (TypeError, ValueError) as exc:

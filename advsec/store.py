@@ -20,14 +20,14 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plan (position INTEGER PRIMARY KEY, cell TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
-    defense TEXT PRIMARY KEY, name TEXT, params TEXT, model_key TEXT, train_seconds REAL,
+    defense TEXT PRIMARY KEY, family TEXT, name TEXT, params TEXT, model_key TEXT, train_seconds REAL,
     cached INTEGER, stochastic INTEGER, stateful INTEGER, history TEXT);
 CREATE TABLE IF NOT EXISTS cells (
     cell TEXT PRIMARY KEY, defense TEXT, norm TEXT, eps REAL, attacks TEXT, cascade INTEGER,
     n INTEGER, clean_correct INTEGER, robust INTEGER, wall_seconds REAL,
     forwards INTEGER, backwards INTEGER, finished_at TEXT);
 CREATE TABLE IF NOT EXISTS cell_attacks (
-    cell TEXT, position INTEGER, attack TEXT, name TEXT, params TEXT, target TEXT,
+    cell TEXT, position INTEGER, attack TEXT, name TEXT, params TEXT, target TEXT, adaptive INTEGER,
     attacked INTEGER, broken INTEGER, forwards INTEGER, backwards INTEGER, wall_seconds REAL,
     PRIMARY KEY (cell, position));
 CREATE TABLE IF NOT EXISTS samples (
@@ -37,6 +37,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     cell TEXT, idx INTEGER, position INTEGER, pred INTEGER, distance REAL, PRIMARY KEY (cell, idx, position));
 CREATE TABLE IF NOT EXISTS examples (
     cell TEXT, idx INTEGER, shape TEXT, clean BLOB, adversarial BLOB, PRIMARY KEY (cell, idx));
+CREATE TABLE IF NOT EXISTS certifications (
+    defense TEXT PRIMARY KEY, key TEXT, sigma REAL, n0 INTEGER, n INTEGER, alpha REAL, samples INTEGER,
+    batch_size INTEGER, seed INTEGER, forwards INTEGER, wall_seconds REAL, finished_at TEXT);
+CREATE TABLE IF NOT EXISTS certificates (
+    defense TEXT, idx INTEGER, label INTEGER, prediction INTEGER, count INTEGER, p_lower REAL, radius REAL,
+    PRIMARY KEY (defense, idx));
 """
 
 
@@ -48,6 +54,7 @@ class AttackRecord:
     name: str
     params: dict[str, Any]
     target: str
+    adaptive: bool = False
     attacked: int = 0
     broken: int = 0
     forwards: int = 0
@@ -75,6 +82,22 @@ class CellResult:
     examples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (sample, clean, adv)
 
 
+@dataclass
+class CertificationResult:
+    """One defense's certificates (Cohen et al.'s CERTIFY, per sample) and the settings behind them."""
+
+    defense: str
+    key: str  # a hash of the model and the settings: a certification already stored under it is skipped
+    settings: dict[str, Any]  # sigma, n0, n, alpha, samples, batch_size, seed
+    labels: np.ndarray
+    predictions: np.ndarray  # the smoothed classifier's class; -1 where it abstains
+    counts: np.ndarray  # estimation draws (of n) on the selected class
+    p_lower: np.ndarray  # the lower confidence bound on that class's probability
+    radii: np.ndarray  # certified ℓ2 radius; NaN where it abstains
+    forwards: int
+    wall_seconds: float
+
+
 class Store:
     """A run's SQLite file (WAL), opened for reading and writing."""
 
@@ -94,8 +117,9 @@ class Store:
     def clear(self) -> None:
         """Forget every result (``--fresh``)."""
         with self.db:
-            for table in ("plan", "models", "cells", "cell_attacks", "samples", "attempts", "examples"):
-                self.db.execute(f"DELETE FROM {table}")
+            for table in ("plan", "models", "cells", "cell_attacks", "samples", "attempts", "examples",
+                          "certifications", "certificates"):
+                self.db.execute(f"DELETE FROM {table}")  # fmt: skip
 
     def set_meta(self, values: dict[str, Any]) -> None:
         with self.db:
@@ -117,9 +141,10 @@ class Store:
     def save_model(self, defense: str, row: dict[str, Any]) -> None:
         with self.db:
             self.db.execute(
-                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     defense,
+                    row["family"],
                     row["name"],
                     json.dumps(row["params"], sort_keys=True),
                     row["model_key"],
@@ -156,9 +181,9 @@ class Store:
             )
             for position, a in enumerate(attacks):
                 self.db.execute(
-                    "INSERT INTO cell_attacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO cell_attacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (result.cell, position, a.label, a.name, json.dumps(a.params, sort_keys=True), a.target,
-                     a.attacked, a.broken, a.forwards, a.backwards, a.wall_seconds),
+                     a.adaptive, a.attacked, a.broken, a.forwards, a.backwards, a.wall_seconds),
                 )  # fmt: skip
                 self.db.executemany(
                     "INSERT INTO attempts VALUES (?, ?, ?, ?, ?)",
@@ -190,6 +215,33 @@ class Store:
                 ),
             )
 
+    def save_certification(self, result: CertificationResult) -> None:
+        """Write one defense's certificates in one transaction, replacing any it had before."""
+        settings = result.settings
+        with self.db:
+            for table in ("certifications", "certificates"):
+                self.db.execute(f"DELETE FROM {table} WHERE defense = ?", (result.defense,))
+            self.db.executemany(
+                "INSERT INTO certificates VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (result.defense, i, int(label), int(prediction), int(count), float(p_lower),
+                     None if np.isnan(radius) else float(radius))
+                    for i, (label, prediction, count, p_lower, radius) in enumerate(
+                        zip(result.labels, result.predictions, result.counts, result.p_lower, result.radii,
+                            strict=True)
+                    )
+                ],
+            )  # fmt: skip
+            self.db.execute(
+                "INSERT INTO certifications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, datetime('now'))",
+                (result.defense, result.key, settings["sigma"], settings["n0"], settings["n"],
+                 settings["alpha"], settings["samples"], settings["batch_size"], settings["seed"],
+                 result.forwards, result.wall_seconds),
+            )  # fmt: skip
+
+    def certification_keys(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT key FROM certifications")}
+
     # Reading: only what the current plan holds, in plan order.
 
     def cells(self) -> list[dict[str, Any]]:
@@ -219,6 +271,15 @@ class Store:
                 (idx, np.frombuffer(clean, "<f4").reshape(dims), np.frombuffer(adv, "<f4").reshape(dims))
             )
         return out
+
+    def certifications(self) -> list[dict[str, Any]]:
+        """Each defense's certification in the last certify plan (meta ``certify_plan``), in plan order."""
+        plan = self.meta().get("certify_plan", [])
+        rows = {row["key"]: row for row in self._rows("SELECT * FROM certifications")}
+        return [rows[key] for key in plan if key in rows]
+
+    def certificates(self, defense: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM certificates WHERE defense = ? ORDER BY idx", (defense,))
 
     def models(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT * FROM models")

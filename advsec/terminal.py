@@ -16,7 +16,7 @@ from advsec.store import Store
 
 _CAPABILITIES: dict[str, list[str]] = {
     "attacks": ["norms", "targeted", "kind", "modalities"],
-    "defenses": ["stochastic", "stateful", "modalities"],
+    "defenses": ["stochastic", "differentiable", "stateful", "certifiable", "modalities"],
     "generators": ["norms", "targeted", "modalities"],
     "datasets": ["domain", "shape", "bounds", "embedded"],
     "models": [],
@@ -87,6 +87,22 @@ def print_scorecard(store: Store) -> None:
             train_seconds,
             f"{d['attack_seconds']:.1f}",
         )
+    _console().print(table)
+
+
+def print_certificates(certified: list[dict[str, Any]]) -> None:
+    """Certified accuracy per smoothing defense at ℓ2 radii 0, 0.25, …, with the settings behind it."""
+    radii = list(dict.fromkeys(r for c in certified for r in c["certified"]))
+    table = Table(title="certified accuracy (%) at ℓ2 radius", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("defense", no_wrap=True)
+    for column in ["σ", "n", "α", "samples", *(f"r={r}" for r in radii), "abstain", "certify s"]:
+        table.add_column(column, justify="right", no_wrap=True)
+    for c in certified:
+        accuracy = [f"{100 * c['certified'][r]:.1f}" if r in c["certified"] else "" for r in radii]
+        table.add_row(
+            c["defense"], f"{c['sigma']:g}", f"{c['n']:,}", f"{c['alpha']:g}", str(c["samples"]), *accuracy,
+            f"{100 * c['abstained']:.1f}", f"{c['wall_seconds']:.1f}",
+        )  # fmt: skip
     _console().print(table)
 
 

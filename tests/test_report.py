@@ -74,6 +74,14 @@ def make_cell(
     )
 
 
+# A training run whose overfitting guard fired at epoch 3 and restored epoch 2.
+GUARDED = [
+    {"epoch": 1, "loss": 1.0, "check": 0.5},
+    {"epoch": 2, "loss": 0.8, "check": 0.6},
+    {"epoch": 3, "loss": 0.7, "check": 0.1, "restored": 2},
+]
+
+
 def make_store(path: Path, domain: str, shape: tuple[int, ...]) -> Store:
     store = Store(path)
     store.set_meta(
@@ -98,6 +106,7 @@ def make_store(path: Path, domain: str, shape: tuple[int, ...]) -> Store:
         store.save_model(
             defense,
             {
+                "family": defense,
                 "name": defense,
                 "params": {},
                 "model_key": defense,
@@ -105,7 +114,7 @@ def make_store(path: Path, domain: str, shape: tuple[int, ...]) -> Store:
                 "cached": 0,
                 "stochastic": 0,
                 "stateful": 0,
-                "history": [],
+                "history": GUARDED if defense == "pgd-at" else [],
             },
         )
         cells.append(make_cell(defense, 0.0, wrong, [], shape))
@@ -217,3 +226,10 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
     assert pareto_front(points) == [0, 1, 2, 4]
     assert pareto_front([]) == []
     assert pareto_front([(0.3, 0.3)]) == [0]
+
+
+def test_a_fired_overfitting_guard_is_reported(built: Path) -> None:
+    page = built.read_text()
+    fired = "overfitting guard fired: held-out robust accuracy 10.0% at epoch 3; restored epoch 2 at 60.0%"
+    assert fired in page
+    assert page.count("overfitting guard fired") == 1

@@ -15,6 +15,7 @@ from advsec.report.figures import (
     Example,
     Style,
     budget_name,
+    certified_png,
     defense_styles,
     examples_png,
     pareto_front,
@@ -22,8 +23,8 @@ from advsec.report.figures import (
     tradeoff_png,
 )
 from advsec.report.render import Block, Code, Heading, Image, Text, to_html, to_markdown
-from advsec.report.tables import attack_tables, budgets, defense_table
-from advsec.results import cell_summaries, defense_summaries
+from advsec.report.tables import adaptive_table, attack_tables, budgets, certified_table, defense_table
+from advsec.results import cell_summaries, certified_radii, certified_summaries, defense_summaries
 from advsec.store import Store
 
 __all__ = ["build_report", "pareto_front"]
@@ -40,30 +41,57 @@ SCORING = (
 )
 
 
+ADAPTIVE = (
+    "Random and non-differentiable defenses are attacked twice. The naive attacks use the model as deployed, "
+    "so a zero gradient (quantization) or a fresh random draw per query can blunt them. The adaptive ones "
+    "(Athalye, Carlini & Wagner 2018) follow a straight-through gradient through non-differentiable steps "
+    "(BPDA) and the expected prediction over many random draws (EOT); they run on the samples the naive "
+    "attacks left robust, and every attempt is scored on the deployed model. A large drop means the naive "
+    "number measured the defense's obfuscation, not its robustness."
+)
+
+
+CERTIFIED = (
+    "Randomized smoothing (Cohen, Rosenfeld & Kolter 2019) replaces a base classifier f by g(x), the class "
+    "f picks most often under Gaussian noise N(0, σ²I). If that class has probability at least p_A ≥ ½, g "
+    "is provably constant within ℓ2 radius σ·Φ⁻¹(p_A). Here p_A is a Clopper–Pearson lower bound from n "
+    "noisy draws (after n0 other draws chose the class), so each certificate holds with probability at "
+    "least 1 − α; where p_A < ½, g abstains. Certified accuracy at radius r is the share of samples g gets "
+    "right with a certified radius of at least r: a lower bound that no attack within r can push down. The "
+    "attacked rows and dotted lines are the same defense's empirical ℓ2 numbers (r = 0: its clean accuracy) "
+    "on the model as deployed, which answers with one noise draw per query: an upper bound on that model's "
+    "robustness. g and the deployed model are different classifiers, so neither number bounds the other."
+)
+
+
 def build_report(store: Store, out_dir: Path) -> Path:
     """Write report.html, report.md and the figures for ``store`` into ``out_dir``; return report.html."""
     meta = store.meta()
     cells = cell_summaries(store)
-    if not cells:
-        raise AdvsecError(f"the store {store.path} holds no finished cells; run the spec first, then report")
+    certified = certified_summaries(store)
+    if not cells and not certified:
+        raise AdvsecError(
+            f"the store {store.path} holds no finished cells or certificates; run the spec first, then report"
+        )
     defenses = defense_summaries(store, cells)
-    styles = defense_styles([d["defense"] for d in defenses])
+    styles = defense_styles(list(dict.fromkeys(d["defense"] for d in [*defenses, *certified])))
     shown = report_budgets(cells, meta.get("report_eps"))
     title = meta.get("name") or store.path.stem
 
-    blocks: list[Block] = [
-        Heading(title, level=1),
-        Text(_facts(meta, cells), muted=True),
-        Heading("Defenses"),
-        defense_table(defenses, cells),
-    ]
+    blocks: list[Block] = [Heading(title, level=1), Text(_facts(meta, cells), muted=True)]
+    if cells:
+        blocks += [Heading("Defenses"), defense_table(defenses, cells)]
+    if adaptive := adaptive_table(defenses):
+        blocks += [Heading("Naive vs adaptive attacks"), Text(ADAPTIVE), adaptive]
     if shown:
         clean = {d["defense"]: d["clean_accuracy"] for d in defenses}
         classes = meta.get("classes") or []
         blocks += [
             Heading("Trade-off"),
             Image(
-                "tradeoff.png", tradeoff_png(_tradeoff_panels(cells, clean, shown), styles), "Trade-off chart"
+                "tradeoff.png",
+                tradeoff_png(_tradeoff_panels(cells, clean, shown), styles, _families(defenses)),
+                "Trade-off chart",
             ),
             Heading("Robust accuracy vs budget"),
             Image(
@@ -78,6 +106,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
             Heading("Examples"),
             _examples(store, meta, cells, styles, *next(iter(shown.items()))),
         ]
+    if certified:
+        blocks += _certification(store, certified, cells, styles)
     blocks += [Heading("How this is scored"), Text(SCORING)]
     if meta.get("spec"):
         blocks.append(Code("Spec (TOML)", meta["spec"], "toml"))
@@ -90,6 +120,28 @@ def build_report(store: Store, out_dir: Path) -> Path:
     html = out_dir / "report.html"
     html.write_text(to_html(title, blocks), encoding="utf-8")
     return html
+
+
+def _certification(
+    store: Store, certified: list[dict[str, Any]], cells: list[dict[str, Any]], styles: dict[str, Style]
+) -> list[Block]:
+    """Certified accuracy against ℓ2 radius per smoothing defense, beside its attacked ℓ2 accuracy."""
+    radii = {
+        c["defense"]: (certified_radii(store.certificates(c["defense"])), c["samples"]) for c in certified
+    }
+    attacked = {}
+    for c in certified:
+        own = sorted((x for x in cells if x["defense"] == c["defense"] and x["norm"] in ("none", "l2")),
+                     key=lambda x: x["eps"])  # fmt: skip
+        if any(x["norm"] == "l2" for x in own):
+            attacked[c["defense"]] = [(x["eps"], x["robust_accuracy"]) for x in own]  # clean cell: ε = 0
+    png = certified_png(radii, attacked, styles)
+    return [
+        Heading("Certified robustness (randomized smoothing)"),
+        Text(CERTIFIED),
+        certified_table(certified, cells),
+        Image("certified.png", png, "Certified accuracy vs ℓ2 radius"),
+    ]
 
 
 def report_budgets(cells: list[dict[str, Any]], report_eps: float | None) -> dict[str, float]:
@@ -120,6 +172,14 @@ def _tradeoff_panels(
         )
         for norm, eps in shown.items()
     ]
+
+
+def _families(defenses: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Defenses a sweep expanded from one spec entry, in sweep order: drawn as a trade-off curve."""
+    families: dict[str, list[str]] = {}
+    for d in defenses:
+        families.setdefault(d["family"], []).append(d["defense"])
+    return {family: members for family, members in families.items() if len(members) > 1}
 
 
 def _curves(
@@ -198,7 +258,7 @@ def _facts(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
         f"model {meta['model']}" if "model" in meta else None,
         f"seed {meta['seed']}" if "seed" in meta else None,
         f"device {meta['device']}" if "device" in meta else None,
-        f"{sizes} test samples",
+        f"{sizes} test samples" if sizes else None,
         versions,
         _date(meta.get("finished_at") or meta.get("started_at")),
     ]

@@ -76,11 +76,21 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def tradeoff_png(
-    panels: Sequence[tuple[str, float, dict[str, tuple[float, float]]]], styles: dict[str, Style]
+    panels: Sequence[tuple[str, float, dict[str, tuple[float, float]]]],
+    styles: dict[str, Style],
+    families: dict[str, list[str]] | None = None,
 ) -> bytes:
-    """Clean (x) against robust (y) accuracy, one panel per ``(norm, eps, {defense: (clean, robust)})``."""
+    """Clean (x) against robust (y) accuracy, one panel per ``(norm, eps, {defense: (clean, robust)})``.
+
+    Each of ``families`` (a swept parameter's defenses, in sweep order) is joined by a line: the
+    trade-off curve that parameter traces.
+    """
     fig, axes = _panels(len(panels), width=5.2, height=4.2)
     for ax, (norm, eps, points) in zip(axes, panels, strict=True):
+        for family, members in (families or {}).items():
+            curve = [points[m] for m in members if m in points]
+            ax.plot([100 * c for c, _ in curve], [100 * r for _, r in curve], color=styles[members[0]].color,
+                    linewidth=1.2, alpha=0.6, zorder=1, label=f"{family} sweep")  # fmt: skip
         names = list(points)
         xy = [(100 * clean, 100 * robust) for clean, robust in points.values()]
         front = sorted((xy[i] for i in pareto_front(xy)), key=lambda p: (p[0], -p[1]))
@@ -134,6 +144,41 @@ def robust_vs_eps_png(
         ax.set_ylabel("Robust accuracy (%)")
         ax.set_ylim(-3, 103)
         ax.legend(fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def certified_png(
+    certified: dict[str, tuple[list[float], int]],
+    attacked: dict[str, list[tuple[float, float]]],
+    styles: dict[str, Style],
+) -> bytes:
+    """Certified accuracy against ℓ2 radius, a step curve per defense, beside its attacked accuracy.
+
+    ``certified`` maps a defense to the certified radii of its correctly classified samples and its sample
+    count: accuracy at radius r is the share with radius ≥ r. ``attacked`` maps it to ``(ε, robust
+    accuracy)`` under ℓ2 attacks on the deployed model, drawn dotted: what the attacks achieved.
+    """
+    fig, (ax,) = _panels(1, width=6.4, height=4.0)
+    reach = max([1.0, *(1.1 * r for radii, _ in certified.values() for r in radii)])
+    reach = max([reach, *(eps for curve in attacked.values() for eps, _ in curve)])
+    for name, (radii, total) in certified.items():
+        style = styles[name]
+        ordered = sorted(radii)
+        # Past the j-th smallest radius, len(ordered) − j samples are still certified.
+        accuracy = [100 * (len(ordered) - j) / total for j in range(len(ordered) + 1)]
+        ax.step([0.0, *ordered, reach], [*accuracy, 0.0], where="post", color=style.color, linewidth=1.8,
+                label=f"{name}: certified")  # fmt: skip
+    for name, curve in attacked.items():
+        eps, accuracy = zip(*curve, strict=True)
+        style = styles[name]
+        ax.plot(eps, [100 * a for a in accuracy], color=style.color, marker=style.marker, markersize=5,
+                linestyle=":", label=f"{name}: attacked (empirical)")  # fmt: skip
+    ax.set_title("Certified accuracy vs ℓ2 radius (randomized smoothing)", fontsize=10)
+    ax.set_xlabel("radius r (ℓ2, input units)")
+    ax.set_ylabel("Accuracy (%)")
+    ax.set_xlim(0, reach)
+    ax.set_ylim(-3, 103)
+    ax.legend(loc="lower left", fontsize=8, frameon=False)  # the curves start high and fall to the right
     return _png(fig)
 
 

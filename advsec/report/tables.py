@@ -110,4 +110,57 @@ def _method(summary: dict[str, Any]) -> str:
     ]
     if summary["stochastic"]:
         parts.append("(stochastic)")
+    if guard := summary.get("guard"):
+        parts.append(
+            f"(overfitting guard fired: held-out robust accuracy {percent(guard['check'])} at epoch "
+            f"{guard['epoch']}; restored epoch {guard['restored']} at {percent(guard['best'])})"
+        )
     return " ".join(parts)
+
+
+def adaptive_table(defenses: list[dict[str, Any]]) -> Table | None:
+    """Per random or non-differentiable defense and budget: robust accuracy naive, then adaptive."""
+    rows = []
+    for summary in defenses:
+        for budget, naive in summary["naive_robust"].items():
+            norm, eps = budget.split(":")
+            adaptive = summary["robust"][budget]
+            rows.append(
+                [
+                    summary["defense"],
+                    budget_name(norm, float(eps)),
+                    percent(naive),
+                    percent(adaptive),
+                    f"{100 * (adaptive - naive):+.1f} pp",
+                ]
+            )
+    if not rows:
+        return None
+    header = ["Defense", "Budget", "Naive attacks", "+ adaptive (worst case)", "Change"]
+    return Table(header, rows, numeric=[False, False, True, True, True])
+
+
+def certified_table(certified: list[dict[str, Any]], cells: list[dict[str, Any]]) -> Table:
+    """Per smoothing defense, certified accuracy by ℓ2 radius, and below it the attacked accuracy at ε = r.
+
+    The certified row is a lower bound on the smoothed classifier's robust accuracy (each certificate
+    holds with probability 1 − α); the attacked row, from the ℓ2 cells, is an upper bound on the deployed
+    model's. Radii without an ℓ2 cell of that budget show "—"; r = 0 shows the clean accuracy.
+    """
+    radii = list(dict.fromkeys(r for c in certified for r in c["certified"]))
+    rows = []
+    for summary in certified:
+        defense = summary["defense"]
+        own = [c for c in cells if c["defense"] == defense and c["norm"] in ("none", "l2")]
+        by_eps = {c["eps"]: c["robust_accuracy"] for c in own}  # the clean cell: ε = 0, robust = clean
+        attacked = [by_eps.get(float(r)) for r in radii]
+        settings = f"σ={summary['sigma']:g} n={summary['n']:,} α={summary['alpha']:g}"
+        rows.append(
+            [defense, f"certified ({settings})", *(percent(summary["certified"].get(r)) for r in radii),
+             percent(summary["abstained"]), count(summary["samples"]), seconds(summary["wall_seconds"])]
+        )  # fmt: skip
+        if any(a is not None for a in attacked):
+            rows.append([defense, "attacked (ℓ2, empirical)", *map(percent, attacked),
+                         MISSING, MISSING, MISSING])  # fmt: skip
+    header = ["Defense", "Bound", *(f"r={r}" for r in radii), "Abstained", "Samples", "Certify s"]
+    return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2))

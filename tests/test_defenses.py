@@ -1,0 +1,236 @@
+"""Defenses: adversarial training helps, the guard restores, transforms fall to adaptive attacks."""
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advsec.attack import gradient_attack
+from advsec.defense import Expectation
+from advsec.defenses.bit_depth import BitDepth
+from advsec.defenses.fast_at import FastAdversarialTraining
+from advsec.defenses.fgsm_at import FGSMAdversarialTraining
+from advsec.defenses.random_resize_pad import RandomResizePad
+from advsec.defenses.trades import TRADES
+from advsec.harness import plan, run_spec
+from advsec.progress import Progress
+from advsec.report import build_report
+from advsec.results import cell_summaries, defense_summaries
+from advsec.spec import TrainConfig, parse_spec
+from advsec.threat import ThreatModel
+from advsec.train import _schedule, build_model, load_or_train, train
+
+CPU = torch.device("cpu")
+QUIET = Progress(quiet=True)
+QUICKSTART_TRAINING = TrainConfig(epochs=30, batch_size=64, lr=1e-3)
+
+
+def robust_accuracy(model, digits, eps: float) -> float:
+    threat = ThreatModel("linf", eps, digits.bounds)
+    x, y = digits.x_test, digits.y_test
+    x_adv = gradient_attack(model, x, y, threat, steps=20, step_size=eps / 8, random_start=True, restarts=2)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("fast-at", {"eps": 0.1}),
+        ("pgd-at", {"eps": 0.1, "steps": 7}),
+        ("fgsm-at", {"eps": 0.1}),
+        ("trades", {"eps": 0.1, "beta": 6.0, "steps": 5}),
+    ],
+)
+def test_adversarial_training_raises_robust_accuracy_over_standard(digits, digits_models, name, params):
+    trained = load_or_train(digits, "mlp", name, params, QUICKSTART_TRAINING, 0, device=CPU, progress=QUIET)
+    baseline = robust_accuracy(digits_models["standard"], digits, 0.1)
+    defended = robust_accuracy(trained.model, digits, 0.1)
+    assert baseline < 0.6
+    assert defended > baseline + 0.2, (name, baseline, defended)
+
+
+@dataclass
+class Sabotaged(FastAdversarialTraining):
+    """Fast AT that turns to gradient *ascent* after a few epochs: a collapse the guard must catch."""
+
+    healthy_batches: int = 0
+    batches: int = 0
+
+    def __post_init__(self) -> None:
+        self.weights: list[dict[str, torch.Tensor]] = []  # the model at each check, in epoch order
+
+    def loss(self, model, x, y, *, bounds, generator=None, progress=1.0):
+        self.batches += 1
+        loss = super().loss(model, x, y, bounds=bounds, generator=generator, progress=progress)
+        return loss if self.batches <= self.healthy_batches else -loss
+
+    def check(self, model, x, y, *, bounds, generator):
+        self.weights.append(copy.deepcopy(model.state_dict()))
+        return super().check(model, x, y, bounds=bounds, generator=generator)
+
+
+def test_overfitting_guard_restores_the_best_epoch_and_stops(digits):
+    batches_per_epoch = -(-(len(digits.x_train) - 256) // 64)
+    defense = Sabotaged(eps=0.1, healthy_batches=6 * batches_per_epoch)
+    model = build_model("mlp", digits, 0)
+    history = train(model, digits, defense, TrainConfig(epochs=20), 0, device=CPU, progress=QUIET)
+    checks = [h["check"] for h in history]
+    fired = history[-1]
+    assert len(history) < 20 and "restored" in fired
+    best = max(range(len(checks) - 1), key=lambda i: checks[i])
+    assert fired["restored"] == history[best]["epoch"] <= 6
+    assert fired["check"] < checks[best] - defense.guard_drop
+    assert all(torch.equal(v, defense.weights[best][k]) for k, v in model.state_dict().items())
+
+
+def test_guard_stays_quiet_when_training_is_healthy(digits):
+    model = build_model("mlp", digits, 0)
+    defense = FastAdversarialTraining(eps=0.1)
+    history = train(model, digits, defense, TrainConfig(epochs=8), 0, device=CPU, progress=QUIET)
+    assert len(history) == 8 and not any("restored" in h for h in history)
+    assert all(0 <= h["check"] <= 1 for h in history)
+
+
+def test_eps_warmup_ramps_the_training_budget_linearly():
+    defense = FastAdversarialTraining(eps=0.3, warmup=0.4)
+    assert [defense.training_eps(p) for p in (0.0, 0.2, 0.4, 0.9)] == pytest.approx([0, 0.15, 0.3, 0.3])
+    assert FastAdversarialTraining(eps=0.3).training_eps(0.0) == 0.3
+
+
+def test_cyclic_schedule_rises_to_the_peak_then_falls_to_zero():
+    rate = _schedule(TrainConfig(lr=0.5, schedule="cyclic", peak=0.4), 100)
+    assert [rate(s) for s in (0, 20, 40, 70, 100)] == pytest.approx([0, 0.25, 0.5, 0.25, 0])
+    assert _schedule(TrainConfig(lr=0.5), 100)(63) == 0.5
+
+
+def test_fgsm_at_mixes_clean_and_adversarial_loss(digits, digits_models):
+    model, bounds = digits_models["standard"], digits.bounds
+    x, y = digits.x_test[:64], digits.y_test[:64]
+    clean = F.cross_entropy(model(x), y)
+    x_adv = gradient_attack(
+        model, x, y, ThreatModel("linf", 0.1, bounds), steps=1, step_size=0.1, keep_worst=False
+    )
+    adversarial = F.cross_entropy(model(x_adv), y)
+    for weight in (0.0, 0.3, 1.0):
+        mixed = FGSMAdversarialTraining(eps=0.1, clean_weight=weight).loss(model, x, y, bounds=bounds)
+        assert mixed.item() == pytest.approx((weight * clean + (1 - weight) * adversarial).item(), rel=1e-5)
+    assert adversarial > clean
+
+
+def test_trades_with_beta_zero_is_standard_training(digits, digits_models):
+    model, x, y = digits_models["standard"], digits.x_test[:64], digits.y_test[:64]
+    generator = torch.Generator().manual_seed(0)
+    loss = TRADES(eps=0.1, beta=0.0).loss(model, x, y, bounds=digits.bounds, generator=generator)
+    assert loss.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
+    robust = TRADES(eps=0.1, beta=1.0).loss(model, x, y, bounds=digits.bounds, generator=generator)
+    assert robust > loss  # the KL term to the adversarial neighbour is positive
+
+
+def test_transforms_respect_bounds_and_their_definitions():
+    x = torch.rand(16, 1, 12, 12) * 4 - 1  # bounds [-1, 3]
+    bounds = (-1.0, 3.0)
+    levels = BitDepth(bits=2).transform(x, bounds).unique()
+    assert torch.allclose(levels, torch.tensor([-1.0, 1 / 3, 5 / 3, 3.0]))
+    moved = RandomResizePad(min_scale=0.6).transform(x, bounds)
+    assert moved.shape == x.shape and moved.min() >= -1 and moved.max() <= 3
+    assert (moved == -1).any()  # the padding is the lower bound
+    assert torch.allclose(RandomResizePad(min_scale=1.0).transform(x, bounds), x, atol=1e-5)
+    seeded = [RandomResizePad().transform(x, bounds, torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*seeded)
+
+
+def test_expectation_averages_the_probabilities_of_random_draws():
+    class Coin(torch.nn.Module):  # predicts class 1 with probability 0.3, else class 0, confidently
+        def forward(self, x):
+            heads = (torch.rand(len(x)) < 0.3).long()
+            return F.one_hot(heads, 2).float() * 50
+
+    torch.manual_seed(0)
+    probabilities = Expectation(Coin(), draws=4000)(torch.zeros(3, 1)).exp()
+    assert probabilities[:, 1] == pytest.approx(torch.full((3,), 0.3), abs=0.03)
+
+
+TRANSFORMS = """
+name = "transforms"
+[train]
+epochs = 20
+[[defenses]]
+name = "standard"
+[[defenses]]
+name = "bit-depth"
+bits = 3
+[[defenses]]
+name = "random-resize-pad"
+[[threats]]
+norm = "linf"
+eps = [0.3]
+[[attacks]]
+name = "pgd"
+steps = 20
+[evaluation]
+samples = 200
+"""
+
+
+def test_naive_attacks_are_fooled_and_adaptive_ones_are_not(tmp_path):
+    store = run_spec(parse_spec(TRANSFORMS), tmp_path, device=CPU, progress=QUIET)
+    cells = {c["defense"]: c for c in cell_summaries(store) if c["norm"] != "none"}
+    assert [a["attack"] for a in cells["standard"]["attacks"]] == ["pgd"]
+    assert cells["standard"]["naive_robust_accuracy"] is None
+    bit_depth, resize = cells["bit-depth"], cells["random-resize-pad"]
+    assert [a["attack"] for a in bit_depth["attacks"]] == ["pgd", "pgd+BPDA"]
+    assert [a["attack"] for a in resize["attacks"]] == ["pgd", "pgd+EOT10"]
+    assert bit_depth["naive_robust_accuracy"] > 0.8  # a zero gradient stops the naive attack
+    assert bit_depth["robust_accuracy"] < 0.10
+    assert resize["robust_accuracy"] < resize["naive_robust_accuracy"] - 0.15
+    html = build_report(store, tmp_path / "report").read_text()
+    assert "Naive vs adaptive attacks" in html and "pgd+BPDA" in html
+
+
+def test_adaptive_evaluation_can_be_turned_off_and_sizes_eot():
+    spec = parse_spec(TRANSFORMS + "adaptive = false\n")
+    assert all(len(c.attacks) <= 1 for c in plan(spec, _digits()))
+    spec = parse_spec(TRANSFORMS + "eot_draws = 3\n")
+    labels = {a.label for c in plan(spec, _digits()) for a in c.attacks}
+    assert labels == {"pgd", "pgd+BPDA", "pgd+EOT3"}
+
+
+def _digits():
+    from advsec.harness import load_dataset
+
+    return load_dataset("digits")
+
+
+SWEEP = """
+name = "sweep"
+[train]
+epochs = 10
+[[defenses]]
+name = "standard"
+[[defenses]]
+name = "trades"
+eps = 0.1
+steps = 3
+sweep = { beta = [0.5, 4.0] }
+[[threats]]
+norm = "linf"
+eps = [0.1]
+[[attacks]]
+name = "pgd"
+steps = 10
+"""
+
+
+def test_a_sweep_becomes_one_family_of_defenses_drawn_as_a_curve(tmp_path):
+    spec = parse_spec(SWEEP)
+    assert [(d.label, d.family, d.params["beta"]) for d in spec.defenses[1:]] == [
+        ("trades beta=0.5", "trades", 0.5),
+        ("trades beta=4", "trades", 4.0),
+    ]
+    store = run_spec(spec, tmp_path, device=CPU, progress=QUIET)
+    summaries = defense_summaries(store)
+    assert [d["family"] for d in summaries] == ["standard", "trades", "trades"]
+    assert build_report(store, tmp_path / "report").exists()
