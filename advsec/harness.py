@@ -257,7 +257,7 @@ def evaluate_cell(
                 spec_attack.adaptive,
             )
             forwards, backwards, attack_started = counted.forwards, counted.backwards, time.perf_counter()
-            for chunk in todo.split(batch):
+            for chunk in todo.split(batch) if len(todo) else ():  # split() of nothing yields one empty chunk
                 target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
                 x_adv = attack.perturb(
                     adaptive if spec_attack.adaptive else deployed,

@@ -70,6 +70,10 @@ class ThreatModel:
 
     def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A point drawn uniformly from the ball (then clipped to the box), as PGD's random start."""
+        return self.project(x, x + self.random_delta(x, generator))
+
+    def random_delta(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A perturbation drawn uniformly from the ball, one per sample of ``x``, not clipped to the box."""
         if self.norm == "linf":
             noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             delta = (2 * noise - 1) * self.eps
@@ -79,7 +83,7 @@ class ThreatModel:
             dims = x[0].numel()
             radius = torch.rand((x.shape[0],), generator=generator, dtype=x.dtype, device=x.device)
             delta = direction * (self.eps * radius ** (1.0 / dims)).view(-1, *[1] * (x.dim() - 1))
-        return self.project(x, x + delta)
+        return delta
 
     def violations(self, x: torch.Tensor, x_adv: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         """A per-sample mask of points outside the budget or the bounds (with float tolerance ``tol``)."""

@@ -29,7 +29,7 @@ from advsec.errors import DataError
 from advsec.progress import Progress
 from advsec.spec import TrainConfig, make_plugin
 
-CACHE_FORMAT = 2  # bump when training semantics change, so old checkpoints are not reused
+CACHE_FORMAT = 3  # bump when training semantics change, so old checkpoints are not reused
 
 
 @dataclass

@@ -5,30 +5,49 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import gradient_attack
-from advsec.defense import Bounds
-from advsec.defenses.pgd_at import PGDAdversarialTraining
+from advsec.defense import AdversarialTraining, Bounds
 from advsec.threat import ThreatModel
 
 
 @dataclass
-class FastAdversarialTraining(PGDAdversarialTraining):
-    """One random-start FGSM step of 1.25 eps per batch; a PGD check each epoch catches a collapse.
+class FastAdversarialTraining(AdversarialTraining):
+    """One FGSM step of ``step_fraction`` · eps from a random start; a PGD check per epoch catches a collapse.
 
-    Single-step training can suddenly learn to defeat FGSM alone while PGD accuracy falls to zero. The
-    check attacks ``guard_samples`` held-out training samples with PGD-``guard_steps``; a drop of more than
-    ``guard_drop`` below the best epoch restores that epoch and stops (their early stopping).
-    Pair it with ``schedule = "cyclic"`` in ``[train]``, as the paper does.
+    The start is drawn from the whole eps-ball and, as in Wong et al.'s code, not clipped to the input
+    bounds before the gradient is taken (only the final example is). Single-step training can suddenly
+    learn to defeat FGSM alone while PGD accuracy falls to zero: the check attacks ``guard_samples``
+    held-out training samples with PGD-``guard_steps``, and a drop of more than ``guard_drop`` below the
+    best epoch restores that epoch and stops. Pair it with ``schedule = "cyclic"`` in ``[train]``.
     """
 
-    steps: int = 1
-    step_fraction: float | None = 1.25
-    random_start: bool = True
+    step_fraction: float = 1.25
     guard_samples: int = 256
     guard_steps: int = 10
     guard_drop: float = 0.2
+
+    def loss(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        bounds: Bounds,
+        generator: torch.Generator | None = None,
+        progress: float = 1.0,
+    ) -> torch.Tensor:
+        threat = self.threat(bounds, progress)
+        if threat is None:
+            return F.cross_entropy(model(x), y)
+        start = (x + threat.random_delta(x, generator)).requires_grad_(True)
+        model.eval()
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(start), y), start)
+        model.train()
+        x_adv = threat.project(x, threat.ascend(start.detach(), grad, self.step_fraction * threat.eps))
+        return F.cross_entropy(model(x_adv), y)
 
     def check(
         self,

@@ -9,25 +9,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import SteepestAscent
-from advsec.defense import Bounds, Defense
-from advsec.threat import Norm, ThreatModel
+from advsec.defense import AdversarialTraining, Bounds
 
 
 @dataclass
-class TRADES(Defense):
+class TRADES(AdversarialTraining):
     """Trades clean accuracy for smoothness: larger ``beta`` weighs robustness more (the paper's 1/λ).
 
     The inner maximization pushes the prediction away from the clean one (KL), not from the label, so it
     needs no labels and cannot overfit to them.
     """
 
-    eps: float = 0.3
-    norm: Norm = "linf"
     beta: float = 6.0
     steps: int = 10
     step_fraction: float = 0.25  # step size as a fraction of eps
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
@@ -41,13 +39,15 @@ class TRADES(Defense):
         generator: torch.Generator | None = None,
         progress: float = 1.0,
     ) -> torch.Tensor:
-        threat = ThreatModel(self.norm, self.eps, bounds)
+        threat = self.threat(bounds, progress)
+        if threat is None:
+            return F.cross_entropy(model(x), y)
         model.eval()
         with torch.no_grad():
             clean = F.softmax(model(x), dim=1)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         x_adv = threat.project(x, x + 0.001 * noise)
-        ascent = SteepestAscent(threat, self.step_fraction * self.eps)
+        ascent = SteepestAscent(threat, self.step_fraction * threat.eps)
         for t in range(self.steps):
             x_adv.requires_grad_(True)
             divergence = F.kl_div(F.log_softmax(model(x_adv), dim=1), clean, reduction="sum")

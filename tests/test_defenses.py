@@ -95,9 +95,10 @@ def test_guard_stays_quiet_when_training_is_healthy(digits):
 
 
 def test_eps_warmup_ramps_the_training_budget_linearly():
-    defense = FastAdversarialTraining(eps=0.3, warmup=0.4)
-    assert [defense.training_eps(p) for p in (0.0, 0.2, 0.4, 0.9)] == pytest.approx([0, 0.15, 0.3, 0.3])
-    assert FastAdversarialTraining(eps=0.3).training_eps(0.0) == 0.3
+    defense, bounds = FastAdversarialTraining(eps=0.3, warmup=0.4), (0.0, 1.0)
+    assert defense.threat(bounds, 0.0) is None  # no budget yet: train on clean inputs
+    assert [defense.threat(bounds, p).eps for p in (0.2, 0.4, 0.9)] == pytest.approx([0.15, 0.3, 0.3])
+    assert FastAdversarialTraining(eps=0.3).threat(bounds, 0.0).eps == 0.3
 
 
 def test_cyclic_schedule_rises_to_the_peak_then_falls_to_zero():

@@ -181,3 +181,26 @@ def test_run_records_what_produced_it(grid):
     assert meta["versions"]["torch"] == torch.__version__
     assert meta["bounds"] == [0.0, 1.0] and meta["classes"][:2] == ["0", "1"]
     assert "git_commit" in meta and meta["finished_at"] >= meta["started_at"]
+
+
+def test_an_attack_left_nothing_to_attack_is_skipped(tmp_path):
+    spec = parse_spec(
+        """
+[train]
+epochs = 15
+[[defenses]]
+name = "standard"
+[[threats]]
+norm = "linf"
+eps = [0.5]
+[[attacks]]
+name = "pgd"
+[[attacks]]
+name = "apgd-t"
+[evaluation]
+samples = 50
+"""
+    )
+    store = run_spec(spec, tmp_path, device=torch.device("cpu"), progress=Progress(quiet=True))
+    cell = next(c for c in cell_summaries(store) if c["norm"] == "linf")
+    assert cell["robust_accuracy"] == 0 and [a["attacked"] for a in cell["attacks"]][1] == 0
