@@ -34,9 +34,11 @@ class Defense:
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
 
     # Training samples held out for a per-epoch robustness check (see :meth:`check`); 0 turns it off.
-    # A check more than `guard_drop` below the best epoch's means training collapsed.
+    # A check more than `guard_drop` below the best epoch's means training collapsed: the best epoch is
+    # restored, at most `guard_retries` times before training stops (advsec.train.OverfittingGuard).
     guard_samples: int = 0
     guard_drop: float = 0.2
+    guard_retries: int = 2
 
     def loss(
         self,

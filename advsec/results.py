@@ -129,18 +129,14 @@ def certified_summaries(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def _guard(history: list[dict[str, float]]) -> dict[str, float] | None:
-    """When the overfitting guard fired: the collapsed epoch, its check, and the epoch restored."""
-    fired = next((h for h in history if "restored" in h), None)
-    if fired is None:
-        return None
-    best = next(h for h in history if h["epoch"] == fired["restored"])
-    return {
-        "epoch": fired["epoch"],
-        "check": fired["check"],
-        "restored": best["epoch"],
-        "best": best["check"],
-    }
+def _guard(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Each time the overfitting guard fired: the collapsed epoch, the epoch restored, and their checks."""
+    checks = {h["epoch"]: h.get("check") for h in history}
+    return [
+        {"epoch": h["epoch"], "check": h["check"], "restored": h["restored"], "best": checks[h["restored"]]}
+        for h in history
+        if "restored" in h
+    ]
 
 
 def certified_radii(certificates: list[dict[str, Any]]) -> list[float]:

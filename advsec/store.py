@@ -117,8 +117,17 @@ class Store:
     def clear(self) -> None:
         """Forget every result (``--fresh``)."""
         with self.db:
-            for table in ("plan", "models", "cells", "cell_attacks", "samples", "attempts", "examples",
-                          "certifications", "certificates"):
+            for table in (
+                "plan",
+                "models",
+                "cells",
+                "cell_attacks",
+                "samples",
+                "attempts",
+                "examples",
+                "certifications",
+                "certificates",
+            ):
                 self.db.execute(f"DELETE FROM {table}")  # fmt: skip
 
     def set_meta(self, values: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from advsec.errors import DataError
 from advsec.progress import Progress
 from advsec.spec import TrainConfig, make_plugin
 
-CACHE_FORMAT = 3  # bump when training semantics change, so old checkpoints are not reused
+CACHE_FORMAT = 4  # bump when training semantics change, so old checkpoints are not reused
 
 
 @dataclass
@@ -64,11 +64,17 @@ def model_key(
     config: TrainConfig,
     seed: int,
 ) -> str:
+    """A hash of everything that determines a trained model.
+
+    The defense enters with all its fields, defaults included, so changing a default retrains.
+    """
+    defense = make_plugin(registry.defenses.get(defense_name), params, defense_name)
+    fields = asdict(defense) if is_dataclass(defense) else params
     content = {
         "format": CACHE_FORMAT,
         "dataset": [dataset.name, dataset.fingerprint],
         "model": model_name,
-        "defense": [defense_name, params],
+        "defense": [defense_name, fields],
         "train": asdict(config),
         "seed": seed,
     }
@@ -133,25 +139,27 @@ def train(
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on ``dataset`` with the defense's batch loss; returns per-epoch stats.
 
-    A defense with ``guard_samples`` is checked on that many held-out training samples after every epoch.
-    When its robust accuracy there falls more than ``guard_drop`` below the best epoch's, training has
-    collapsed (catastrophic overfitting, Wong et al. 2020): the best epoch's weights are restored, the
-    epoch's record says so (``restored``), and training stops.
+    A defense with ``guard_samples`` holds that many training samples out and is checked on them after
+    every epoch (:class:`OverfittingGuard`).
     """
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset.x_train), generator=generator)
     held_out, kept = order[: defense.guard_samples], order[defense.guard_samples :]
     x, y = dataset.x_train[kept].to(device), dataset.y_train[kept].to(device)
-    x_check, y_check = dataset.x_train[held_out].to(device), dataset.y_train[held_out].to(device)
     model.to(device).train()
     optimizer = _optimizer(model, config)
+    name = label or type(defense).__name__
+    guard = None
+    if len(held_out):
+        checked = (dataset.x_train[held_out].to(device), dataset.y_train[held_out].to(device))
+        guard = OverfittingGuard(defense, model, optimizer, checked, dataset.bounds, generator,
+                                 log=lambda message: progress.log(f"{name}: {message}"))  # fmt: skip
     batches = -(-len(x) // config.batch_size)
     steps = config.epochs * batches
     learning_rate = _schedule(config, steps)
     history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (check score, epoch, weights)
     step = 0
-    with progress.task(f"train {label or type(defense).__name__}", total=steps) as task:
+    with progress.task(f"train {name}", total=steps) as task:
         for epoch in range(1, config.epochs + 1):
             permutation = torch.randperm(len(x), generator=generator).to(device)
             total = 0.0
@@ -167,27 +175,62 @@ def train(
                 total += loss.item() * len(batch)
                 step += 1
                 task.advance()
-            record: dict[str, float] = {"epoch": epoch, "loss": total / len(x)}
-            history.append(record)
-            if not len(x_check):
-                continue
-            model.eval()
-            check = defense.check(model, x_check, y_check, bounds=dataset.bounds, generator=generator)
-            record["check"] = check
-            model.train()
-            if best is None or record["check"] >= best[0]:
-                best = (record["check"], epoch, copy.deepcopy(model.state_dict()))
-            elif record["check"] < best[0] - defense.guard_drop:
-                model.load_state_dict(best[2])
-                record["restored"] = best[1]
-                progress.log(
-                    f"{label or type(defense).__name__}: robust accuracy on held-out samples fell from "
-                    f"{best[0]:.1%} (epoch {best[1]}) to {record['check']:.1%} at epoch {epoch}: "
-                    f"catastrophic overfitting; restored epoch {best[1]} and stopped"
-                )
+            history.append({"epoch": epoch, "loss": total / len(x)})
+            if guard is not None and guard.after_epoch(epoch, history[-1]):
                 break
     model.eval()
     return history
+
+
+class OverfittingGuard:
+    """Keeps the best epoch by robust accuracy on held-out samples, and puts it back after a collapse.
+
+    When the check falls more than ``guard_drop`` below the best epoch's, training has collapsed
+    (catastrophic overfitting, Wong et al. 2020). The best epoch's weights and optimizer state are
+    restored and training goes on, the learning rate following its schedule; after more than
+    ``guard_retries`` collapses it stops (with 0 retries this is Wong et al.'s early stopping).
+    """
+
+    def __init__(
+        self,
+        defense: Defense,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        held_out: tuple[torch.Tensor, torch.Tensor],
+        bounds: tuple[float, float],
+        generator: torch.Generator,
+        *,
+        log: Callable[[str], None],
+    ) -> None:
+        self.defense, self.model, self.optimizer = defense, model, optimizer
+        self.held_out, self.bounds, self.generator, self.log = held_out, bounds, generator, log
+        self.best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None  # check, epoch, states
+        self.collapses = 0
+
+    def after_epoch(self, epoch: int, record: dict[str, float]) -> bool:
+        """Check the model, note the result in ``record``, restore on a collapse; True means stop."""
+        self.model.eval()
+        check = self.defense.check(self.model, *self.held_out, bounds=self.bounds, generator=self.generator)
+        self.model.train()
+        record["check"] = check
+        if self.best is None or check >= self.best[0]:
+            states = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+            self.best = (check, epoch, *states)
+            return False
+        best, best_epoch, weights, optimizer_state = self.best
+        if check >= best - self.defense.guard_drop:
+            return False
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(optimizer_state)
+        record["restored"] = best_epoch
+        self.collapses += 1
+        stop = self.collapses > self.defense.guard_retries
+        self.log(
+            f"robust accuracy on held-out samples fell from {best:.1%} (epoch {best_epoch}) to {check:.1%} "
+            f"at epoch {epoch}: catastrophic overfitting; restored epoch {best_epoch}"
+            + (" and stopped" if stop else " and carried on")
+        )
+        return stop
 
 
 def _schedule(config: TrainConfig, steps: int) -> Callable[[int], float]:

@@ -12,16 +12,14 @@ and a PGD-trained wong-cnn, and an undefended madry-cnn. Prints three tables and
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import benchmark_parser, parse_benchmark_args
 
-REPO = Path(__file__).resolve().parent.parent
 EPS, ALPHA, STEPS = 0.3, 0.01, 40  # Madry et al.'s MNIST evaluation; the step stays ALPHA / EPS of the budget
 # PGD training at eps 0.3 from scratch collapses to a constant classifier in a few epochs (measured): the
 # adversarially trained model is trained at 0.1 and attacked at 0.2, where about 40 % of its samples survive
@@ -36,15 +34,9 @@ CASCADE = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if "ADVSEC_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
-        os.environ["ADVSEC_DATA"] = str(REPO.parent / "shared" / "data")
+    args = parse_benchmark_args(parser)
 
     from advsec.harness import load_dataset
 

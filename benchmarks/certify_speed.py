@@ -16,30 +16,21 @@ ratio certify ÷ floor (target ≤ 1.2).
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
-from pathlib import Path
 
 import torch
+from common import REPO, benchmark_parser, parse_benchmark_args
 
-REPO = Path(__file__).resolve().parent.parent
 SIGMA, N0 = 0.25, 100
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if "ADVSEC_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
-        os.environ["ADVSEC_DATA"] = str(REPO.parent / "shared" / "data")
+    args = parse_benchmark_args(parser)
 
     from advsec.certify import certify
     from advsec.harness import load_dataset

@@ -14,18 +14,15 @@ Needs Fashion-MNIST in $ADVSEC_DATA or ../shared/data.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import benchmark_parser, parse_benchmark_args
 from torch import nn
 
-REPO = Path(__file__).resolve().parent.parent
 EPS, BATCH, LR = 0.1, 100, 5e-3
 
 
@@ -62,16 +59,10 @@ def plain_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--samples", type=int, default=12000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if "ADVSEC_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
-        os.environ["ADVSEC_DATA"] = str(REPO.parent / "shared" / "data")
+    args = parse_benchmark_args(parser)
 
     from advsec import registry
     from advsec.harness import load_dataset

@@ -11,15 +11,12 @@ reproduction; anything else is not. Models go through the advsec cache, so a sec
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
-from pathlib import Path
 
 import torch
+from common import benchmark_parser, parse_benchmark_args
 from scipy import stats
 
-REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 # Per data set: the model, its training recipe, and the fgsm-at budgets to compare (a weak one first).
 SETTINGS = {
@@ -30,17 +27,11 @@ SETTINGS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5, help="for mnist and fashion-mnist (digits: 30)")
     parser.add_argument("--datasets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if "ADVSEC_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
-        os.environ["ADVSEC_DATA"] = str(REPO.parent / "shared" / "data")
+    args = parse_benchmark_args(parser)
 
     from advsec.harness import load_dataset, predict
     from advsec.progress import Progress

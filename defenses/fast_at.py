@@ -21,13 +21,15 @@ class FastAdversarialTraining(AdversarialTraining):
     bounds before the gradient is taken (only the final example is). Single-step training can suddenly
     learn to defeat FGSM alone while PGD accuracy falls to zero: the check attacks ``guard_samples``
     held-out training samples with PGD-``guard_steps``, and a drop of more than ``guard_drop`` below the
-    best epoch restores that epoch and stops. Pair it with ``schedule = "cyclic"`` in ``[train]``.
+    best epoch restores that epoch; after ``guard_retries`` restores the next collapse also stops training.
+    Pair it with ``schedule = "cyclic"`` in ``[train]``.
     """
 
     step_fraction: float = 1.25
     guard_samples: int = 256
     guard_steps: int = 10
     guard_drop: float = 0.2
+    guard_retries: int = 2
 
     def loss(
         self,

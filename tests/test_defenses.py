@@ -72,7 +72,7 @@ class Sabotaged(FastAdversarialTraining):
         return super().check(model, x, y, bounds=bounds, generator=generator)
 
 
-def test_overfitting_guard_restores_the_best_epoch_and_stops(digits):
+def test_overfitting_guard_restores_the_best_epoch_then_stops_after_its_retries(digits):
     batches_per_epoch = -(-(len(digits.x_train) - 256) // 64)
     defense = Sabotaged(eps=0.1, healthy_batches=6 * batches_per_epoch)
     model = build_model("mlp", digits, 0)
@@ -80,6 +80,7 @@ def test_overfitting_guard_restores_the_best_epoch_and_stops(digits):
     checks = [h["check"] for h in history]
     fired = history[-1]
     assert len(history) < 20 and "restored" in fired
+    assert sum("restored" in h for h in history) == defense.guard_retries + 1  # restored, carried on, stopped
     best = max(range(len(checks) - 1), key=lambda i: checks[i])
     assert fired["restored"] == history[best]["epoch"] <= 6
     assert fired["check"] < checks[best] - defense.guard_drop

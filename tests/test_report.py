@@ -230,6 +230,6 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
 
 def test_a_fired_overfitting_guard_is_reported(built: Path) -> None:
     page = built.read_text()
-    fired = "overfitting guard fired: held-out robust accuracy 10.0% at epoch 3; restored epoch 2 at 60.0%"
+    fired = "overfitting guard fired: held-out robust accuracy 10.0% at epoch 3, restored epoch 2 at 60.0%"
     assert fired in page
     assert page.count("overfitting guard fired") == 1

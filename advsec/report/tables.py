@@ -110,11 +110,13 @@ def _method(summary: dict[str, Any]) -> str:
     ]
     if summary["stochastic"]:
         parts.append("(stochastic)")
-    if guard := summary.get("guard"):
-        parts.append(
-            f"(overfitting guard fired: held-out robust accuracy {percent(guard['check'])} at epoch "
-            f"{guard['epoch']}; restored epoch {guard['restored']} at {percent(guard['best'])})"
+    if events := summary.get("guard"):
+        fired = "; ".join(
+            f"held-out robust accuracy {percent(e['check'])} at epoch {e['epoch']}, "
+            f"restored epoch {e['restored']} at {percent(e['best'])}"
+            for e in events
         )
+        parts.append(f"(overfitting guard fired: {fired})")
     return " ".join(parts)
 
 
