@@ -18,6 +18,7 @@ from advsec.report.figures import (
     certified_png,
     defense_styles,
     examples_png,
+    family_styles,
     pareto_front,
     robust_vs_eps_png,
     tradeoff_png,
@@ -74,7 +75,9 @@ def build_report(store: Store, out_dir: Path) -> Path:
             f"the store {store.path} holds no finished cells or certificates; run the spec first, then report"
         )
     defenses = defense_summaries(store, cells)
-    styles = defense_styles(list(dict.fromkeys(d["defense"] for d in [*defenses, *certified])))
+    named = defense_styles(list(dict.fromkeys(d["defense"] for d in [*defenses, *certified])))
+    families = _families(defenses)
+    styles = family_styles(named, families)
     shown = report_budgets(cells, meta.get("report_eps"))
     title = meta.get("name") or store.path.stem
 
@@ -90,7 +93,7 @@ def build_report(store: Store, out_dir: Path) -> Path:
             Heading("Trade-off"),
             Image(
                 "tradeoff.png",
-                tradeoff_png(_tradeoff_panels(cells, clean, shown), styles, _families(defenses)),
+                tradeoff_png(_tradeoff_panels(cells, clean, shown), styles, families),
                 "Trade-off chart",
             ),
             Heading("Robust accuracy vs budget"),

@@ -53,6 +53,15 @@ def defense_styles(defenses: Sequence[str]) -> dict[str, Style]:
     }
 
 
+def family_styles(styles: dict[str, Style], families: dict[str, list[str]]) -> dict[str, Style]:
+    """Members of a sweep share their first member's colour, each with its own marker: one curve, one hue."""
+    out = dict(styles)
+    for members in families.values():
+        for i, member in enumerate(members):
+            out[member] = Style(styles[members[0]].color, MARKERS[i % len(MARKERS)])
+    return out
+
+
 def budget_name(norm: str, eps: float) -> str:
     """``ℓ∞ ε=8/255`` style: fractions of 255 read better than their long decimals."""
     value = f"{eps:g}"
