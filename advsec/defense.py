@@ -105,6 +105,32 @@ class AdversarialTraining(Defense):
         eps = self.eps if progress >= self.warmup else self.eps * progress / self.warmup
         return ThreatModel(self.norm, eps, bounds) if eps > 0 else None
 
+    def loss(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        bounds: Bounds,
+        generator: torch.Generator | None = None,
+        progress: float = 1.0,
+    ) -> torch.Tensor:
+        threat = self.threat(bounds, progress)
+        if threat is None:
+            return F.cross_entropy(model(x), y)
+        return self.adversarial_loss(model, x, y, threat, generator)
+
+    def adversarial_loss(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The batch loss at the current training budget ``threat``: what each method defines."""
+        raise NotImplementedError
+
 
 class Expectation(nn.Module):
     """EOT: the expected prediction of a random model, as log-probabilities averaged over ``draws`` calls.

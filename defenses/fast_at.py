@@ -31,19 +31,14 @@ class FastAdversarialTraining(AdversarialTraining):
     guard_drop: float = 0.2
     guard_retries: int = 2
 
-    def loss(
+    def adversarial_loss(
         self,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        *,
-        bounds: Bounds,
-        generator: torch.Generator | None = None,
-        progress: float = 1.0,
+        threat: ThreatModel,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        threat = self.threat(bounds, progress)
-        if threat is None:
-            return F.cross_entropy(model(x), y)
         start = (x + threat.random_delta(x, generator)).requires_grad_(True)
         model.eval()
         (grad,) = torch.autograd.grad(F.cross_entropy(model(start), y), start)

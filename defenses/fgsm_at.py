@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advsec.defense import Bounds
 from advsec.defenses.pgd_at import PGDAdversarialTraining
+from advsec.threat import ThreatModel
 
 
 @dataclass
@@ -27,15 +27,13 @@ class FGSMAdversarialTraining(PGDAdversarialTraining):
         if not 0 <= self.clean_weight <= 1:
             raise ValueError(f"clean_weight must be in [0, 1], got {self.clean_weight}")
 
-    def loss(
+    def adversarial_loss(
         self,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        *,
-        bounds: Bounds,
-        generator: torch.Generator | None = None,
-        progress: float = 1.0,
+        threat: ThreatModel,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        adversarial = super().loss(model, x, y, bounds=bounds, generator=generator, progress=progress)
+        adversarial = super().adversarial_loss(model, x, y, threat, generator)
         return self.clean_weight * F.cross_entropy(model(x), y) + (1 - self.clean_weight) * adversarial

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import gradient_attack
-from advsec.defense import AdversarialTraining, Bounds
+from advsec.defense import AdversarialTraining
+from advsec.threat import ThreatModel
 
 
 @dataclass
@@ -20,19 +21,14 @@ class PGDAdversarialTraining(AdversarialTraining):
     step_fraction: float | None = None  # step size as a fraction of eps; default 2.5 / steps
     random_start: bool = True
 
-    def loss(
+    def adversarial_loss(
         self,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        *,
-        bounds: Bounds,
-        generator: torch.Generator | None = None,
-        progress: float = 1.0,
+        threat: ThreatModel,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        threat = self.threat(bounds, progress)
-        if threat is None:
-            return F.cross_entropy(model(x), y)
         fraction = self.step_fraction if self.step_fraction is not None else 2.5 / self.steps
         model.eval()  # craft against the deployed behaviour (dropout off, batch-norm statistics frozen)
         x_adv = gradient_attack(

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import SteepestAscent
-from advsec.defense import AdversarialTraining, Bounds
+from advsec.defense import AdversarialTraining
+from advsec.threat import ThreatModel
 
 
 @dataclass
@@ -29,19 +30,14 @@ class TRADES(AdversarialTraining):
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
-    def loss(
+    def adversarial_loss(
         self,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        *,
-        bounds: Bounds,
-        generator: torch.Generator | None = None,
-        progress: float = 1.0,
+        threat: ThreatModel,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        threat = self.threat(bounds, progress)
-        if threat is None:
-            return F.cross_entropy(model(x), y)
         model.eval()
         with torch.no_grad():
             clean = F.softmax(model(x), dim=1)
