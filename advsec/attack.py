@@ -187,26 +187,49 @@ def gradient_attack(
         t0 = None if target is None else target[active]
         x_adv = threat.random_start(x0, generator) if random_start else x0.detach().clone()
         moves = stepper(x0)
+        live = torch.ones(len(active), dtype=torch.bool, device=x.device)  # rows still being attacked
         for t in range(steps + 1):
             if t == steps:  # the last iterate needs no gradient
                 with torch.no_grad():
                     logits = model(x_adv)
                     value = attack_objective(logits, y0, t0, loss)
-                worst.update(active, x_adv, value, fooled(logits, y0, t0))
+                worst.update(active[live], x_adv[live], value[live], fooled(logits, y0, t0)[live])
                 break
             logits, value, grad = _measure(model, x_adv, y0, t0, loss)
-            hit = fooled(logits, y0, t0)
+            hit = fooled(logits, y0, t0) & live
             if hit.any():  # keep only fooling iterates mid-run: copying every iterate costs a step's worth
                 worst.update(active[hit], x_adv[hit], value[hit], hit[hit])
             if early_stop and hit.any():
-                keep = ~hit
-                active, x0, y0, x_adv, grad, value = (v[keep] for v in (active, x0, y0, x_adv, grad, value))
-                t0 = None if t0 is None else t0[keep]
-                moves.keep(keep)
-                if len(active) == 0:
+                live &= ~hit
+                if not live.any():
                     break
+                keep = _rows_to_keep(live)
+                if keep is not None:
+                    active, x0, y0, x_adv, grad, value, live = (
+                        v[keep] for v in (active, x0, y0, x_adv, grad, value, live)
+                    )
+                    t0 = None if t0 is None else t0[keep]
+                    moves.keep(keep)
             x_adv = moves.step(t, x0, x_adv, grad, value)
     return worst.best
+
+
+def _rows_to_keep(live: torch.Tensor) -> torch.Tensor | None:
+    """Which rows the shrunk batch keeps once samples drop out, or None to leave the batch as it is.
+
+    The batch shrinks only to a few sizes (eight per octave above 16 rows), padded with finished rows
+    that ride along unrecorded. CPU kernels are set up once per batch shape, and a new shape costs about
+    1.5x a seen one (measured, wong-cnn, oneDNN): shrinking to every exact count made early exit on an
+    adversarially trained model no faster than torchattacks' full batches (0.97-0.99x; now 1.16-1.22x).
+    """
+    count = int(live.sum())
+    grain = 1 << max(count.bit_length() - 4, 0)  # eight sizes per octave: at most 1/8 of the rows ride along
+    size = -(-count // grain) * grain
+    if size >= len(live):
+        return None
+    keep = live.clone()
+    keep[(~live).nonzero().squeeze(1)[: size - count]] = True
+    return keep
 
 
 def _measure(

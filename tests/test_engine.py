@@ -152,3 +152,21 @@ def test_cascade_gives_the_same_worst_case_as_every_attack_on_every_sample(tmp_p
     for cell_a, cell_b in zip(stores["true"].cells(), stores["false"].cells(), strict=True):
         robust = [s["robust"] for s in stores["true"].samples(cell_a["cell"])]
         assert robust == [s["robust"] for s in stores["false"].samples(cell_b["cell"])]
+
+
+def test_early_exit_shrinks_the_batch_to_a_few_reused_sizes(digits, digits_models):
+    seen: list[int] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(len(x))
+            return digits_models["standard"](x)
+
+    threat = ThreatModel("linf", 0.1, digits.bounds)
+    x, y = digits.x_test[:300], digits.y_test[:300]
+    gradient_attack(Recorder(), x, y, threat, steps=20, step_size=0.01, random_start=True)
+    shrunk = [s for s in seen if s != len(x)]
+    assert shrunk  # samples did drop out
+    # Sizes above 16 are multiples of an eighth of their octave, so the batch never takes odd shapes.
+    assert all(s <= 16 or s % (1 << (s.bit_length() - 4)) == 0 for s in shrunk)
+    assert len(set(seen)) <= 12
