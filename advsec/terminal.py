@@ -38,7 +38,8 @@ def plugin_rows(kind: str) -> list[dict[str, Any]]:
         for capability in _CAPABILITIES[kind]:
             value = getattr(obj, capability, None)
             row[capability] = list(value) if isinstance(value, tuple) else value
-        row["description"] = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+        # The docstring's first line, without reStructuredText's ``literal`` marks.
+        row["description"] = (obj.__doc__ or "").strip().split("\n")[0].replace("``", "")
         rows.append(row)
     return rows
 

@@ -15,7 +15,7 @@ from advsec.threat import ThreatModel
 
 @dataclass
 class FastAdversarialTraining(AdversarialTraining):
-    """One FGSM step of ``step_fraction`` · eps from a random start; a PGD check per epoch catches a collapse.
+    """One FGSM step of step_fraction · eps from a random start; a PGD check per epoch catches a collapse.
 
     The start is drawn from the whole eps-ball and, as in Wong et al.'s code, not clipped to the input
     bounds before the gradient is taken (only the final example is). Single-step training can suddenly

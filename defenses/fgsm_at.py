@@ -14,7 +14,7 @@ from advsec.threat import ThreatModel
 
 @dataclass
 class FGSMAdversarialTraining(PGDAdversarialTraining):
-    """``clean_weight`` · CE(x) + (1 − ``clean_weight``) · CE(FGSM(x)); the paper uses 0.5 and eps 0.25."""
+    """clean_weight · CE(x) + (1 − clean_weight) · CE(FGSM(x)); the paper uses 0.5 and eps 0.25."""
 
     eps: float = 0.25
     steps: int = 1

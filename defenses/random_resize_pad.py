@@ -13,7 +13,7 @@ from advsec.errors import InputError
 
 @dataclass
 class RandomResizePad(InputTransform):
-    """Shrinks each image by a random factor in [``min_scale``, 1] and pads it back at a random offset.
+    """Shrinks each image by a random factor in [min_scale, 1] and pads it back at a random offset.
 
     Xie et al. enlarge and pad for a size-agnostic network; models here take a fixed input size, so the
     image shrinks instead. Every call draws new factors and offsets; the padding is the lower bound.
