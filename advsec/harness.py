@@ -1,7 +1,9 @@
 """The harness: a spec becomes cells (defense × norm × eps × attack cascade), cells become stored rows.
 
 Scoring: a sample is robust at a budget only if it is classified correctly clean AND under every attack of
-the cascade. In cascade mode each attack sees only the samples all earlier attacks left robust.
+the cascade. In cascade mode each attack sees only the samples all earlier attacks left robust. A random
+defense's predictions are drawn ``repeats`` times: a sample counts only if every draw gets it right, and the
+first draw alone gives the single-evaluation numbers shown beside them.
 Every cell draws its randomness from a seed derived from its own content, so cells can run in any order,
 be resumed after a crash, and reproduce bit for bit.
 """
@@ -235,9 +237,13 @@ def evaluate_cell(
     adaptive = trained.defense.adaptive(deployed)
     if type(trained.defense).stochastic:
         adaptive = Expectation(adaptive, spec.evaluation.eot_draws)
+    draws = spec.evaluation.repeats if type(trained.defense).stochastic else 1
     clean_logits = predict(deployed, x, batch, dataset.num_classes)
-    clean_pred = clean_logits.argmax(1)
+    clean_draws = _redraw(clean_logits.argmax(1), deployed, x, batch, dataset.num_classes, draws)
+    clean_pred = _worst(clean_draws, y)
     robust = clean_pred == y
+    single = clean_draws[0] == y  # what one evaluation per sample would have said
+    clean_single = single.clone()
     adv_pred = clean_pred.clone()
     x_final = x.clone()
     broken_by: list[str | None] = [None] * len(x)
@@ -268,7 +274,10 @@ def evaluate_cell(
                     generator=generator,
                 )
                 _check_output(spec_attack.label, threat, x[chunk], x_adv)
-                pred = predict(deployed, x_adv, batch, dataset.num_classes).argmax(1)
+                first = predict(deployed, x_adv, batch, dataset.num_classes).argmax(1)
+                pred_draws = _redraw(first, deployed, x_adv, batch, dataset.num_classes, draws)
+                pred = _worst(pred_draws, y[chunk])
+                single[chunk] &= pred_draws[0] == y[chunk]
                 newly = (pred != y[chunk]) & robust[chunk]
                 for i in chunk[newly].tolist():
                     broken_by[i] = spec_attack.label
@@ -296,6 +305,8 @@ def evaluate_cell(
         clean_pred=clean_pred.cpu().numpy(),
         adv_pred=adv_pred.cpu().numpy(),
         robust=robust.cpu().numpy(),
+        clean_single=clean_single.cpu().numpy(),
+        robust_single=single.cpu().numpy(),
         broken_by=broken_by,
         attacks=records,
         wall_seconds=time.perf_counter() - started,
@@ -313,6 +324,20 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int, num_classes: int) -> 
             f"but the dataset has {num_classes} classes"
         )
     return logits
+
+
+def _redraw(
+    first: torch.Tensor, model: nn.Module, x: torch.Tensor, batch: int, num_classes: int, draws: int
+) -> torch.Tensor:
+    """Predictions of ``draws`` independent evaluations, shaped (draws, n); ``first`` is the first one's."""
+    more = [predict(model, x, batch, num_classes).argmax(1) for _ in range(draws - 1)]
+    return torch.stack([first, *more])
+
+
+def _worst(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per sample, the first wrong prediction among the draws, else the (correct) first one."""
+    wrong = predictions != y
+    return predictions.gather(0, wrong.int().argmax(0, keepdim=True)).squeeze(0)
 
 
 def _targets(
@@ -349,6 +374,7 @@ def run_meta(spec: Spec, dataset: Dataset, device: torch.device) -> dict[str, An
         "model": spec.model,
         "seed": spec.seed,
         "report_eps": spec.report_eps,
+        "repeats": spec.evaluation.repeats,
         "bounds": list(dataset.bounds),
         "classes": list(dataset.classes),
         "domain": dataset.domain,

@@ -48,6 +48,7 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
             }
         )
     robust = sum(s["robust"] for s in samples)
+    robust_single = sum(s["robust_single"] for s in samples)
     naive = [a["robust_after"] for a in attacks if not a["adaptive"]]
     return {
         "cell": cell["cell"],
@@ -57,6 +58,10 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
         "n": n,
         "clean_accuracy": len(clean_correct) / n,
         "robust_accuracy": robust / n,
+        "robust_interval": wilson_interval(robust, n),
+        # Each sample scored on one draw of a random defense instead of all (equal when deterministic).
+        "clean_accuracy_single": sum(s["clean_single"] for s in samples) / n,
+        "robust_accuracy_single": robust_single / n,
         # Before any adaptive attack ran: what evaluating the defense as deployed would have claimed.
         "naive_robust_accuracy": naive[-1] if naive and len(naive) < len(attacks) else None,
         "attacks": attacks,
@@ -87,6 +92,10 @@ def defense_summaries(store: Store, cells: list[dict[str, Any]] | None = None) -
                 "params": model.get("params", {}),
                 "clean_accuracy": clean["clean_accuracy"],
                 "robust": {f"{c['norm']}:{c['eps']:g}": c["robust_accuracy"] for c in attacked},
+                "robust_interval": {f"{c['norm']}:{c['eps']:g}": c["robust_interval"] for c in attacked},
+                "robust_single": {f"{c['norm']}:{c['eps']:g}": c["robust_accuracy_single"] for c in attacked},
+                "clean_interval": clean["robust_interval"],
+                "clean_accuracy_single": clean["clean_accuracy_single"],
                 "naive_robust": {
                     f"{c['norm']}:{c['eps']:g}": c["naive_robust_accuracy"]
                     for c in attacked
@@ -142,3 +151,13 @@ def _guard(history: list[dict[str, float]]) -> list[dict[str, float]]:
 def certified_radii(certificates: list[dict[str, Any]]) -> list[float]:
     """The certified radii of the samples the smoothed classifier gets right (abstentions never are)."""
     return [c["radius"] for c in certificates if c["prediction"] == c["label"]]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's 95 % score interval for a proportion: sound near 0 and 1, where robust accuracies live."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))

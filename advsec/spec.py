@@ -77,10 +77,14 @@ class EvaluationConfig:
     # adaptively, through BPDA and an expectation over `eot_draws` draws of their randomness.
     adaptive: bool = True
     eot_draws: int = 10
+    # A random defense's predictions are evaluated this many times; a sample counts only if all agree.
+    repeats: int = 5
 
     def __post_init__(self) -> None:
         if self.eot_draws < 1:
             raise ValueError(f"eot_draws must be >= 1, got {self.eot_draws}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS cell_attacks (
     PRIMARY KEY (cell, position));
 CREATE TABLE IF NOT EXISTS samples (
     cell TEXT, idx INTEGER, label INTEGER, clean_pred INTEGER, adv_pred INTEGER, robust INTEGER,
-    broken_by TEXT, PRIMARY KEY (cell, idx));
+    clean_single INTEGER, robust_single INTEGER, broken_by TEXT, PRIMARY KEY (cell, idx));
 CREATE TABLE IF NOT EXISTS attempts (
     cell TEXT, idx INTEGER, position INTEGER, pred INTEGER, distance REAL, PRIMARY KEY (cell, idx, position));
 CREATE TABLE IF NOT EXISTS examples (
@@ -76,6 +76,8 @@ class CellResult:
     clean_pred: np.ndarray
     adv_pred: np.ndarray
     robust: np.ndarray
+    clean_single: np.ndarray  # correct on the first of the evaluation draws (all draws for `robust`)
+    robust_single: np.ndarray
     broken_by: list[str | None]
     attacks: list[AttackRecord]
     wall_seconds: float
@@ -173,15 +175,17 @@ class Store:
             for table in ("cell_attacks", "samples", "attempts", "examples"):
                 self.db.execute(f"DELETE FROM {table} WHERE cell = ?", (result.cell,))
             self.db.executemany(
-                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (result.cell, i, int(label), int(clean), int(adv), int(robust), broken)
-                    for i, (label, clean, adv, robust, broken) in enumerate(
+                    (result.cell, i, int(label), int(clean), int(adv), int(robust), int(c1), int(r1), broken)
+                    for i, (label, clean, adv, robust, c1, r1, broken) in enumerate(
                         zip(
                             result.labels,
                             result.clean_pred,
                             result.adv_pred,
                             result.robust,
+                            result.clean_single,
+                            result.robust_single,
                             result.broken_by,
                             strict=True,
                         )

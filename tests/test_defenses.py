@@ -17,7 +17,7 @@ from advsec.defenses.trades import TRADES
 from advsec.harness import plan, run_spec
 from advsec.progress import Progress
 from advsec.report import build_report
-from advsec.results import cell_summaries, defense_summaries
+from advsec.results import cell_summaries, defense_summaries, wilson_interval
 from advsec.spec import TrainConfig, parse_spec
 from advsec.threat import ThreatModel
 from advsec.train import _schedule, build_model, load_or_train, train
@@ -174,6 +174,7 @@ name = "pgd"
 steps = 20
 [evaluation]
 samples = 200
+repeats = 1  # one draw per score, so the naive-vs-EOT gap is the attack's alone
 """
 
 
@@ -236,3 +237,45 @@ def test_a_sweep_becomes_one_family_of_defenses_drawn_as_a_curve(tmp_path):
     summaries = defense_summaries(store)
     assert [d["family"] for d in summaries] == ["standard", "trades", "trades"]
     assert build_report(store, tmp_path / "report").exists()
+
+
+NOISY = """
+name = "noisy"
+[train]
+epochs = 20
+[[defenses]]
+name = "standard"
+[[defenses]]
+name = "gaussian-noise"
+sigma = 0.5
+[[threats]]
+norm = "linf"
+eps = [0.1]
+[[attacks]]
+name = "fgsm"
+[evaluation]
+samples = 200
+repeats = 5
+adaptive = false
+"""
+
+
+def test_repeated_evaluation_never_reports_more_than_one_evaluation(tmp_path):
+    store = run_spec(parse_spec(NOISY), tmp_path, device=CPU, progress=QUIET)
+    cells = cell_summaries(store)
+    for cell in cells:
+        low, high = cell["robust_interval"]
+        assert low <= cell["robust_accuracy"] <= high
+        assert cell["robust_accuracy"] <= cell["robust_accuracy_single"]
+        if cell["defense"] == "standard":  # deterministic: every draw is the same
+            assert cell["robust_accuracy"] == cell["robust_accuracy_single"]
+    noisy = [c for c in cells if c["defense"] == "gaussian-noise"]
+    assert all(c["robust_accuracy"] < c["robust_accuracy_single"] for c in noisy)  # sigma 0.5 flips some
+    html = build_report(store, tmp_path / "report").read_text()
+    assert "Repeated evaluation of random defenses" in html and "All 5 evaluations" in html
+
+
+def test_wilson_interval_matches_its_closed_form():
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(200, 200)[1] == pytest.approx(1.0)

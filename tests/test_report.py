@@ -67,6 +67,8 @@ def make_cell(
         clean_pred=clean_pred,
         adv_pred=adv_pred,
         robust=robust,
+        clean_single=clean_pred == LABELS,
+        robust_single=robust,
         broken_by=broken_by,
         attacks=records,
         wall_seconds=1.25,

@@ -24,7 +24,14 @@ from advsec.report.figures import (
     tradeoff_png,
 )
 from advsec.report.render import Block, Code, Heading, Image, Text, to_html, to_markdown
-from advsec.report.tables import adaptive_table, attack_tables, budgets, certified_table, defense_table
+from advsec.report.tables import (
+    adaptive_table,
+    attack_tables,
+    budgets,
+    certified_table,
+    defense_table,
+    repeats_table,
+)
 from advsec.results import cell_summaries, certified_radii, certified_summaries, defense_summaries
 from advsec.store import Store
 
@@ -65,6 +72,15 @@ CERTIFIED = (
 )
 
 
+REPEATS = (
+    "A random defense answers differently each time it is asked, so one evaluation per sample flatters it: "
+    "an adversarial example that fails on one draw may succeed on the next. Every prediction that scores a "
+    "random defense is drawn several times, and a sample counts as correct only if every draw gets it right. "
+    "“One evaluation” scores the same inputs on the first draw alone; the interval is Wilson's 95 % interval "
+    "over the test samples."
+)
+
+
 def build_report(store: Store, out_dir: Path) -> Path:
     """Write report.html, report.md and the figures for ``store`` into ``out_dir``; return report.html."""
     meta = store.meta()
@@ -86,6 +102,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
         blocks += [Heading("Defenses"), defense_table(defenses, cells)]
     if adaptive := adaptive_table(defenses):
         blocks += [Heading("Naive vs adaptive attacks"), Text(ADAPTIVE), adaptive]
+    if repeated := repeats_table(defenses, meta.get("repeats", 1)):
+        blocks += [Heading("Repeated evaluation of random defenses"), Text(REPEATS), repeated]
     if shown:
         clean = {d["defense"]: d["clean_accuracy"] for d in defenses}
         classes = meta.get("classes") or []

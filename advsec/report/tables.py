@@ -125,12 +125,11 @@ def adaptive_table(defenses: list[dict[str, Any]]) -> Table | None:
     rows = []
     for summary in defenses:
         for budget, naive in summary["naive_robust"].items():
-            norm, eps = budget.split(":")
             adaptive = summary["robust"][budget]
             rows.append(
                 [
                     summary["defense"],
-                    budget_name(norm, float(eps)),
+                    budget_name(*_split(budget)),
                     percent(naive),
                     percent(adaptive),
                     f"{100 * (adaptive - naive):+.1f} pp",
@@ -166,3 +165,29 @@ def certified_table(certified: list[dict[str, Any]], cells: list[dict[str, Any]]
                          MISSING, MISSING, MISSING])  # fmt: skip
     header = ["Defense", "Bound", *(f"r={r}" for r in radii), "Abstained", "Samples", "Certify s"]
     return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2))
+
+
+def repeats_table(defenses: list[dict[str, Any]], repeats: int) -> Table | None:
+    """Per random defense and budget: accuracy scored on one draw, then on all ``repeats`` (Wilson 95 %)."""
+    rows = []
+    for summary in (d for d in defenses if d["stochastic"]):
+        scored = [
+            ("clean", summary["clean_accuracy_single"], summary["clean_accuracy"], summary["clean_interval"])
+        ]
+        scored += [
+            (budget_name(*_split(b)), summary["robust_single"][b], value, summary["robust_interval"][b])
+            for b, value in summary["robust"].items()
+        ]
+        for name, single, worst, (low, high) in scored:
+            interval = f"{percent(worst)} [{percent(low)}, {percent(high)}]"
+            change = f"{100 * (worst - single):+.1f} pp"
+            rows.append([summary["defense"], name, percent(single), interval, change])
+    if not rows:
+        return None
+    header = ["Defense", "Budget", "One evaluation", f"All {repeats} evaluations [95% CI]", "Change"]
+    return Table(header, rows, numeric=[False, False, True, True, True])
+
+
+def _split(budget: str) -> tuple[str, float]:
+    norm, eps = budget.split(":")
+    return norm, float(eps)
