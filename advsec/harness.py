@@ -32,6 +32,7 @@ from advsec.data import Dataset
 from advsec.defense import Expectation
 from advsec.errors import BudgetError, InputError
 from advsec.progress import Progress
+from advsec.sanity import cascade_check, model_checks
 from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin
 from advsec.store import AttackRecord, CellResult, Store
 from advsec.threat import ThreatModel, check_inputs
@@ -294,6 +295,12 @@ def evaluate_cell(
             record.wall_seconds = time.perf_counter() - attack_started
             records.append(record)
             task.advance()
+    if threat is None:
+        checks = model_checks(deployed, x, y, stochastic=type(trained.defense).stochastic, batch=batch)
+    else:
+        kinds = [registry.attacks.get(a.name).kind for a in cell.attacks]
+        order = [(kind, record.broken) for kind, record in zip(kinds, records, strict=True)]
+        checks = [c for c in [cascade_check(order, len(x))] if c is not None and spec.evaluation.cascade]
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     return CellResult(
         cell=cell.key,
@@ -311,6 +318,7 @@ def evaluate_cell(
         attacks=records,
         wall_seconds=time.perf_counter() - started,
         examples=[(i, x[i].cpu().numpy(), x_final[i].cpu().numpy()) for i in shown],
+        checks=checks,
     )
 
 

@@ -65,6 +65,10 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
         # Before any adaptive attack ran: what evaluating the defense as deployed would have claimed.
         "naive_robust_accuracy": naive[-1] if naive and len(naive) < len(attacks) else None,
         "attacks": attacks,
+        "checks": [
+            {"name": c["name"], "value": c["value"], "flagged": bool(c["flagged"]), "detail": c["detail"]}
+            for c in store.sanity(cell["cell"])
+        ],
         "wall_seconds": cell["wall_seconds"],
         "forwards": cell["forwards"],
         "backwards": cell["backwards"],

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from advsec.errors import AdvsecError
+from advsec.sanity import Check
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,6 +36,9 @@ CREATE TABLE IF NOT EXISTS samples (
     clean_single INTEGER, robust_single INTEGER, broken_by TEXT, PRIMARY KEY (cell, idx));
 CREATE TABLE IF NOT EXISTS attempts (
     cell TEXT, idx INTEGER, position INTEGER, pred INTEGER, distance REAL, PRIMARY KEY (cell, idx, position));
+CREATE TABLE IF NOT EXISTS sanity (
+    cell TEXT, position INTEGER, name TEXT, value REAL, flagged INTEGER, detail TEXT,
+    PRIMARY KEY (cell, position));
 CREATE TABLE IF NOT EXISTS examples (
     cell TEXT, idx INTEGER, shape TEXT, clean BLOB, adversarial BLOB, PRIMARY KEY (cell, idx));
 CREATE TABLE IF NOT EXISTS certifications (
@@ -82,6 +86,7 @@ class CellResult:
     attacks: list[AttackRecord]
     wall_seconds: float
     examples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (sample, clean, adv)
+    checks: list[Check] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +132,7 @@ class Store:
                 "samples",
                 "attempts",
                 "examples",
+                "sanity",
                 "certifications",
                 "certificates",
             ):
@@ -172,7 +178,7 @@ class Store:
         attacks = result.attacks
         with self.db:
             self.db.execute("DELETE FROM cells WHERE cell = ?", (result.cell,))
-            for table in ("cell_attacks", "samples", "attempts", "examples"):
+            for table in ("cell_attacks", "samples", "attempts", "examples", "sanity"):
                 self.db.execute(f"DELETE FROM {table} WHERE cell = ?", (result.cell,))
             self.db.executemany(
                 "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -209,6 +215,11 @@ class Store:
                      adv.astype("<f4").tobytes())
                     for i, clean, adv in result.examples
                 ],
+            )  # fmt: skip
+            self.db.executemany(
+                "INSERT INTO sanity VALUES (?, ?, ?, ?, ?, ?)",
+                [(result.cell, i, c.name, c.value, int(c.flagged), c.detail)
+                 for i, c in enumerate(result.checks)],
             )  # fmt: skip
             self.db.execute(
                 "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, datetime('now'))",
@@ -264,6 +275,9 @@ class Store:
         for row in rows:
             row["attacks"] = json.loads(row["attacks"])
         return rows
+
+    def sanity(self, cell: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM sanity WHERE cell = ? ORDER BY position", (cell,))
 
     def cell_attacks(self, cell: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM cell_attacks WHERE cell = ? ORDER BY position", (cell,))

@@ -31,6 +31,7 @@ from advsec.report.tables import (
     certified_table,
     defense_table,
     repeats_table,
+    sanity_table,
 )
 from advsec.results import cell_summaries, certified_radii, certified_summaries, defense_summaries
 from advsec.store import Store
@@ -72,6 +73,13 @@ CERTIFIED = (
 )
 
 
+SANITY = (
+    "Checks that work with any attack and flag evaluations that may have measured gradient masking rather "
+    "than robustness (Carlini et al. 2019): blind input gradients, randomness a defense did not declare, "
+    "and a query-only attack succeeding where every gradient attack before it failed. A flag says where to "
+    "look and which adaptive attack to add; it is not a verdict."
+)
+
 REPEATS = (
     "A random defense answers differently each time it is asked, so one evaluation per sample flatters it: "
     "an adversarial example that fails on one draw may succeed on the next. Every prediction that scores a "
@@ -102,6 +110,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
         blocks += [Heading("Defenses"), defense_table(defenses, cells)]
     if adaptive := adaptive_table(defenses):
         blocks += [Heading("Naive vs adaptive attacks"), Text(ADAPTIVE), adaptive]
+    if sanity := sanity_table(cells):
+        blocks += [Heading("Sanity checks"), Text(SANITY), sanity]
     if repeated := repeats_table(defenses, meta.get("repeats", 1)):
         blocks += [Heading("Repeated evaluation of random defenses"), Text(REPEATS), repeated]
     if shown:

@@ -191,3 +191,23 @@ def repeats_table(defenses: list[dict[str, Any]], repeats: int) -> Table | None:
 def _split(budget: str) -> tuple[str, float]:
     norm, eps = budget.split(":")
     return norm, float(eps)
+
+
+def sanity_table(cells: list[dict[str, Any]]) -> Table | None:
+    """Every sanity check of every cell: what it measured and whether it flags the evaluation."""
+    rows = [
+        [
+            cell["defense"],
+            "model" if cell["norm"] == "none" else budget_name(cell["norm"], cell["eps"]),
+            check["name"],
+            percent(check["value"]),
+            "FLAG" if check["flagged"] else "pass",
+            check["detail"],
+        ]
+        for cell in cells
+        for check in cell["checks"]
+    ]
+    if not rows:
+        return None
+    header = ["Defense", "Where", "Check", "Value", "Verdict", "What it measures"]
+    return Table(header, rows, numeric=[False, False, False, True, False, False])
