@@ -296,7 +296,8 @@ def evaluate_cell(
             records.append(record)
             task.advance()
     if threat is None:
-        checks = model_checks(deployed, x, y, stochastic=type(trained.defense).stochastic, batch=batch)
+        stochastic = type(trained.defense).stochastic
+        checks = model_checks(deployed, x, y, stochastic=stochastic, batch=batch, bounds=dataset.bounds)
     else:
         kinds = [registry.attacks.get(a.name).kind for a in cell.attacks]
         order = [(kind, record.broken) for kind, record in zip(kinds, records, strict=True)]

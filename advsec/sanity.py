@@ -3,6 +3,8 @@
 They work with any attack plugin because they look at the model and at what the cascade broke, not at how
 an attack works (Carlini et al. 2019, "On evaluating adversarial robustness"; Athalye et al. 2018):
 - zero or non-finite input gradients on clean inputs: gradient attacks have nothing to follow;
+- accuracy that survives an unbounded attack (eps spanning the whole input range), which any classifier
+  must lose: if it does not, the attack is not reaching the model;
 - predictions that differ between two identical queries of a defense that declares itself deterministic;
 - a query-only attack breaking samples every gradient attack before it left robust.
 A flag is not a verdict; it says where to look (and which adaptive attack to add).
@@ -16,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advsec.attack import gradient_attack
+from advsec.threat import ThreatModel
+
 ZERO_GRADIENT_LIMIT = 0.1  # share of samples with no usable input gradient before it is flagged
+UNBOUNDED_ACCURACY_LIMIT = 0.05  # accuracy an attack with an unlimited budget may leave before it is flagged
+UNBOUNDED_SAMPLES, UNBOUNDED_STEPS = 64, 20
 QUERY_BEATS_GRADIENT_LIMIT = 0.02  # share of samples only a query attack broke before it is flagged
 
 
@@ -29,17 +36,30 @@ class Check:
 
 
 def model_checks(
-    deployed: nn.Module, x: torch.Tensor, y: torch.Tensor, *, stochastic: bool, batch: int
+    deployed: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    stochastic: bool,
+    batch: int,
+    bounds: tuple[float, float],
 ) -> list[Check]:
     """Checks of the deployed model itself, on clean inputs."""
     zero = zero_gradient_rate(deployed, x, y, batch)
+    unbounded = unbounded_accuracy(deployed, x[:UNBOUNDED_SAMPLES], y[:UNBOUNDED_SAMPLES], bounds)
     checks = [
         Check(
             "zero or non-finite input gradient",
             zero,
             zero > ZERO_GRADIENT_LIMIT,
             "samples whose loss gradient is all zero or not finite: gradient attacks are blind there",
-        )
+        ),
+        Check(
+            "accuracy under an unbounded attack",
+            unbounded,
+            unbounded > UNBOUNDED_ACCURACY_LIMIT,
+            f"PGD-{UNBOUNDED_STEPS} with eps spanning the whole input range; every model must fall to ~0",
+        ),
     ]
     if not stochastic:
         differs = undeclared_randomness(deployed, x[:batch])
@@ -64,6 +84,18 @@ def zero_gradient_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch
         flat = grad.flatten(1)
         blind += int(((flat == 0).all(dim=1) | ~torch.isfinite(flat).all(dim=1)).sum())
     return blind / max(len(x), 1)
+
+
+def unbounded_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, bounds: tuple[float, float]
+) -> float:
+    """Accuracy left by PGD whose linf budget covers the whole input box: any input can become any other."""
+    threat = ThreatModel("linf", bounds[1] - bounds[0], bounds)
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    step = threat.eps / 8
+    x_adv = gradient_attack(model, x, y, threat, steps=UNBOUNDED_STEPS, step_size=step, generator=generator)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item() if len(x) else 0.0
 
 
 @torch.no_grad()

@@ -316,6 +316,8 @@ def test_sanity_checks_flag_a_planted_broken_setup_and_pass_a_sound_one(tmp_path
     }
     # bit-depth without BPDA: blind gradients, and the query attack breaks what PGD could not.
     assert flags[("bit-depth", "none", "zero or non-finite input gradient")]
+    assert flags[("bit-depth", "none", "accuracy under an unbounded attack")]
+    assert not flags[("standard", "none", "accuracy under an unbounded attack")]
     assert flags[("bit-depth", "linf", "query attack beat gradient attacks")]
     assert not flags[("standard", "none", "zero or non-finite input gradient")]
     assert not flags[("standard", "none", "undeclared randomness")]
@@ -332,10 +334,13 @@ class SecretlyRandom(Defense):
 
 
 def test_a_random_defense_that_declares_itself_deterministic_is_caught(digits, digits_models):
-    deployed = SecretlyRandom().wrap(digits_models["standard"], bounds=digits.bounds)
     x, y = digits.x_test[:64], digits.y_test[:64]
-    [blind, hidden] = model_checks(deployed, x, y, stochastic=False, batch=64)
-    assert hidden.flagged and hidden.value > 0.9 and not blind.flagged
-    [honest] = [c for c in model_checks(digits_models["standard"], x, y, stochastic=False, batch=64)
-                if c.name == "undeclared randomness"]  # fmt: skip
-    assert not honest.flagged
+
+    def checks(model):
+        found = model_checks(model, x, y, stochastic=False, batch=64, bounds=digits.bounds)
+        return {c.name: c for c in found}
+
+    hidden = checks(SecretlyRandom().wrap(digits_models["standard"], bounds=digits.bounds))
+    assert hidden["undeclared randomness"].flagged and hidden["undeclared randomness"].value > 0.9
+    assert not hidden["zero or non-finite input gradient"].flagged
+    assert not checks(digits_models["standard"])["undeclared randomness"].flagged
