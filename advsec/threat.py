@@ -74,16 +74,17 @@ class ThreatModel:
 
     def random_delta(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A perturbation drawn uniformly from the ball, one per sample of ``x``, not clipped to the box."""
+        # Draw where the generator lives (training keeps one on the CPU), then move to the inputs.
+        device = generator.device if generator is not None else x.device
+        where = {"generator": generator, "dtype": x.dtype, "device": device}
         if self.norm == "linf":
-            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            delta = (2 * noise - 1) * self.eps
+            delta = (2 * torch.rand(x.shape, **where) - 1) * self.eps
         else:
-            direction = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            direction = torch.randn(x.shape, **where)
             direction = direction / _per_sample_l2(direction).clamp_min(_TINY)
-            dims = x[0].numel()
-            radius = torch.rand((x.shape[0],), generator=generator, dtype=x.dtype, device=x.device)
-            delta = direction * (self.eps * radius ** (1.0 / dims)).view(-1, *[1] * (x.dim() - 1))
-        return delta
+            radius = torch.rand((x.shape[0],), **where)
+            delta = direction * (self.eps * radius ** (1.0 / x[0].numel())).view(-1, *[1] * (x.dim() - 1))
+        return delta.to(x.device)
 
     def violations(self, x: torch.Tensor, x_adv: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         """A per-sample mask of points outside the budget or the bounds (with float tolerance ``tol``)."""
