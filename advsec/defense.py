@@ -10,6 +10,7 @@ time adaptively (Athalye, Carlini & Wagner 2018), through :meth:`Defense.adaptiv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -67,6 +68,13 @@ class Defense:
     ) -> float:
         """Robust accuracy on held-out samples after an epoch; a sharp drop means training collapsed."""
         raise NotImplementedError(f"{type(self).__name__} sets guard_samples but has no check")
+
+    def network(self, build: Callable[[int], nn.Module]) -> nn.Module:
+        """The network this defense trains; ``build(i)`` makes the i-th freshly initialized model.
+
+        One model by default; an ensemble defense builds several and trains them side by side.
+        """
+        return build(0)
 
     def wrap(self, model: nn.Module, *, bounds: Bounds) -> nn.Module:
         """The model as deployed (inference-time defenses replace or wrap it); unchanged by default."""

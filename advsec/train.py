@@ -103,7 +103,7 @@ def load_or_train(
     """The trained model from the cache, or trained now (and cached) when absent."""
     defense = make_plugin(registry.defenses.get(defense_name), params, defense_name)
     key = model_key(dataset, model_name, defense_name, params, config, seed)
-    model = build_model(model_name, dataset, seed)
+    model = defense.network(lambda member: build_model(model_name, dataset, seed + member))
     path = cache_dir() / f"{key}.safetensors"
     if path.exists():
         meta = _load_checkpoint(model, path)

@@ -344,3 +344,43 @@ def test_a_random_defense_that_declares_itself_deterministic_is_caught(digits, d
     assert hidden["undeclared randomness"].flagged and hidden["undeclared randomness"].value > 0.9
     assert not hidden["zero or non-finite input gradient"].flagged
     assert not checks(digits_models["standard"])["undeclared randomness"].flagged
+
+
+ENSEMBLE = """
+name = "ensemble"
+[train]
+epochs = 20
+[[defenses]]
+name = "random-ensemble"
+members = 3
+[[threats]]
+norm = "linf"
+eps = [0.05]
+[[attacks]]
+name = "fgsm"
+[evaluation]
+adaptive = false
+"""
+
+
+def test_a_random_ensemble_trains_distinct_members_and_answers_with_a_random_one(digits, tmp_path):
+    spec = parse_spec(ENSEMBLE)
+    defense = spec.defenses[0]
+    trained = load_or_train(
+        digits, "mlp", defense.name, defense.params, defense.train, 0, device=CPU, progress=QUIET
+    )
+    # Off the data (inputs under heavy noise) the members disagree, so which one answers matters.
+    x = (
+        digits.x_test + 0.4 * torch.randn(digits.x_test.shape, generator=torch.Generator().manual_seed(0))
+    ).clamp(0, 1)
+    with torch.no_grad():
+        assert ((trained.network(digits.x_test).argmax(2) == digits.y_test).float().mean(1) > 0.9).all()
+        votes = trained.network(x).argmax(2)  # (members, n)
+        assert (votes != votes[0]).any()  # distinct members, not copies
+        torch.manual_seed(0)
+        answers = torch.stack([trained.model(x).argmax(1) for _ in range(5)])
+    assert (answers != answers[0]).any()  # a moving target: the same query meets different members
+    assert ((answers[:, None] == votes[None]).any(1)).all()  # every answer is some member's vote
+    store = run_spec(spec, tmp_path, device=CPU, progress=QUIET)
+    cells = cell_summaries(store)
+    assert all(c["robust_accuracy"] <= c["robust_accuracy_single"] for c in cells)
