@@ -384,3 +384,14 @@ def test_a_random_ensemble_trains_distinct_members_and_answers_with_a_random_one
     store = run_spec(spec, tmp_path, device=CPU, progress=QUIET)
     cells = cell_summaries(store)
     assert all(c["robust_accuracy"] <= c["robust_accuracy_single"] for c in cells)
+
+
+def test_weight_noise_moves_the_model_at_every_forward_and_still_learns(digits):
+    trained = load_or_train(digits, "mlp", "weight-noise", {"sigma": 0.1}, QUICKSTART_TRAINING, 0,
+                            device=CPU, progress=QUIET)  # fmt: skip
+    with torch.no_grad():
+        first, second = trained.model(digits.x_test), trained.model(digits.x_test)
+        accuracy = (first.argmax(1) == digits.y_test).float().mean().item()
+    assert not torch.allclose(first, second)  # fresh weights per call
+    assert accuracy > 0.9
+    assert type(trained.defense).stochastic
