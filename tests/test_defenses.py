@@ -395,3 +395,21 @@ def test_weight_noise_moves_the_model_at_every_forward_and_still_learns(digits):
     assert not torch.allclose(first, second)  # fresh weights per call
     assert accuracy > 0.9
     assert type(trained.defense).stochastic
+
+
+def test_rekey_holds_still_between_keys_and_moves_when_probed(digits):
+    trained = load_or_train(digits, "mlp", "rekey", {"sigma": 0.1, "every": 100}, QUICKSTART_TRAINING, 0,
+                            device=CPU, progress=QUIET)  # fmt: skip
+    assert type(trained.defense).stateful and type(trained.defense).stochastic
+    model, x = trained.model, digits.x_test
+    with torch.no_grad():
+        first = model(x[:40])
+        key = model.key
+        model(x[40:80])  # 80 samples so far: same key
+        assert model.key == key
+        again = model(x[:40])  # a repeated query: new key, new weights
+        assert model.key == key + 1 and not torch.allclose(first, again)
+        model(x[80:160])  # fresh queries, past `every` samples under this key: new key
+        assert model.key == key + 2
+        accuracy = (model(x[200:300]).argmax(1) == digits.y_test[200:300]).float().mean().item()
+    assert accuracy > 0.9
