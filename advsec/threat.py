@@ -74,17 +74,12 @@ class ThreatModel:
 
     def random_delta(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A perturbation drawn uniformly from the ball, one per sample of ``x``, not clipped to the box."""
-        # Draw where the generator lives (training keeps one on the CPU), then move to the inputs.
-        device = generator.device if generator is not None else x.device
-        where = {"generator": generator, "dtype": x.dtype, "device": device}
         if self.norm == "linf":
-            delta = (2 * torch.rand(x.shape, **where) - 1) * self.eps
-        else:
-            direction = torch.randn(x.shape, **where)
-            direction = direction / _per_sample_l2(direction).clamp_min(_TINY)
-            radius = torch.rand((x.shape[0],), **where)
-            delta = direction * (self.eps * radius ** (1.0 / x[0].numel())).view(-1, *[1] * (x.dim() - 1))
-        return delta.to(x.device)
+            return (2 * random_tensor(x.shape, x, generator) - 1) * self.eps
+        direction = random_tensor(x.shape, x, generator, normal=True)
+        direction = direction / _per_sample_l2(direction).clamp_min(_TINY)
+        radius = random_tensor((x.shape[0],), x, generator)
+        return direction * (self.eps * radius ** (1.0 / x[0].numel())).view(-1, *[1] * (x.dim() - 1))
 
     def violations(self, x: torch.Tensor, x_adv: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         """A per-sample mask of points outside the budget or the bounds (with float tolerance ``tol``)."""
@@ -94,6 +89,24 @@ class ThreatModel:
         flat = x_adv.flatten(1)
         outside_box = (flat < self.bounds[0] - slack).any(dim=1) | (flat > self.bounds[1] + slack).any(dim=1)
         return outside_ball | outside_box | ~torch.isfinite(flat).all(dim=1)
+
+
+def random_tensor(
+    shape: tuple[int, ...] | torch.Size,
+    like: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    normal: bool = False,
+) -> torch.Tensor:
+    """Uniform [0, 1) (or standard normal) draws in ``like``'s dtype, on ``like``'s device.
+
+    They are drawn where ``generator`` lives and then moved: training keeps a CPU generator, so a run
+    reproduces whatever device the data sits on. Without a generator, torch's global one for ``like``'s
+    device is used.
+    """
+    device = generator.device if generator is not None else like.device
+    sample = torch.randn if normal else torch.rand
+    return sample(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
 
 
 def _per_sample_l2(t: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from advsec.defense import Bounds, InputTransform
+from advsec.threat import random_tensor
 
 
 @dataclass
@@ -24,4 +25,4 @@ class GaussianNoise(InputTransform):
     def transform(
         self, x: torch.Tensor, bounds: Bounds, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        return x + self.sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return x + self.sigma * random_tensor(x.shape, x, generator, normal=True)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from advsec.defense import Bounds, InputTransform
 from advsec.errors import InputError
+from advsec.threat import random_tensor
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RandomResizePad(InputTransform):
         if x.dim() != 4:
             raise InputError(f"random-resize-pad needs images shaped (N, C, H, W), got {tuple(x.shape)}")
         n = len(x)
-        draws = torch.rand(n, 3, generator=generator, dtype=x.dtype).to(x.device)
+        draws = random_tensor((n, 3), x, generator)
         scale = self.min_scale + (1 - self.min_scale) * draws[:, 0]
         center = (1 - scale)[:, None] * (2 * draws[:, 1:] - 1)  # the shrunk image stays inside
         # Output coordinates u map to input coordinates (u - center) / scale; outside the image is padding.

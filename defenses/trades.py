@@ -10,7 +10,7 @@ from torch import nn
 
 from advsec.attack import SteepestAscent
 from advsec.defense import AdversarialTraining
-from advsec.threat import ThreatModel
+from advsec.threat import ThreatModel, random_tensor
 
 
 @dataclass
@@ -41,7 +41,7 @@ class TRADES(AdversarialTraining):
         model.eval()
         with torch.no_grad():
             clean = F.softmax(model(x), dim=1)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        noise = random_tensor(x.shape, x, generator, normal=True)
         x_adv = threat.project(x, x + 0.001 * noise)
         ascent = SteepestAscent(threat, self.step_fraction * threat.eps)
         for t in range(self.steps):

@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from advsec.defense import Bounds, Defense
+from advsec.threat import random_tensor
 
 
 class NoisyWeights(nn.Module):
@@ -24,8 +25,7 @@ class NoisyWeights(nn.Module):
         noisy = {}
         for name, weight in self.model.named_parameters():
             scale = self.sigma * weight.detach().pow(2).mean().sqrt()
-            noise = torch.randn(weight.shape, generator=generator, dtype=weight.dtype).to(weight.device)
-            noisy[name] = weight + scale * noise
+            noisy[name] = weight + scale * random_tensor(weight.shape, weight, generator, normal=True)
         return functional_call(self.model, noisy, (x,))
 
 
