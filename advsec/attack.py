@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -212,6 +212,17 @@ def gradient_attack(
                     moves.keep(keep)
             x_adv = moves.step(t, x0, x_adv, grad, value)
     return worst.best
+
+
+def robust_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, **settings: Any
+) -> float:
+    """The accuracy :func:`gradient_attack` with ``settings`` leaves on ``x`` (0 when ``x`` is empty)."""
+    if not len(x):
+        return 0.0
+    x_adv = gradient_attack(model, x, y, threat, **settings)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item()
 
 
 def _rows_to_keep(live: torch.Tensor) -> torch.Tensor | None:

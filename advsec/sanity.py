@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advsec.attack import gradient_attack
+from advsec.attack import robust_accuracy
 from advsec.threat import ThreatModel
 
 ZERO_GRADIENT_LIMIT = 0.1  # share of samples with no usable input gradient before it is flagged
@@ -92,10 +92,9 @@ def unbounded_accuracy(
     """Accuracy left by PGD whose linf budget covers the whole input box: any input can become any other."""
     threat = ThreatModel("linf", bounds[1] - bounds[0], bounds)
     generator = torch.Generator(device=x.device).manual_seed(0)
-    step = threat.eps / 8
-    x_adv = gradient_attack(model, x, y, threat, steps=UNBOUNDED_STEPS, step_size=step, generator=generator)
-    with torch.no_grad():
-        return (model(x_adv).argmax(1) == y).float().mean().item() if len(x) else 0.0
+    return robust_accuracy(
+        model, x, y, threat, steps=UNBOUNDED_STEPS, step_size=threat.eps / 8, generator=generator
+    )
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advsec.attack import gradient_attack
+from advsec.attack import robust_accuracy
 from advsec.defense import AdversarialTraining, Bounds
 from advsec.threat import ThreatModel
 
@@ -55,16 +55,13 @@ class FastAdversarialTraining(AdversarialTraining):
         bounds: Bounds,
         generator: torch.Generator,
     ) -> float:
-        threat = ThreatModel(self.norm, self.eps, bounds)
-        x_adv = gradient_attack(
+        return robust_accuracy(
             model,
             x,
             y,
-            threat,
+            self.threat(bounds, progress=1.0),
             steps=self.guard_steps,
             step_size=2.5 * self.eps / self.guard_steps,
             random_start=True,
             generator=generator,
         )
-        with torch.no_grad():
-            return (model(x_adv).argmax(1) == y).float().mean().item()

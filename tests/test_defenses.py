@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advsec.attack import gradient_attack
+from advsec.attack import gradient_attack, robust_accuracy
 from advsec.defense import Defense, Expectation, Transformed
 from advsec.defenses.bit_depth import BitDepth
 from advsec.defenses.fast_at import FastAdversarialTraining
@@ -29,12 +29,10 @@ QUIET = Progress(quiet=True)
 QUICKSTART_TRAINING = TrainConfig(epochs=30, batch_size=64, lr=1e-3)
 
 
-def robust_accuracy(model, digits, eps: float) -> float:
+def pgd_accuracy(model, digits, eps: float) -> float:
     threat = ThreatModel("linf", eps, digits.bounds)
-    x, y = digits.x_test, digits.y_test
-    x_adv = gradient_attack(model, x, y, threat, steps=20, step_size=eps / 8, random_start=True, restarts=2)
-    with torch.no_grad():
-        return (model(x_adv).argmax(1) == y).float().mean().item()
+    settings = {"steps": 20, "step_size": eps / 8, "random_start": True, "restarts": 2}
+    return robust_accuracy(model, digits.x_test, digits.y_test, threat, **settings)
 
 
 @pytest.mark.parametrize(
@@ -48,8 +46,8 @@ def robust_accuracy(model, digits, eps: float) -> float:
 )
 def test_adversarial_training_raises_robust_accuracy_over_standard(digits, digits_models, name, params):
     trained = load_or_train(digits, "mlp", name, params, QUICKSTART_TRAINING, 0, device=CPU, progress=QUIET)
-    baseline = robust_accuracy(digits_models["standard"], digits, 0.1)
-    defended = robust_accuracy(trained.model, digits, 0.1)
+    baseline = pgd_accuracy(digits_models["standard"], digits, 0.1)
+    defended = pgd_accuracy(trained.model, digits, 0.1)
     assert baseline < 0.6
     assert defended > baseline + 0.2, (name, baseline, defended)
 
