@@ -234,11 +234,12 @@ def evaluate_cell(
     counted = CountingModel(trained.network)  # counts network passes, however often a view calls it
     for parameter in counted.parameters():
         parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
+    stochastic = type(trained.defense).stochastic
     deployed = trained.defense.wrap(counted, bounds=dataset.bounds)
     adaptive = trained.defense.adaptive(deployed)
-    if type(trained.defense).stochastic:
+    if stochastic:
         adaptive = Expectation(adaptive, spec.evaluation.eot_draws)
-    draws = spec.evaluation.repeats if type(trained.defense).stochastic else 1
+    draws = spec.evaluation.repeats if stochastic else 1
     clean_logits = predict(deployed, x, batch, dataset.num_classes)
     clean_draws = _redraw(clean_logits.argmax(1), deployed, x, batch, dataset.num_classes, draws)
     clean_pred = _worst(clean_draws, y)
@@ -296,12 +297,12 @@ def evaluate_cell(
             records.append(record)
             task.advance()
     if threat is None:
-        stochastic = type(trained.defense).stochastic
         checks = model_checks(deployed, x, y, stochastic=stochastic, batch=batch, bounds=dataset.bounds)
     else:
         kinds = [registry.attacks.get(a.name).kind for a in cell.attacks]
         order = [(kind, record.broken) for kind, record in zip(kinds, records, strict=True)]
-        checks = [c for c in [cascade_check(order, len(x))] if c is not None and spec.evaluation.cascade]
+        check = cascade_check(order, len(x)) if spec.evaluation.cascade else None
+        checks = [check] if check is not None else []
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     return CellResult(
         cell=cell.key,

@@ -95,13 +95,13 @@ def defense_summaries(store: Store, cells: list[dict[str, Any]] | None = None) -
                 "name": model.get("name"),
                 "params": model.get("params", {}),
                 "clean_accuracy": clean["clean_accuracy"],
-                "robust": {f"{c['norm']}:{c['eps']:g}": c["robust_accuracy"] for c in attacked},
-                "robust_interval": {f"{c['norm']}:{c['eps']:g}": c["robust_interval"] for c in attacked},
-                "robust_single": {f"{c['norm']}:{c['eps']:g}": c["robust_accuracy_single"] for c in attacked},
+                "robust": {_budget(c): c["robust_accuracy"] for c in attacked},
+                "robust_interval": {_budget(c): c["robust_interval"] for c in attacked},
+                "robust_single": {_budget(c): c["robust_accuracy_single"] for c in attacked},
                 "clean_interval": clean["robust_interval"],
                 "clean_accuracy_single": clean["clean_accuracy_single"],
                 "naive_robust": {
-                    f"{c['norm']}:{c['eps']:g}": c["naive_robust_accuracy"]
+                    _budget(c): c["naive_robust_accuracy"]
                     for c in attacked
                     if c["naive_robust_accuracy"] is not None
                 },
@@ -140,6 +140,11 @@ def certified_summaries(store: Store) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _budget(cell: dict[str, Any]) -> str:
+    """A defense summary's key for a cell's budget, e.g. ``linf:0.3``."""
+    return f"{cell['norm']}:{cell['eps']:g}"
 
 
 def _guard(history: list[dict[str, float]]) -> list[dict[str, float]]:

@@ -23,7 +23,6 @@ class Rekeyed(nn.Module):
         self.noisy = NoisyWeights(model, sigma)
         self.every, self.tolerance, self.memory = every, tolerance, memory
         self.key = int(torch.randint(2**62, ()))  # the first key comes from torch's global generator
-        self.rekeys = 0
         self.since_rekey = 0
         self.seen: dict[bytes, None] = {}  # fingerprints of recent queries, oldest first
 
@@ -33,7 +32,7 @@ class Rekeyed(nn.Module):
         repeated = any(f in self.seen for f in fingerprints)
         self.since_rekey += len(x)
         if repeated or self.since_rekey > self.every:
-            self.key, self.rekeys, self.since_rekey = self.key + 1, self.rekeys + 1, len(x)
+            self.key, self.since_rekey = self.key + 1, len(x)
         for fingerprint in fingerprints:
             self.seen[fingerprint] = None
         for stale in list(self.seen)[: max(len(self.seen) - self.memory, 0)]:
