@@ -21,14 +21,14 @@ def _clean_and_wild(shape, bounds, seed):
     return x, wild
 
 
+def threat_cases(eps: st.SearchStrategy[float]) -> dict[str, st.SearchStrategy]:
+    """Shapes, bounds, a norm and a seed for property tests of the threat model, with the given eps range."""
+    return {"shape": SHAPES, "bounds": BOUNDS, "norm": st.sampled_from(["linf", "l2"]), "eps": eps,
+            "seed": st.integers(0, 9999)}  # fmt: skip
+
+
 @settings(max_examples=150, deadline=None)
-@given(
-    shape=SHAPES,
-    bounds=BOUNDS,
-    norm=st.sampled_from(["linf", "l2"]),
-    eps=st.floats(0, 5),
-    seed=st.integers(0, 9999),
-)
+@given(**threat_cases(eps=st.floats(0, 5)))
 def test_projection_lands_inside_budget_and_bounds(shape, bounds, norm, eps, seed):
     x, wild = _clean_and_wild(shape, bounds, seed)
     threat = ThreatModel(norm, eps, bounds)
@@ -38,13 +38,7 @@ def test_projection_lands_inside_budget_and_bounds(shape, bounds, norm, eps, see
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    shape=SHAPES,
-    bounds=BOUNDS,
-    norm=st.sampled_from(["linf", "l2"]),
-    eps=st.floats(0, 5),
-    seed=st.integers(0, 9999),
-)
+@given(**threat_cases(eps=st.floats(0, 5)))
 def test_projection_is_idempotent_and_keeps_feasible_points(shape, bounds, norm, eps, seed):
     x, wild = _clean_and_wild(shape, bounds, seed)
     threat = ThreatModel(norm, eps, bounds)
@@ -54,13 +48,7 @@ def test_projection_is_idempotent_and_keeps_feasible_points(shape, bounds, norm,
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    shape=SHAPES,
-    bounds=BOUNDS,
-    norm=st.sampled_from(["linf", "l2"]),
-    eps=st.floats(0.01, 2),
-    seed=st.integers(0, 9999),
-)
+@given(**threat_cases(eps=st.floats(0.01, 2)))
 def test_random_start_and_steps_stay_feasible(shape, bounds, norm, eps, seed):
     x, wild = _clean_and_wild(shape, bounds, seed)
     threat = ThreatModel(norm, eps, bounds)
