@@ -128,6 +128,10 @@ def _execute(
             from advsec.certify import certify_spec
 
             certify_spec(spec, store, device=torch_device, progress=progress)
+        if spec.replay is not None:
+            from advsec.replay import replay_spec
+
+            replay_spec(spec, store, device=torch_device, progress=progress)
     _finish(store, out, no_report, quiet, as_json)
 
 
@@ -144,22 +148,25 @@ def _finish(store: Any, out: Path, no_report: bool, quiet: bool, as_json: bool) 
 
 
 def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool = False) -> None:
-    from advsec.results import cell_summaries, certified_summaries, defense_summaries
+    from advsec.results import cell_summaries, certified_summaries, defense_summaries, replay_summaries
 
     cells = cell_summaries(store)
     certified = certified_summaries(store)
+    replays = replay_summaries(store)
     if as_json:
         payload = {**extra, "defenses": defense_summaries(store, cells), "cells": cells}
-        click.echo(json.dumps({**payload, "certified": certified}, indent=2))
+        click.echo(json.dumps({**payload, "certified": certified, "replay": replays}, indent=2))
         return
     if quiet:
         return
-    from advsec.terminal import print_certificates, print_scorecard
+    from advsec.terminal import print_certificates, print_replays, print_scorecard
 
     if cells:
         print_scorecard(store)
     if certified:
         print_certificates(certified)
+    if replays:
+        print_replays(replays)
     if extra.get("report"):
         click.echo(f"report: {extra['report']}")
 

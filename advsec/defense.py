@@ -80,6 +80,16 @@ class Defense:
         """The model as deployed (inference-time defenses replace or wrap it); unchanged by default."""
         return model
 
+    def snapshot(self, deployed: nn.Module) -> nn.Module | None:
+        """The deployed model held still as it is now: what an attacker who copied it at this moment holds.
+
+        A static model is its own snapshot. A moving one (``stochastic`` or ``stateful``) can be held still
+        when its deployed module has a ``snapshot()`` method; None when it cannot.
+        """
+        if hasattr(deployed, "snapshot"):
+            return deployed.snapshot()
+        return None if self.stochastic or self.stateful else deployed
+
     def adaptive(self, deployed: nn.Module) -> nn.Module:
         """The deployed model as an adaptive attacker differentiates it; the deployed model by default.
 

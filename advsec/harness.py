@@ -275,7 +275,7 @@ def evaluate_cell(
                     target=target,
                     generator=generator,
                 )
-                _check_output(spec_attack.label, threat, x[chunk], x_adv)
+                check_output(spec_attack.label, threat, x[chunk], x_adv)
                 first = predict(deployed, x_adv, batch, dataset.num_classes).argmax(1)
                 pred_draws = _redraw(first, deployed, x_adv, batch, dataset.num_classes, draws)
                 pred = _worst(pred_draws, y[chunk])
@@ -362,7 +362,7 @@ def _targets(
     return (y + shift) % classes
 
 
-def _check_output(label: str, threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor) -> None:
+def check_output(label: str, threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor) -> None:
     """An attack that leaves its threat model is a bug in that attack: stop and say so, never clip it."""
     if x_adv.shape != x.shape:
         raise BudgetError(f"attack {label!r} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")

@@ -142,6 +142,59 @@ def certified_summaries(store: Store) -> list[dict[str, Any]]:
     return out
 
 
+def replay_summaries(store: Store) -> list[dict[str, Any]]:
+    """Per defense and attacker of the sitting-duck protocol: replay success at each delay (advsec.replay).
+
+    Success at a delay pools every repeat's replayed samples: the share the model got wrong, with Wilson's
+    95 % interval over those samples × repeats, beside its error on the clean inputs at the same moment.
+    ``crafted`` is the success against the snapshot the examples were crafted on (snapshot mode only).
+    """
+    out = []
+    for row in store.replays():
+        delays: dict[int, dict[str, Any]] = {}
+        for trial in row["trials"]:
+            pooled = delays.setdefault(trial["delay"], {"fooled": 0, "clean_wrong": 0, "trials": 0})
+            pooled["fooled"] += trial["fooled"]
+            pooled["clean_wrong"] += trial["clean_wrong"]
+            pooled["trials"] += row["samples"]
+        samples = row["samples"]
+        out.append(
+            {
+                "defense": row["defense"],
+                "attack": row["attack"],
+                "mode": row["mode"],
+                "samples": samples,
+                "repeats": len(row["trials"]) // max(len(delays), 1),
+                "crafted": None if row["crafted_fooled"] is None else row["crafted_fooled"] / samples,
+                "queries_per_sample": row["queries"] / samples,
+                "wall_seconds": row["wall_seconds"],
+                "replay": {
+                    delay: {
+                        "success": pooled["fooled"] / pooled["trials"],
+                        "interval": wilson_interval(pooled["fooled"], pooled["trials"]),
+                        "clean_error": pooled["clean_wrong"] / pooled["trials"],
+                    }
+                    for delay, pooled in delays.items()
+                },
+            }
+        )
+    return out
+
+
+def transfer_summaries(store: Store, defenses: list[str]) -> dict[str, list[list[float]]]:
+    """Per ensemble defense, the share of examples crafted on member i (row) that fool member j (column)."""
+    out = {}
+    for defense in defenses:
+        rows = store.transfers(defense)
+        size = 1 + max((r["source"] for r in rows), default=-1)
+        matrix = [[0.0] * size for _ in range(size)]
+        for r in rows:
+            matrix[r["source"]][r["target"]] = r["fooled"] / r["samples"]
+        if size:
+            out[defense] = matrix
+    return out
+
+
 def _budget(cell: dict[str, Any]) -> str:
     """A defense summary's key for a cell's budget, e.g. ``linf:0.3``."""
     return f"{cell['norm']}:{cell['eps']:g}"

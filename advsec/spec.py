@@ -110,6 +110,39 @@ class CertifyConfig:
 
 
 @dataclass(frozen=True)
+class ReplayConfig:
+    """The sitting-duck protocol (``[replay]``, :mod:`advsec.replay`): adversarial examples crafted against
+    the model at one moment are replayed after each of ``delays`` further queried samples.
+
+    The attacker uses the ``[[attacks]]`` entries labelled in ``attacks`` (all when empty), untargeted, at
+    the first threat's norm and ``eps`` (the report's budget when unset). ``samples`` are the first test
+    samples; the rest of the test set is the traffic the model answers in between. Each replay is repeated
+    ``repeats`` times from the same moment, with fresh randomness.
+    """
+
+    delays: tuple[int, ...] = (0, 1, 10, 100, 1000, 10_000)
+    samples: int = 200
+    repeats: int = 5
+    attacks: tuple[str, ...] = ()
+    eps: float | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            not self.delays
+            or any(d < 0 for d in self.delays)
+            or list(self.delays) != sorted(set(self.delays))
+        ):
+            raise ParameterError(
+                "delays", f"expected distinct integers >= 0 in rising order, got {list(self.delays)}"
+            )
+        for key in ("samples", "repeats"):
+            if getattr(self, key) < 1:
+                raise ParameterError(key, f"expected an integer >= 1, got {getattr(self, key)}")
+        if self.eps is not None and not self.eps > 0:
+            raise ParameterError("eps", f"expected a budget > 0, got {self.eps}")
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     eps: float | None = None  # the budget of the trade-off chart; the middle of the first grid when unset
 
@@ -127,6 +160,7 @@ class Spec:
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     certify: CertifyConfig | None = None  # certify the defenses that can (``advsec run`` does it too)
+    replay: ReplayConfig | None = None  # the sitting-duck protocol (``advsec run`` runs it after the grid)
     plugins: tuple[str, ...] = ()
     text: str = field(default="", compare=False)
 
@@ -152,6 +186,7 @@ _TOP = {
     "evaluation",
     "report",
     "certify",
+    "replay",
 }
 _DEFENSE_KEYS = {"name", "label", "train", "sweep"}
 _ATTACK_KEYS = {"name", "label", "target"}
@@ -229,6 +264,7 @@ def spec_from_dict(
         evaluation=build(EvaluationConfig, _table(raw, "evaluation", ""), "evaluation"),
         report=build(ReportConfig, _table(raw, "report", ""), "report"),
         certify=build(CertifyConfig, _table(raw, "certify", ""), "certify") if "certify" in raw else None,
+        replay=build(ReplayConfig, _table(raw, "replay", ""), "replay") if "replay" in raw else None,
         plugins=plugins,
         text=text,
     )
@@ -236,7 +272,27 @@ def spec_from_dict(
         raise SpecError(f"report.eps: {spec.report.eps} is not in any threats[].eps grid")
     if spec.certify is not None:
         certifiable(defenses)  # refuse a [certify] table with nothing to certify before any compute
+    if spec.replay is not None:
+        replay_attacks(spec.attacks, spec.replay)  # refuse unknown or targeted attacks before any compute
     return spec
+
+
+def replay_attacks(attacks: tuple[AttackSpec, ...], replay: ReplayConfig) -> list[AttackSpec]:
+    """The ``[[attacks]]`` entries ``[replay]`` crafts with (its labels; all when unset), all untargeted."""
+    by_label = {a.label: a for a in attacks}
+    for label in replay.attacks:
+        if label not in by_label:
+            raise SpecError(
+                f"replay.attacks: no [[attacks]] entry is labelled {label!r}; "
+                f"the labels are {', '.join(map(repr, by_label))}"
+            )
+    chosen = [by_label[label] for label in replay.attacks] or list(attacks)
+    for attack in chosen:
+        if attack.target != "none":
+            raise SpecError(
+                f"replay.attacks: {attack.label!r} is targeted; replay measures untargeted success"
+            )
+    return chosen
 
 
 def certifiable(defenses: tuple[DefenseSpec, ...]) -> list[DefenseSpec]:

@@ -47,6 +47,15 @@ CREATE TABLE IF NOT EXISTS certifications (
 CREATE TABLE IF NOT EXISTS certificates (
     defense TEXT, idx INTEGER, label INTEGER, prediction INTEGER, count INTEGER, p_lower REAL, radius REAL,
     PRIMARY KEY (defense, idx));
+CREATE TABLE IF NOT EXISTS replays (
+    defense TEXT, position INTEGER, key TEXT, attack TEXT, mode TEXT, samples INTEGER, crafted_fooled INTEGER,
+    queries INTEGER, wall_seconds REAL, PRIMARY KEY (defense, position));
+CREATE TABLE IF NOT EXISTS replay_trials (
+    defense TEXT, position INTEGER, delay INTEGER, repeat INTEGER, fooled INTEGER, clean_wrong INTEGER,
+    PRIMARY KEY (defense, position, delay, repeat));
+CREATE TABLE IF NOT EXISTS transfers (
+    defense TEXT, source INTEGER, target INTEGER, fooled INTEGER, samples INTEGER,
+    PRIMARY KEY (defense, source, target));
 """
 
 
@@ -105,6 +114,31 @@ class CertificationResult:
     wall_seconds: float
 
 
+@dataclass
+class Craft:
+    """One attacker of the sitting-duck protocol: how it crafted, and what its examples did when replayed."""
+
+    attack: str  # the attack's label
+    mode: str  # "snapshot", "eot" or "queries" (advsec.replay)
+    samples: int
+    crafted_fooled: int | None  # samples the crafted-against snapshot got wrong; None for the live modes
+    queries: int  # samples the attacker pushed through the network while crafting
+    wall_seconds: float
+    trials: list[tuple[int, int, int, int]] = field(
+        default_factory=list
+    )  # (delay, repeat, fooled, clean wrong)
+
+
+@dataclass
+class ReplayResult:
+    """One defense's sitting-duck protocol: its attackers, and the transfer between its members."""
+
+    defense: str
+    key: str  # a hash of the model and the settings: a defense already replayed under it is skipped
+    crafts: list[Craft]
+    transfers: list[tuple[int, int, int, int]] = field(default_factory=list)  # (source, target, fooled, n)
+
+
 class Store:
     """A run's SQLite file (WAL), opened for reading and writing."""
 
@@ -135,6 +169,9 @@ class Store:
                 "sanity",
                 "certifications",
                 "certificates",
+                "replays",
+                "replay_trials",
+                "transfers",
             ):
                 self.db.execute(f"DELETE FROM {table}")  # fmt: skip
 
@@ -263,6 +300,29 @@ class Store:
                  result.forwards, result.wall_seconds),
             )  # fmt: skip
 
+    def save_replay(self, result: ReplayResult) -> None:
+        """Write one defense's replay protocol in one transaction, replacing any it had before."""
+        with self.db:
+            for table in ("replays", "replay_trials", "transfers"):
+                self.db.execute(f"DELETE FROM {table} WHERE defense = ?", (result.defense,))
+            for position, craft in enumerate(result.crafts):
+                self.db.execute(
+                    "INSERT INTO replays VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (result.defense, position, result.key, craft.attack, craft.mode, craft.samples,
+                     craft.crafted_fooled, craft.queries, craft.wall_seconds),
+                )  # fmt: skip
+                self.db.executemany(
+                    "INSERT INTO replay_trials VALUES (?, ?, ?, ?, ?, ?)",
+                    [(result.defense, position, *trial) for trial in craft.trials],
+                )
+            self.db.executemany(
+                "INSERT INTO transfers VALUES (?, ?, ?, ?, ?)",
+                [(result.defense, *transfer) for transfer in result.transfers],
+            )
+
+    def replay_keys(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT DISTINCT key FROM replays")}
+
     def certification_keys(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT key FROM certifications")}
 
@@ -307,6 +367,21 @@ class Store:
 
     def certificates(self, defense: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM certificates WHERE defense = ? ORDER BY idx", (defense,))
+
+    def replays(self) -> list[dict[str, Any]]:
+        """Each attacker of the last replay plan (meta ``replay_plan``), in plan order, with its trials."""
+        plan = self.meta().get("replay_plan", [])
+        rows = self._rows("SELECT * FROM replays ORDER BY position")
+        for row in rows:
+            row["trials"] = self._rows(
+                "SELECT delay, repeat, fooled, clean_wrong FROM replay_trials"
+                " WHERE defense = ? AND position = ? ORDER BY delay, repeat",
+                (row["defense"], row["position"]),
+            )
+        return [row for key in plan for row in rows if row["key"] == key]
+
+    def transfers(self, defense: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM transfers WHERE defense = ? ORDER BY source, target", (defense,))
 
     def models(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT * FROM models")

@@ -107,6 +107,23 @@ def print_certificates(certified: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
+def print_replays(replays: list[dict[str, Any]]) -> None:
+    """Replay success (%) per defense and attacker at each delay since crafting (sitting-duck protocol)."""
+    delays = list(dict.fromkeys(d for r in replays for d in r["replay"]))
+    table = Table(title="replay success (%) Δ queried samples after crafting", title_justify="left",
+                  box=box.SIMPLE_HEAD)  # fmt: skip
+    table.add_column("defense", no_wrap=True)
+    table.add_column("attacker", no_wrap=True)
+    for column in ["crafted", *(f"Δ={d:,}" for d in delays), "queries/sample"]:
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in replays:
+        crafted = "" if r["crafted"] is None else f"{100 * r['crafted']:.1f}"
+        replayed = [f"{100 * r['replay'][d]['success']:.1f}" if d in r["replay"] else "" for d in delays]
+        table.add_row(r["defense"], f"{r['attack']} · {r['mode']}", crafted, *replayed,
+                      f"{r['queries_per_sample']:,.0f}")  # fmt: skip
+    _console().print(table)
+
+
 def _console() -> Console:
     """The terminal's width on a terminal; wide enough for any table when piped into a file or a test."""
     return Console() if sys.stdout.isatty() else Console(width=200)

@@ -23,17 +23,38 @@ class Members(nn.Module):
         return torch.stack([member(x) for member in self.members])
 
 
-class RandomMember(nn.Module):
-    """Answers each sample of a query with one member drawn at random (torch's global generator)."""
+class Member(nn.Module):
+    """The ``index``-th member of an ensemble whose forward stacks every member's logits."""
 
-    def __init__(self, ensemble: nn.Module) -> None:
+    def __init__(self, ensemble: nn.Module, index: int) -> None:
         super().__init__()
         self.ensemble = ensemble
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ensemble(x)[self.index]
+
+
+class RandomMember(nn.Module):
+    """Answers each sample of a query with one of ``size`` members drawn at random (torch's global
+    generator)."""
+
+    def __init__(self, ensemble: nn.Module, size: int) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.ensemble(x)
         chosen = torch.randint(len(logits), (len(x),)).to(x.device)
         return logits[chosen, torch.arange(len(x), device=x.device)]
+
+    def members(self) -> list[nn.Module]:
+        return [Member(self.ensemble, i) for i in range(self.size)]
+
+    def snapshot(self) -> nn.Module:
+        """The member that answers the next query, held still."""
+        return self.members()[int(torch.randint(self.size, ()))]
 
 
 @dataclass
@@ -70,4 +91,4 @@ class RandomEnsemble(Defense):
         return torch.stack([F.cross_entropy(member, y) for member in logits]).mean()
 
     def wrap(self, model: nn.Module, *, bounds: Bounds) -> nn.Module:
-        return RandomMember(model)
+        return RandomMember(model, self.members)

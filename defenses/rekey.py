@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from advsec.defense import Bounds
-from advsec.defenses.weight_noise import NoisyWeights, WeightNoise
+from advsec.defenses.weight_noise import FrozenWeights, NoisyWeights, WeightNoise
+
+
+def new_key() -> int:
+    """A fresh key from torch's global generator: unpredictable from the last one, reproducible per seed."""
+    return int(torch.randint(2**62, ()))
 
 
 class Rekeyed(nn.Module):
@@ -22,7 +27,7 @@ class Rekeyed(nn.Module):
         super().__init__()
         self.noisy = NoisyWeights(model, sigma)
         self.every, self.tolerance, self.memory = every, tolerance, memory
-        self.key = int(torch.randint(2**62, ()))  # the first key comes from torch's global generator
+        self.key = new_key()
         self.since_rekey = 0
         self.seen: dict[bytes, None] = {}  # fingerprints of recent queries, oldest first
 
@@ -32,12 +37,19 @@ class Rekeyed(nn.Module):
         repeated = any(f in self.seen for f in fingerprints)
         self.since_rekey += len(x)
         if repeated or self.since_rekey > self.every:
-            self.key, self.since_rekey = self.key + 1, len(x)
+            self.key, self.since_rekey = new_key(), len(x)
         for fingerprint in fingerprints:
             self.seen[fingerprint] = None
         for stale in list(self.seen)[: max(len(self.seen) - self.memory, 0)]:
             del self.seen[stale]
-        return self.noisy(x, torch.Generator().manual_seed(self.key))
+        return self.noisy(x, self._key_generator())
+
+    def snapshot(self) -> nn.Module:
+        """The model under the current key, held still."""
+        return FrozenWeights(self.noisy.model, self.noisy.draw(self._key_generator()))
+
+    def _key_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.key)
 
 
 @dataclass

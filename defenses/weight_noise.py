@@ -13,6 +13,18 @@ from advsec.defense import Bounds, Defense
 from advsec.threat import random_tensor
 
 
+class FrozenWeights(nn.Module):
+    """``model`` run with a fixed set of replacement weights: one moment of a moving model, held still."""
+
+    def __init__(self, model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = {name: weight.detach() for name, weight in weights.items()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, self.weights, (x,))
+
+
 class NoisyWeights(nn.Module):
     """Runs ``model`` with each parameter tensor perturbed by N(0, (sigma · its RMS)²), drawn per call."""
 
@@ -21,12 +33,26 @@ class NoisyWeights(nn.Module):
         self.model = model
         self.sigma = sigma
 
+    def noise(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One draw of the perturbation of every parameter tensor, by name."""
+        return {
+            name: self.sigma
+            * weight.detach().pow(2).mean().sqrt()
+            * random_tensor(weight.shape, weight, generator, normal=True)
+            for name, weight in self.model.named_parameters()
+        }
+
+    def draw(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One draw of the noisy weights, by name."""
+        noise = self.noise(generator)
+        return {name: weight + noise[name] for name, weight in self.model.named_parameters()}
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        noisy = {}
-        for name, weight in self.model.named_parameters():
-            scale = self.sigma * weight.detach().pow(2).mean().sqrt()
-            noisy[name] = weight + scale * random_tensor(weight.shape, weight, generator, normal=True)
-        return functional_call(self.model, noisy, (x,))
+        return functional_call(self.model, self.draw(generator), (x,))
+
+    def snapshot(self) -> nn.Module:
+        """The model under the next draw of noise, held still."""
+        return FrozenWeights(self.model, self.draw())
 
 
 @dataclass

@@ -59,6 +59,16 @@ def test_minimal_spec_gets_defaults():
             r"attacks\[1\]\.label: 'pgd-random' is used twice",
         ),
         (("steps = 5", 'target = "nearest"'), r"attacks\[0\]\.target: expected one of 'none', 'random'"),
+        (
+            ('name = "t"', 'name = "t"\n[replay]\nattacks = ["cw"]'),
+            r"replay\.attacks: no \[\[attacks\]\] entry is labelled 'cw'; the labels are 'pgd'",
+        ),
+        (('name = "t"', 'name = "t"\n[replay]\ndelays = [10, 1]'), r"replay\.delays: expected distinct"),
+        (('name = "t"', 'name = "t"\n[replay]\nrepeats = 0'), r"replay\.repeats: expected an integer >= 1"),
+        (
+            ("steps = 5", 'steps = 5\ntarget = "random"\n[replay]'),
+            r"replay\.attacks: 'pgd-random' is targeted",
+        ),
     ],
 )
 def test_mistakes_name_their_key_path(change, message):

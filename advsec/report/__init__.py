@@ -20,6 +20,7 @@ from advsec.report.figures import (
     examples_png,
     family_styles,
     pareto_front,
+    replay_png,
     robust_vs_eps_png,
     tradeoff_png,
 )
@@ -31,9 +32,18 @@ from advsec.report.tables import (
     certified_table,
     defense_table,
     repeats_table,
+    replay_table,
     sanity_table,
+    transfer_table,
 )
-from advsec.results import cell_summaries, certified_radii, certified_summaries, defense_summaries
+from advsec.results import (
+    cell_summaries,
+    certified_radii,
+    certified_summaries,
+    defense_summaries,
+    replay_summaries,
+    transfer_summaries,
+)
 from advsec.store import Store
 
 __all__ = ["build_report", "pareto_front"]
@@ -88,18 +98,37 @@ REPEATS = (
     "over the test samples."
 )
 
+REPLAY = (
+    "The sitting-duck protocol. A static model is a sitting duck: an adversarial example found once works "
+    "forever. At one moment the attacker crafts adversarial examples: white-box against a snapshot of the "
+    "model as it is then, adaptively through the expectation over a random model's draws (EOT), or with "
+    "queries only against the live model, which may move under those queries. The live model then answers "
+    "Δ further queried samples of ordinary traffic and the examples are replayed: replay success is the "
+    "share of samples it now misclassifies (Wilson 95 % interval over samples × repeated replays, each from "
+    "the same moment with fresh randomness), next to its error on the clean inputs at the same moments. "
+    "“Crafted” is the success against the snapshot itself. A static model's replay success is flat; a "
+    "dynamic model that denies the replaying attacker shows it falling with Δ, or below “Crafted” at once."
+)
+
+TRANSFER = (
+    "Each row's adversarial examples were crafted white-box on one member of the ensemble; the columns say "
+    "how many of them fool each member. The diagonal is the member the attacker had; off the diagonal is "
+    "what the random choice of member buys."
+)
+
 
 def build_report(store: Store, out_dir: Path) -> Path:
     """Write report.html, report.md and the figures for ``store`` into ``out_dir``; return report.html."""
     meta = store.meta()
     cells = cell_summaries(store)
     certified = certified_summaries(store)
+    replays = replay_summaries(store)
     if not cells and not certified:
         raise AdvsecError(
             f"the store {store.path} holds no finished cells or certificates; run the spec first, then report"
         )
     defenses = defense_summaries(store, cells)
-    named = defense_styles(list(dict.fromkeys(d["defense"] for d in [*defenses, *certified])))
+    named = defense_styles(list(dict.fromkeys(d["defense"] for d in [*defenses, *certified, *replays])))
     families = _families(defenses)
     styles = family_styles(named, families)
     shown = report_budgets(cells, meta.get("report_eps"))
@@ -139,6 +168,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
         ]
     if certified:
         blocks += _certification(store, certified, cells, styles)
+    if replays:
+        blocks += _replay(store, replays, meta, styles)
     blocks += [Heading("How this is scored"), Text(SCORING)]
     if meta.get("spec"):
         blocks.append(Code("Spec (TOML)", meta["spec"], "toml"))
@@ -173,6 +204,24 @@ def _certification(
         certified_table(certified, cells),
         Image("certified.png", png, "Certified accuracy vs ℓ2 radius"),
     ]
+
+
+def _replay(
+    store: Store, replays: list[dict[str, Any]], meta: dict[str, Any], styles: dict[str, Style]
+) -> list[Block]:
+    """The sitting-duck protocol: replay success against the delay, and transfer between ensemble members."""
+    norm, eps = meta.get("replay_threat", ["linf", 0.0])
+    transfers = transfer_summaries(store, list(dict.fromkeys(r["defense"] for r in replays)))
+    blocks: list[Block] = [
+        Heading("Sitting-duck replay"),
+        Text(f"{REPLAY} Budget: {budget_name(norm, eps)}."),
+        replay_table(replays),
+        Image("replay.png", replay_png(replays, styles), "Replay success against the delay since crafting"),
+    ]
+    for defense, matrix in transfers.items():
+        blocks += [Heading(f"Transfer between the members of {defense}", level=3), Text(TRANSFER),
+                   transfer_table(defense, matrix)]  # fmt: skip
+    return blocks
 
 
 def report_budgets(cells: list[dict[str, Any]], report_eps: float | None) -> dict[str, float]:

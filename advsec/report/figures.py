@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -17,10 +18,12 @@ matplotlib.use("Agg")  # before anything imports pyplot: never open a window, ev
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 # Okabe & Ito's colour-blind-safe palette, yellow last because it is faint on white.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.")
 DPI = 110
 MUTED = "#777777"
 BROKEN = "#D55E00"  # caption colour of an example the attack turned into a mistake
@@ -188,6 +191,41 @@ def certified_png(
     ax.set_xlim(0, reach)
     ax.set_ylim(-3, 103)
     ax.legend(loc="lower left", fontsize=8, frameon=False)  # the curves start high and fall to the right
+    return _png(fig)
+
+
+REPLAY_MODES = {
+    "snapshot": "White-box attack on a snapshot",
+    "eot": "Adaptive attack (EOT) on the live model",
+    "queries": "Query attack on the live model",
+}
+
+
+def replay_png(replays: list[dict[str, Any]], styles: dict[str, Style]) -> bytes:
+    """Replay success against the delay since crafting, a panel per crafting mode, a line per defense and
+    attack, with its Wilson 95 % band; the delay axis is logarithmic past 1 so that Δ = 0 shows."""
+    modes = [m for m in REPLAY_MODES if any(r["mode"] == m for r in replays)]
+    attacks = list(dict.fromkeys(r["attack"] for r in replays))
+    fig, axes = _panels(len(modes), width=4.8, height=3.8)
+    for ax, mode in zip(axes, modes, strict=True):
+        for r in (r for r in replays if r["mode"] == mode):
+            delays = sorted(r["replay"])
+            success = [100 * r["replay"][d]["success"] for d in delays]
+            low, high = zip(*(r["replay"][d]["interval"] for d in delays), strict=True)
+            style = styles[r["defense"]]
+            label = r["defense"] if len(attacks) == 1 else f"{r['defense']} ({r['attack']})"
+            dashes = LINESTYLES[attacks.index(r["attack"]) % len(LINESTYLES)]
+            ax.plot(delays, success, color=style.color, marker=style.marker, markersize=4, linestyle=dashes,
+                    label=label)  # fmt: skip
+            ax.fill_between(delays, [100 * v for v in low], [100 * v for v in high], color=style.color,
+                            alpha=0.15, linewidth=0)  # fmt: skip
+        ax.set_xscale("symlog", linthresh=1)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        ax.set_title(REPLAY_MODES[mode], fontsize=10)
+        ax.set_xlabel("Δ: queried samples between crafting and replay")
+        ax.set_ylim(-3, 103)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_ylabel("Replay success (% of samples misclassified)")
     return _png(fig)
 
 

@@ -178,10 +178,9 @@ def repeats_table(defenses: list[dict[str, Any]], repeats: int) -> Table | None:
             (budget_name(*_split(b)), summary["robust_single"][b], value, summary["robust_interval"][b])
             for b, value in summary["robust"].items()
         ]
-        for name, single, worst, (low, high) in scored:
-            interval = f"{percent(worst)} [{percent(low)}, {percent(high)}]"
+        for name, single, worst, bounds in scored:
             change = f"{100 * (worst - single):+.1f} pp"
-            rows.append([summary["defense"], name, percent(single), interval, change])
+            rows.append([summary["defense"], name, percent(single), with_interval(worst, bounds), change])
     if not rows:
         return None
     header = ["Defense", "Budget", "One evaluation", f"All {repeats} evaluations [95% CI]", "Change"]
@@ -211,3 +210,33 @@ def sanity_table(cells: list[dict[str, Any]]) -> Table | None:
         return None
     header = ["Defense", "Where", "Check", "Value", "Verdict", "What it measures"]
     return Table(header, rows, numeric=[False, False, False, True, False, False])
+
+
+def replay_table(replays: list[dict[str, Any]]) -> Table:
+    """A row per defense and attacker: success against the crafted-on snapshot, then replay success at each
+    delay (Wilson 95 % over samples × repeats), the clean error meanwhile, and what crafting cost."""
+    delays = list(dict.fromkeys(d for r in replays for d in r["replay"]))
+    rows = []
+    for r in replays:
+        replayed = [r["replay"].get(d) for d in delays]
+        clean = [p["clean_error"] for p in r["replay"].values()]
+        rows.append(
+            [r["defense"], f"{r['attack']} · {r['mode']}", percent(r["crafted"]),
+             *(MISSING if p is None else with_interval(p["success"], p["interval"]) for p in replayed),
+             percent(sum(clean) / len(clean)), f"{r['queries_per_sample']:,.0f}", seconds(r["wall_seconds"])]
+        )  # fmt: skip
+    header = ["Defense", "Attacker", "Crafted", *(f"Δ={d:,}" for d in delays), "Clean error",
+              "Queries / sample", "Craft s"]  # fmt: skip
+    return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2))
+
+
+def transfer_table(defense: str, matrix: list[list[float]]) -> Table:
+    """Examples crafted on each member of an ensemble (rows), scored on each member (columns)."""
+    rows = [[f"crafted on member {i}", *map(percent, row)] for i, row in enumerate(matrix)]
+    header = [defense, *(f"fools member {j}" for j in range(len(matrix)))]
+    return Table(header, rows, numeric=[False] + [True] * len(matrix))
+
+
+def with_interval(value: float, bounds: tuple[float, float]) -> str:
+    """A share and its 95 % interval, e.g. ``6.0% [3.5%, 10.2%]``."""
+    return f"{percent(value)} [{percent(bounds[0])}, {percent(bounds[1])}]"
