@@ -16,6 +16,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,15 @@ from advsec.data import Dataset
 from advsec.defense import Expectation
 from advsec.errors import BudgetError, InputError
 from advsec.progress import Progress
-from advsec.sanity import cascade_check, model_checks
+from advsec.sanity import (
+    EOT_PROBE_SAMPLES,
+    Check,
+    cascade_check,
+    eot_probe,
+    loss_check,
+    loss_not_raised,
+    model_checks,
+)
 from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin
 from advsec.store import AttackRecord, CellResult, Store
 from advsec.threat import ThreatModel, check_inputs
@@ -205,12 +214,22 @@ class CountingModel(nn.Module):
         self.model = model
         self.forwards = 0
         self.backwards = 0
+        self.counting = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.forwards += len(x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.backwards += len(x)
+        if self.counting:
+            self.forwards += len(x)
+            self.backwards += len(x) if torch.is_grad_enabled() and x.requires_grad else 0
         return self.model(x)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Passes that are not the attack's (sanity checks) go uncounted."""
+        self.counting = False
+        try:
+            yield
+        finally:
+            self.counting = True
 
 
 def evaluate_cell(
@@ -250,6 +269,7 @@ def evaluate_cell(
     x_final = x.clone()
     broken_by: list[str | None] = [None] * len(x)
     records = []
+    checks: list[Check] = []  # the loss checks of the gradient attacks, then the cell's other checks
     threat = ThreatModel(cell.norm, cell.eps, dataset.bounds) if cell.norm != CLEAN else None
     with progress.task(cell.title, total=len(cell.attacks)) as task:
         for spec_attack in cell.attacks:
@@ -265,6 +285,7 @@ def evaluate_cell(
                 spec_attack.adaptive,
             )
             forwards, backwards, attack_started = counted.forwards, counted.backwards, time.perf_counter()
+            gradient, stalled = registry.attacks.get(spec_attack.name).kind == "gradient", 0
             for chunk in todo.split(batch) if len(todo) else ():  # split() of nothing yields one empty chunk
                 target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
                 x_adv = attack.perturb(
@@ -276,6 +297,9 @@ def evaluate_cell(
                     generator=generator,
                 )
                 check_output(spec_attack.label, threat, x[chunk], x_adv)
+                if gradient:
+                    with counted.paused():
+                        stalled += loss_not_raised(adaptive, x[chunk], x_adv, y[chunk])
                 first = predict(deployed, x_adv, batch, dataset.num_classes).argmax(1)
                 pred_draws = _redraw(first, deployed, x_adv, batch, dataset.num_classes, draws)
                 pred = _worst(pred_draws, y[chunk])
@@ -295,14 +319,11 @@ def evaluate_cell(
             record.backwards = counted.backwards - backwards
             record.wall_seconds = time.perf_counter() - attack_started
             records.append(record)
+            if gradient and len(todo):
+                checks.append(loss_check(spec_attack.label, stalled, len(todo)))
             task.advance()
-    if threat is None:
-        checks = model_checks(deployed, x, y, stochastic=stochastic, batch=batch, bounds=dataset.bounds)
-    else:
-        kinds = [registry.attacks.get(a.name).kind for a in cell.attacks]
-        order = [(kind, record.broken) for kind, record in zip(kinds, records, strict=True)]
-        check = cascade_check(order, len(x)) if spec.evaluation.cascade else None
-        checks = [check] if check is not None else []
+    with counted.paused():
+        checks += _checks(cell, trained, deployed, adaptive, x, y, robust, records, dataset, spec)
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     return CellResult(
         cell=cell.key,
@@ -322,6 +343,43 @@ def evaluate_cell(
         examples=[(i, x[i].cpu().numpy(), x_final[i].cpu().numpy()) for i in shown],
         checks=checks,
     )
+
+
+def _checks(
+    cell: Cell,
+    trained: TrainedModel,
+    deployed: nn.Module,
+    adaptive: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    robust: torch.Tensor,
+    records: list[AttackRecord],
+    dataset: Dataset,
+    spec: Spec,
+) -> list[Check]:
+    """Sanity checks (:mod:`advsec.sanity`): the model's own in its clean cell, the evaluation's elsewhere."""
+    flags = type(trained.defense)
+    batch, classes = spec.evaluation.batch_size, dataset.num_classes
+    if cell.norm == CLEAN:
+        attacked = adaptive if adaptive_attacks(cell.defense, spec) else deployed
+        return model_checks(deployed, attacked, x, y, stochastic=flags.stochastic, stateful=flags.stateful,
+                            batch=batch, bounds=dataset.bounds)  # fmt: skip
+    checks = []
+    kinds = [registry.attacks.get(a.name).kind for a in cell.attacks]
+    order = [(kind, record.broken) for kind, record in zip(kinds, records, strict=True)]
+    if spec.evaluation.cascade and (check := cascade_check(order, len(x))):
+        checks.append(check)
+    if flags.stochastic and not any(a.adaptive for a in cell.attacks):
+        probed = slice(0, EOT_PROBE_SAMPLES)
+        draws = spec.evaluation.repeats
+
+        def correct(x_adv: torch.Tensor) -> torch.Tensor:
+            first = predict(deployed, x_adv, batch, classes).argmax(1)
+            return (_redraw(first, deployed, x_adv, batch, classes, draws) == y[probed]).all(0)
+
+        threat = ThreatModel(cell.norm, cell.eps, dataset.bounds)
+        checks.append(eot_probe(adaptive, x[probed], y[probed], robust[probed], threat, correct))
+    return checks
 
 
 @torch.no_grad()

@@ -5,26 +5,34 @@ an attack works (Carlini et al. 2019, "On evaluating adversarial robustness"; At
 - zero or non-finite input gradients on clean inputs: gradient attacks have nothing to follow;
 - accuracy that survives an unbounded attack (eps spanning the whole input range), which any classifier
   must lose: if it does not, the attack is not reaching the model;
-- predictions that differ between two identical queries of a defense that declares itself deterministic;
-- a query-only attack breaking samples every gradient attack before it left robust.
+- predictions that differ between two identical queries of a defense that declares itself deterministic,
+  or that change after other queries of one that declares itself stateless;
+- a gradient attack that leaves the loss it follows no higher than on the clean input;
+- a query-only attack breaking samples every gradient attack before it left robust;
+- a random defense attacked without EOT, where a short EOT attack breaks samples the evaluation left robust.
 A flag is not a verdict; it says where to look (and which adaptive attack to add).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advsec.attack import robust_accuracy
-from advsec.threat import ThreatModel
+from advsec.attack import gradient_attack, robust_accuracy
+from advsec.threat import ThreatModel, random_tensor
 
 ZERO_GRADIENT_LIMIT = 0.1  # share of samples with no usable input gradient before it is flagged
 UNBOUNDED_ACCURACY_LIMIT = 0.05  # accuracy an attack with an unlimited budget may leave before it is flagged
 UNBOUNDED_SAMPLES, UNBOUNDED_STEPS = 64, 20
 QUERY_BEATS_GRADIENT_LIMIT = 0.02  # share of samples only a query attack broke before it is flagged
+LOSS_STALL_LIMIT = 0.1  # share of attacked samples whose loss a gradient attack did not raise
+EOT_PROBE_SAMPLES, EOT_PROBE_STEPS = 64, 20
+EOT_PROBE_LIMIT = 0.05  # share of probed samples an EOT attack broke though the evaluation left them robust
 
 
 @dataclass(frozen=True)
@@ -37,16 +45,19 @@ class Check:
 
 def model_checks(
     deployed: nn.Module,
+    attacked: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
     stochastic: bool,
+    stateful: bool,
     batch: int,
     bounds: tuple[float, float],
 ) -> list[Check]:
-    """Checks of the deployed model itself, on clean inputs."""
-    zero = zero_gradient_rate(deployed, x, y, batch)
-    unbounded = unbounded_accuracy(deployed, x[:UNBOUNDED_SAMPLES], y[:UNBOUNDED_SAMPLES], bounds)
+    """Checks of the model on clean inputs: its gradients as the evaluation's attacks see them (through
+    ``attacked``, the deployed model or the adaptive view they differentiate), its flags as deployed."""
+    zero = zero_gradient_rate(attacked, x, y, batch)
+    unbounded = unbounded_accuracy(attacked, x[:UNBOUNDED_SAMPLES], y[:UNBOUNDED_SAMPLES], bounds)
     checks = [
         Check(
             "zero or non-finite input gradient",
@@ -70,6 +81,17 @@ def model_checks(
                 differs > 0,
                 "samples whose logits differ between two identical queries, though the defense "
                 "declares itself deterministic",
+            )
+        )
+    if not stateful:
+        changed = undeclared_state(deployed, x[:batch], bounds)
+        checks.append(
+            Check(
+                "undeclared statefulness",
+                changed,
+                changed > 0,
+                "fresh queries answered differently once the model has seen them, with its randomness "
+                "replayed, though the defense declares itself stateless",
             )
         )
     return checks
@@ -102,6 +124,75 @@ def undeclared_randomness(model: nn.Module, x: torch.Tensor) -> float:
     """Share of samples whose logits differ between two identical queries."""
     first, second = model(x), model(x)
     return (first - second).abs().flatten(1).amax(dim=1).gt(1e-5).float().mean().item() if len(x) else 0.0
+
+
+@torch.no_grad()
+def undeclared_state(model: nn.Module, x: torch.Tensor, bounds: tuple[float, float]) -> float:
+    """Share of fresh queries answered differently by two copies of the model, one of which saw them before.
+
+    Both answers start from the same state of torch's global generator, so a stateless model, random or
+    not, answers alike; one that counts queries, remembers them or keeps a generator of its own need not.
+    The queries are uniform noise within the bounds: inputs no earlier query can have matched.
+    """
+    if not len(x):
+        return 0.0
+    low, high = bounds
+    fresh = low + (high - low) * random_tensor(x.shape, x, torch.Generator(device=x.device).manual_seed(0))
+    unseen, seen = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        seed = int(torch.randint(2**62, ()))
+        torch.manual_seed(seed)
+        first = unseen(fresh)
+        seen(fresh)
+        seen(fresh)
+        torch.manual_seed(seed)
+        again = seen(fresh)
+    return (first - again).abs().flatten(1).amax(dim=1).gt(1e-5).float().mean().item()
+
+
+@torch.no_grad()
+def loss_not_raised(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> int:
+    """Samples whose cross-entropy at the attack's output is no higher than at the clean input."""
+    before = F.cross_entropy(model(x), y, reduction="none")
+    return int((F.cross_entropy(model(x_adv), y, reduction="none") <= before).sum())
+
+
+def loss_check(label: str, stalled: int, attacked: int) -> Check:
+    share = stalled / max(attacked, 1)
+    return Check(
+        f"loss not raised by {label}",
+        share,
+        share > LOSS_STALL_LIMIT,
+        "attacked samples whose loss (on the view the attack differentiates; the expectation for a random "
+        "model) is no higher after the gradient attack: it is not climbing what it follows",
+    )
+
+
+def eot_probe(
+    expectation: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    robust: torch.Tensor,
+    threat: ThreatModel,
+    correct: Callable[[torch.Tensor], torch.Tensor],
+) -> Check:
+    """PGD through the expectation over a random model's draws on the first samples the evaluation scored.
+
+    ``robust`` is the evaluation's per-sample verdict on ``x``; ``correct(x_adv)`` scores the probe's
+    examples on the deployed model as the evaluation scores its own. Samples the probe breaks that the
+    evaluation left robust mean its attacks were blunted by the randomness.
+    """
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    x_adv = gradient_attack(expectation, x, y, threat, steps=EOT_PROBE_STEPS, step_size=threat.eps / 8,
+                            generator=generator)  # fmt: skip
+    share = (robust & ~correct(x_adv)).float().mean().item() if len(x) else 0.0
+    return Check(
+        "EOT attack beat the evaluation",
+        share,
+        share > EOT_PROBE_LIMIT,
+        f"samples a PGD-{EOT_PROBE_STEPS} through the expected prediction (EOT) broke though the "
+        "evaluation's attacks left them robust: a random defense needs EOT attacks",
+    )
 
 
 def cascade_check(broken_by_kind: list[tuple[str, int]], n: int) -> Check | None:

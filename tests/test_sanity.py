@@ -1,0 +1,128 @@
+"""Sanity checks: planted broken evaluations are flagged, sound ones pass."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from advsec.defense import Defense, Transformed
+from advsec.defenses.gaussian_noise import GaussianNoise
+from advsec.defenses.rekey import Rekeyed
+from advsec.harness import run_spec
+from advsec.progress import Progress
+from advsec.report import build_report
+from advsec.results import cell_summaries
+from advsec.sanity import model_checks
+from advsec.spec import parse_spec
+
+CPU = torch.device("cpu")
+QUIET = Progress(quiet=True)
+
+PLANTED = """
+name = "sanity"
+[train]
+epochs = 15
+[[defenses]]
+name = "standard"
+[[defenses]]
+name = "bit-depth"
+bits = 3
+[[defenses]]
+name = "random-resize-pad"
+[[defenses]]
+name = "weight-noise"
+sigma = 0.3
+[[threats]]
+norm = "linf"
+eps = [0.1]
+[[attacks]]
+name = "pgd"
+steps = 10
+[[attacks]]
+name = "square"
+queries = 300
+[evaluation]
+samples = 150
+adaptive = {adaptive}
+"""
+
+
+def _flags(tmp_path, adaptive: bool) -> dict[tuple[str, str, str], bool]:
+    spec = parse_spec(PLANTED.format(adaptive=str(adaptive).lower()))
+    store = run_spec(spec, tmp_path, device=CPU, progress=QUIET)
+    assert "Sanity checks" in build_report(store, tmp_path / "report").read_text()
+    return {
+        (c["defense"], c["norm"], check["name"]): check["flagged"]
+        for c in cell_summaries(store)
+        for check in c["checks"]
+    }
+
+
+def test_planted_broken_evaluations_are_flagged(tmp_path):
+    flags = _flags(tmp_path, adaptive=False)
+    # bit-depth without BPDA: blind gradients, an unbounded attack that cannot win, a loss PGD cannot
+    # raise, and a query attack breaking what PGD could not.
+    assert flags[("bit-depth", "none", "zero or non-finite input gradient")]
+    assert flags[("bit-depth", "none", "accuracy under an unbounded attack")]
+    assert flags[("bit-depth", "linf", "loss not raised by pgd")]
+    assert flags[("bit-depth", "linf", "query attack beat gradient attacks")]
+    # random-resize-pad without EOT: a short EOT attack breaks what the evaluation left robust.
+    assert flags[("random-resize-pad", "linf", "EOT attack beat the evaluation")]
+    assert flags[("random-resize-pad", "none", "accuracy under an unbounded attack")]
+    # weight-noise without EOT: single-draw gradients cannot even win with an unlimited budget.
+    assert flags[("weight-noise", "none", "accuracy under an unbounded attack")]
+    assert not any(flagged for (defense, *_), flagged in flags.items() if defense == "standard")
+
+
+def test_adaptive_attacks_clear_the_flags_their_absence_raised(tmp_path):
+    flags = _flags(tmp_path, adaptive=True)
+    for defense in ("bit-depth", "random-resize-pad", "weight-noise"):
+        assert not flags[(defense, "none", "zero or non-finite input gradient")]
+        assert not flags[(defense, "none", "accuracy under an unbounded attack")]
+        assert (defense, "linf", "EOT attack beat the evaluation") not in flags  # EOT attacks ran
+    assert not flags[("bit-depth", "linf", "loss not raised by pgd+BPDA")]
+
+
+@dataclass
+class SecretlyRandom(Defense):
+    """Adds noise at inference but declares itself deterministic: the check must catch it."""
+
+    def wrap(self, model, *, bounds):
+        return Transformed(model, GaussianNoise(sigma=0.3), bounds)
+
+
+@dataclass
+class SecretlyStateful(Defense):
+    """Re-keys its weight noise when probed twice, but declares itself stateless: the check must catch it."""
+
+    stochastic = True
+
+    def wrap(self, model, *, bounds):
+        return Rekeyed(model, sigma=0.3, every=10_000, tolerance=1 / 255, memory=4096)
+
+
+@pytest.mark.parametrize(
+    ("defense", "stochastic", "caught", "passes"),
+    [
+        (SecretlyRandom(), False, "undeclared randomness", "undeclared statefulness"),
+        (SecretlyStateful(), True, "undeclared statefulness", None),
+        (GaussianNoise(sigma=0.3), True, None, "undeclared statefulness"),  # random, stateless, declared
+    ],
+)
+def test_a_defense_that_misdeclares_itself_is_caught(
+    digits, digits_models, defense, stochastic, caught, passes
+):
+    x, y = digits.x_test[:64], digits.y_test[:64]
+    deployed = defense.wrap(digits_models["standard"], bounds=digits.bounds)
+    found = model_checks(deployed, deployed, x, y, stochastic=stochastic, stateful=False, batch=64,
+                         bounds=digits.bounds)  # fmt: skip
+    checks = {c.name: c for c in found}
+    if caught:
+        assert checks[caught].flagged and checks[caught].value > 0.9
+    if passes:
+        assert not checks[passes].flagged
+    assert not checks["zero or non-finite input gradient"].flagged
+    standard = digits_models["standard"]
+    sound = model_checks(standard, standard, x, y, stochastic=False, stateful=False, batch=64,
+                         bounds=digits.bounds)  # fmt: skip
+    assert not any(c.flagged for c in sound)
