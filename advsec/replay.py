@@ -11,7 +11,7 @@ attacker crafts adversarial examples in one of three ways:
 
 The live model then answers Δ further queried samples of ordinary traffic (test samples nobody attacks) and
 the examples are replayed: the share it now gets wrong is the replay success at Δ. Each replay is repeated
-from the same moment with fresh randomness; successes pool over samples and repeats (Wilson interval).
+from the same moment with fresh randomness; successes pool over the repeats (Wilson interval over samples).
 The model's error on the clean inputs at the same moment is measured beside it, the error it makes anyway.
 Only a stateful model answers the traffic: a stateless model's next answer does not depend, by definition,
 on the queries in between, so sending it traffic would change nothing but the run time.
@@ -159,7 +159,7 @@ class Replayer:
             elapsed = 0
             for delay in self.settings.delays:
                 if stateful:
-                    self.answer(moving, traffic, delay - elapsed)
+                    self.answer(moving, traffic, elapsed, delay)
                     elapsed = delay
                 fooled = self.wrong(copy.deepcopy(moving), x_adv, y)
                 trials.append((delay, repeat, fooled, self.wrong(copy.deepcopy(moving), x, y)))
@@ -203,10 +203,11 @@ class Replayer:
         return int((predict(model, x, self.batch, self.num_classes).argmax(1) != y).sum())
 
     @torch.no_grad()
-    def answer(self, model: nn.Module, traffic: torch.Tensor, n: int) -> None:
-        """Let ``model`` answer ``n`` queried samples of ordinary traffic, cycling through ``traffic``."""
-        for start in range(0, n, self.batch):
-            model(traffic[torch.arange(start, min(start + self.batch, n)) % len(traffic)])
+    def answer(self, model: nn.Module, traffic: torch.Tensor, begin: int, end: int) -> None:
+        """Let ``model`` answer the ``begin``-th to ``end``-th samples of ordinary traffic, which cycles
+        through ``traffic``: each sample once, unless more are asked for than it holds."""
+        for start in range(begin, end, self.batch):
+            model(traffic[torch.arange(start, min(start + self.batch, end)) % len(traffic)])
 
 
 def _key(model: str, label: str, protocol: dict[str, Any]) -> str:

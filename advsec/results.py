@@ -145,8 +145,10 @@ def certified_summaries(store: Store) -> list[dict[str, Any]]:
 def replay_summaries(store: Store) -> list[dict[str, Any]]:
     """Per defense and attacker of the sitting-duck protocol: replay success at each delay (advsec.replay).
 
-    Success at a delay pools every repeat's replayed samples: the share the model got wrong, with Wilson's
-    95 % interval over those samples × repeats, beside its error on the clean inputs at the same moment.
+    Success at a delay pools every repeat's replayed samples: the share the model got wrong, beside its
+    error on the clean inputs at the same moment. Its Wilson 95 % interval counts the samples, not samples ×
+    repeats: repeats replay the same examples, so they average out the model's draws without adding
+    independent evidence.
     ``crafted`` is the success against the snapshot the examples were crafted on (snapshot mode only).
     """
     out = []
@@ -171,7 +173,7 @@ def replay_summaries(store: Store) -> list[dict[str, Any]]:
                 "replay": {
                     delay: {
                         "success": pooled["fooled"] / pooled["trials"],
-                        "interval": wilson_interval(pooled["fooled"], pooled["trials"]),
+                        "interval": wilson_interval(samples * pooled["fooled"] / pooled["trials"], samples),
                         "clean_error": pooled["clean_wrong"] / pooled["trials"],
                     }
                     for delay, pooled in delays.items()
@@ -215,7 +217,7 @@ def certified_radii(certificates: list[dict[str, Any]]) -> list[float]:
     return [c["radius"] for c in certificates if c["prediction"] == c["label"]]
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson's 95 % score interval for a proportion: sound near 0 and 1, where robust accuracies live."""
     if n == 0:
         return (0.0, 1.0)

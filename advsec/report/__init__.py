@@ -104,8 +104,8 @@ REPLAY = (
     "model as it is then, adaptively through the expectation over a random model's draws (EOT), or with "
     "queries only against the live model, which may move under those queries. The live model then answers "
     "Δ further queried samples of ordinary traffic and the examples are replayed: replay success is the "
-    "share of samples it now misclassifies (Wilson 95 % interval over samples × repeated replays, each from "
-    "the same moment with fresh randomness), next to its error on the clean inputs at the same moments. "
+    "share of samples it now misclassifies, pooled over repeated replays from the same moment with fresh "
+    "randomness (Wilson 95 % interval over the samples), next to its error on the clean inputs meanwhile. "
     "“Crafted” is the success against the snapshot itself. A static model's replay success is flat; a "
     "dynamic model that denies the replaying attacker shows it falling with Δ, or below “Crafted” at once."
 )

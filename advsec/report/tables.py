@@ -214,7 +214,7 @@ def sanity_table(cells: list[dict[str, Any]]) -> Table | None:
 
 def replay_table(replays: list[dict[str, Any]]) -> Table:
     """A row per defense and attacker: success against the crafted-on snapshot, then replay success at each
-    delay (Wilson 95 % over samples × repeats), the clean error meanwhile, and what crafting cost."""
+    delay (pooled over repeats; Wilson 95 % over samples), the clean error meanwhile, and crafting cost."""
     delays = list(dict.fromkeys(d for r in replays for d in r["replay"]))
     rows = []
     for r in replays:
