@@ -257,6 +257,31 @@ def report(run_ref: str, out: str | None) -> None:
     click.echo(build_report(store, Path(out) if out else store.path.parent))
 
 
+@main.command()
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@click.option("--out", type=click.Path(file_okay=False), help="Where to write compare.json and compare.md "
+              "[default: reports/compare-A-vs-B].")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
+def compare(run_a: str, run_b: str, out: str | None, as_json: bool) -> None:
+    """Compare two runs over the same data and budgets: accuracy deltas and per-sample flips."""
+    from advsec.compare import compare_runs, to_markdown
+
+    a, b = _open_run(run_a), _open_run(run_b)
+    comparison = compare_runs(a, b)
+    folder = Path(out) if out else REPORTS / f"compare-{a.path.parent.name}-vs-{b.path.parent.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "compare.json").write_text(json.dumps(comparison, indent=2))
+    (folder / "compare.md").write_text(to_markdown(comparison))
+    if as_json:
+        click.echo(json.dumps(comparison, indent=2))
+        return
+    from advsec.terminal import print_comparison
+
+    print_comparison(comparison)
+    click.echo(f"written: {folder / 'compare.md'}")
+
+
 @main.command(name="list")
 @click.argument(
     "kind", required=False, type=click.Choice(["attacks", "defenses", "generators", "datasets", "models"])

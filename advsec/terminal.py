@@ -124,6 +124,24 @@ def print_replays(replays: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
+def print_comparison(comparison: dict[str, Any]) -> None:
+    """Accuracy (%) per defense and budget in runs A and B, the change, and the samples that flipped."""
+    title = f"{comparison['a']['name']} (A) vs {comparison['b']['name']} (B)"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("defense", "budget"):
+        table.add_column(column, no_wrap=True)
+    for column in ("A", "B", "Δ pp", "lost", "gained"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in comparison["cells"]:
+        budget = "clean" if row["norm"] == "none" else f"{row['norm']} {row['eps']:g}"
+        table.add_row(row["defense"], budget, f"{100 * row['a']:.1f}", f"{100 * row['b']:.1f}",
+                      f"{100 * row['delta']:+.1f}", str(row["lost"]), str(row["gained"]))  # fmt: skip
+    _console().print(table)
+    for side in ("a", "b"):
+        if comparison[f"only_in_{side}"]:
+            _console().print(f"only in {side.upper()}: {', '.join(comparison[f'only_in_{side}'])}")
+
+
 def _console() -> Console:
     """The terminal's width on a terminal; wide enough for any table when piped into a file or a test."""
     return Console() if sys.stdout.isatty() else Console(width=200)
