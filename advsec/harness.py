@@ -32,6 +32,7 @@ from advsec.attack import Attack
 from advsec.data import Dataset
 from advsec.defense import Expectation
 from advsec.errors import BudgetError, InputError
+from advsec.privacy import MembershipInference, membership_inference
 from advsec.progress import Progress
 from advsec.sanity import (
     EOT_PROBE_SAMPLES,
@@ -45,7 +46,7 @@ from advsec.sanity import (
 from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin
 from advsec.store import AttackRecord, CellResult, Store
 from advsec.threat import ThreatModel, check_inputs
-from advsec.train import TrainedModel, load_or_train, model_key
+from advsec.train import TrainedModel, load_or_train, model_key, trained_on
 
 CLEAN = "none"  # the norm of a defense's clean cell: no attack, just accuracy
 
@@ -324,6 +325,10 @@ def evaluate_cell(
             task.advance()
     with counted.paused():
         checks += _checks(cell, trained, deployed, adaptive, x, y, robust, records, dataset, spec)
+    privacy = []
+    if threat is None:
+        with counted.paused():
+            privacy = _membership(trained, deployed, x, y, dataset, spec)
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     return CellResult(
         cell=cell.key,
@@ -342,6 +347,23 @@ def evaluate_cell(
         wall_seconds=time.perf_counter() - started,
         examples=[(i, x[i].cpu().numpy(), x_final[i].cpu().numpy()) for i in shown],
         checks=checks,
+        privacy=privacy,
+    )
+
+
+def _membership(
+    trained: TrainedModel, deployed: nn.Module, x: torch.Tensor, y: torch.Tensor, dataset: Dataset, spec: Spec
+) -> list[MembershipInference]:
+    """Membership inference against the deployed model: as many training samples it learned from as test
+    samples evaluated, told apart by their loss, benign and at the report's budget (:mod:`advsec.privacy`)."""
+    members = trained_on(dataset, trained.defense, spec.seed)[: len(x)]
+    threat = ThreatModel(spec.threats[0].norm, spec.report_eps, dataset.bounds)
+    return membership_inference(
+        deployed,
+        (dataset.x_train[members].to(x.device), dataset.y_train[members].to(x.device)),
+        (x, y),
+        threat=threat,
+        batch=spec.evaluation.batch_size,
     )
 
 

@@ -69,6 +69,7 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
             {"name": c["name"], "value": c["value"], "flagged": bool(c["flagged"]), "detail": c["detail"]}
             for c in store.sanity(cell["cell"])
         ],
+        "privacy": store.privacy(cell["cell"]),  # membership inference, in the clean cell
         "wall_seconds": cell["wall_seconds"],
         "forwards": cell["forwards"],
         "backwards": cell["backwards"],
@@ -111,6 +112,9 @@ def defense_summaries(store: Store, cells: list[dict[str, Any]] | None = None) -
                 "forwards": sum(c["forwards"] for c in attacked),
                 "backwards": sum(c["backwards"] for c in attacked),
                 "stochastic": bool(model.get("stochastic")),
+                # Membership inference by signal: how far training samples can be told from others.
+                "privacy": {m["signal"]: m for m in clean["privacy"]},
+                "flags": [check["name"] for c in own for check in c["checks"] if check["flagged"]],
             }
         )
     return out

@@ -160,7 +160,7 @@ def loss_not_raised(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: t
 def loss_check(label: str, stalled: int, attacked: int) -> Check:
     share = stalled / max(attacked, 1)
     return Check(
-        f"loss not raised by {label}",
+        f"loss not raised: {label}",
         share,
         share > LOSS_STALL_LIMIT,
         "attacked samples whose loss (on the view the attack differentiates; the expectation for a random "

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from advsec.errors import AdvsecError
+from advsec.privacy import MembershipInference
 from advsec.sanity import Check
 
 SCHEMA = """
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS certifications (
 CREATE TABLE IF NOT EXISTS certificates (
     defense TEXT, idx INTEGER, label INTEGER, prediction INTEGER, count INTEGER, p_lower REAL, radius REAL,
     PRIMARY KEY (defense, idx));
+CREATE TABLE IF NOT EXISTS privacy (
+    cell TEXT, signal TEXT, samples INTEGER, accuracy REAL, advantage REAL, PRIMARY KEY (cell, signal));
 CREATE TABLE IF NOT EXISTS replays (
     defense TEXT, position INTEGER, key TEXT, attack TEXT, mode TEXT, samples INTEGER, crafted_fooled INTEGER,
     queries INTEGER, wall_seconds REAL, PRIMARY KEY (defense, position));
@@ -96,6 +99,7 @@ class CellResult:
     wall_seconds: float
     examples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (sample, clean, adv)
     checks: list[Check] = field(default_factory=list)
+    privacy: list[MembershipInference] = field(default_factory=list)  # the clean cell's
 
 
 @dataclass
@@ -167,6 +171,7 @@ class Store:
                 "attempts",
                 "examples",
                 "sanity",
+                "privacy",
                 "certifications",
                 "certificates",
                 "replays",
@@ -215,7 +220,7 @@ class Store:
         attacks = result.attacks
         with self.db:
             self.db.execute("DELETE FROM cells WHERE cell = ?", (result.cell,))
-            for table in ("cell_attacks", "samples", "attempts", "examples", "sanity"):
+            for table in ("cell_attacks", "samples", "attempts", "examples", "sanity", "privacy"):
                 self.db.execute(f"DELETE FROM {table} WHERE cell = ?", (result.cell,))
             self.db.executemany(
                 "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -258,6 +263,10 @@ class Store:
                 [(result.cell, i, c.name, c.value, int(c.flagged), c.detail)
                  for i, c in enumerate(result.checks)],
             )  # fmt: skip
+            self.db.executemany(
+                "INSERT INTO privacy VALUES (?, ?, ?, ?, ?)",
+                [(result.cell, m.signal, m.samples, m.accuracy, m.advantage) for m in result.privacy],
+            )
             self.db.execute(
                 "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, datetime('now'))",
                 (
@@ -338,6 +347,10 @@ class Store:
 
     def sanity(self, cell: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM sanity WHERE cell = ? ORDER BY position", (cell,))
+
+    def privacy(self, cell: str) -> list[dict[str, Any]]:
+        query = "SELECT signal, samples, accuracy, advantage FROM privacy WHERE cell = ? ORDER BY rowid"
+        return self._rows(query, (cell,))
 
     def cell_attacks(self, cell: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM cell_attacks WHERE cell = ? ORDER BY position", (cell,))

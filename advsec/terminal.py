@@ -69,22 +69,28 @@ def _cell(value: Any) -> str:
 
 
 def print_scorecard(store: Store) -> None:
-    """Clean and worst-case robust accuracy per defense and budget, with costs."""
+    """Clean and worst-case robust accuracy per defense and budget, sanity flags, privacy cost and costs."""
     defenses = defense_summaries(store)
     budgets = list(dict.fromkeys(b for d in defenses for b in d["robust"]))
     table = Table(
         title=f"{store.meta().get('name', 'run')}: accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD
     )
+    signals = list(dict.fromkeys(signal for d in defenses for signal in d["privacy"]))
     table.add_column("defense", no_wrap=True)
-    for column in ["clean", *(b.replace(":", " ") for b in budgets), "train s", "attack s"]:
+    columns = ["clean", *(b.replace(":", " ") for b in budgets), "flags"]
+    columns += [f"MI adv. {signal} (pp)" for signal in signals] + ["train s", "attack s"]
+    for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for d in defenses:
         robust = [f"{100 * d['robust'][b]:.1f}" if b in d["robust"] else "" for b in budgets]
+        privacy = [f"{100 * d['privacy'][s]['advantage']:+.1f}" if s in d["privacy"] else "" for s in signals]
         train_seconds = "" if d["train_seconds"] is None else f"{d['train_seconds']:.1f}"
         table.add_row(
             d["defense"],
             f"{100 * d['clean_accuracy']:.1f}",
             *robust,
+            str(len(d["flags"])),
+            *privacy,
             train_seconds,
             f"{d['attack_seconds']:.1f}",
         )

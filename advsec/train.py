@@ -143,8 +143,7 @@ def train(
     every epoch (:class:`OverfittingGuard`).
     """
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(dataset.x_train), generator=generator)
-    held_out, kept = order[: defense.guard_samples], order[defense.guard_samples :]
+    held_out, kept = training_split(len(dataset.x_train), defense.guard_samples, generator)
     x, y = dataset.x_train[kept].to(device), dataset.y_train[kept].to(device)
     model.to(device).train()
     optimizer = _optimizer(model, config)
@@ -180,6 +179,18 @@ def train(
                 break
     model.eval()
     return history
+
+
+def training_split(n: int, held_out: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the ``held_out`` training samples kept for the overfitting guard, and of those trained on:
+    the two ends of one permutation drawn from ``generator``."""
+    order = torch.randperm(n, generator=generator)
+    return order[:held_out], order[held_out:]
+
+
+def trained_on(dataset: Dataset, defense: Defense, seed: int) -> torch.Tensor:
+    """The indices of the training samples a model trained with ``seed`` learned from, in a random order."""
+    return training_split(len(dataset.x_train), defense.guard_samples, torch.Generator().manual_seed(seed))[1]
 
 
 class OverfittingGuard:

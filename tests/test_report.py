@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from advsec.privacy import MembershipInference
 from advsec.report import build_report, pareto_front
 from advsec.store import AttackRecord, CellResult, Store
 
@@ -73,8 +74,13 @@ def make_cell(
         attacks=records,
         wall_seconds=1.25,
         examples=examples,
+        privacy=[]
+        if breaks
+        else [MembershipInference("loss", N, (1 + PRIVACY[defense]) / 2, PRIVACY[defense])],
     )
 
+
+PRIVACY = {"standard": 0.05, "pgd-at": 0.25}  # membership-inference advantage measured in the clean cell
 
 # A training run whose overfitting guard fired at epoch 3 and restored epoch 2.
 GUARDED = [
@@ -204,6 +210,8 @@ def test_printed_accuracies_match_the_samples(built: Path) -> None:
         defenses = tables[0]
         for defense, (wrong, grid) in PLAN.items():
             assert column(defenses, defense, "Clean") == f"{100 * (N - len(wrong)) / N:.1f}%"
+            assert column(defenses, defense, "MI advantage (loss)") == f"{100 * PRIVACY[defense]:+.1f} pp"
+            assert column(defenses, defense, "Flags") == "0"
             for eps, (fgsm, pgd) in grid.items():
                 robust = N - len(wrong | fgsm | pgd)  # by hand: clean-correct and unbroken by both
                 assert column(defenses, defense, f"ℓ∞ ε={eps:g}") == f"{100 * robust / N:.1f}%"

@@ -64,7 +64,7 @@ def test_planted_broken_evaluations_are_flagged(tmp_path):
     # raise, and a query attack breaking what PGD could not.
     assert flags[("bit-depth", "none", "zero or non-finite input gradient")]
     assert flags[("bit-depth", "none", "accuracy under an unbounded attack")]
-    assert flags[("bit-depth", "linf", "loss not raised by pgd")]
+    assert flags[("bit-depth", "linf", "loss not raised: pgd")]
     assert flags[("bit-depth", "linf", "query attack beat gradient attacks")]
     # random-resize-pad without EOT: a short EOT attack breaks what the evaluation left robust.
     assert flags[("random-resize-pad", "linf", "EOT attack beat the evaluation")]
@@ -80,7 +80,7 @@ def test_adaptive_attacks_clear_the_flags_their_absence_raised(tmp_path):
         assert not flags[(defense, "none", "zero or non-finite input gradient")]
         assert not flags[(defense, "none", "accuracy under an unbounded attack")]
         assert (defense, "linf", "EOT attack beat the evaluation") not in flags  # EOT attacks ran
-    assert not flags[("bit-depth", "linf", "loss not raised by pgd+BPDA")]
+    assert not flags[("bit-depth", "linf", "loss not raised: pgd+BPDA")]
 
 
 @dataclass

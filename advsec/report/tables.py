@@ -32,18 +32,32 @@ def budgets(cells: list[dict[str, Any]]) -> list[tuple[str, float]]:
     return sorted(pairs, key=lambda pair: (norms.index(pair[0]), pair[1]))
 
 
-def defense_table(defenses: list[dict[str, Any]], cells: list[dict[str, Any]]) -> Table:
-    """A row per defense: clean accuracy, worst-case robust accuracy per budget, and what it all cost."""
+CERTIFIED_RADIUS = "0.5"  # the scorecard's certified column: Cohen et al.'s usual reference radius
+
+
+def scorecard(
+    defenses: list[dict[str, Any]], cells: list[dict[str, Any]], certified: list[dict[str, Any]]
+) -> Table:
+    """A row per defense: clean and worst-case robust accuracy per budget (a random defense's with its 95 %
+    interval), certified accuracy where there is one, sanity flags, privacy cost and what it all cost."""
     columns = budgets(cells)
+    certified_at = {c["defense"]: c["certified"].get(CERTIFIED_RADIUS) for c in certified}
+    signals = list(dict.fromkeys(signal for d in defenses for signal in d["privacy"]))
     rows = []
     for summary in defenses:
-        robust = summary["robust"]
+        robust = [(summary["robust"].get(key), summary["robust_interval"].get(key))
+                  for key in (f"{norm}:{eps:g}" for norm, eps in columns)]  # fmt: skip
+        random = summary["stochastic"]
+        shown = [with_interval(v, ci) if random and v is not None else percent(v) for v, ci in robust]
         rows.append(
             [
                 summary["defense"],
                 _method(summary),
                 percent(summary["clean_accuracy"]),
-                *(percent(robust.get(f"{norm}:{eps:g}")) for norm, eps in columns),
+                *shown,
+                *([percent(certified_at.get(summary["defense"]))] if certified else []),
+                str(len(summary["flags"])),
+                *(_advantage(summary["privacy"].get(signal)) for signal in signals),
                 seconds(summary["train_seconds"]),
                 seconds(summary["attack_seconds"]),
                 count(summary["forwards"]),
@@ -51,8 +65,15 @@ def defense_table(defenses: list[dict[str, Any]], cells: list[dict[str, Any]]) -
             ]
         )
     header = ["Defense", "Method", "Clean", *(budget_name(n, e) for n, e in columns)]
+    header += [f"Certified ℓ2 r={CERTIFIED_RADIUS}"] * bool(certified) + ["Flags"]
+    header += [f"MI advantage ({signal})" for signal in signals]
     header += ["Train s", "Attack s", "Forwards", "Backwards"]
     return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2), sortable=True)
+
+
+def _advantage(inference: dict[str, Any] | None) -> str:
+    """A membership-inference advantage (TPR − FPR) in percentage points; 0 is chance."""
+    return MISSING if inference is None else f"{100 * inference['advantage']:+.1f} pp"
 
 
 def attack_tables(cells: list[dict[str, Any]]) -> list[Block]:
@@ -192,8 +213,14 @@ def _split(budget: str) -> tuple[str, float]:
     return norm, float(eps)
 
 
-def sanity_table(cells: list[dict[str, Any]]) -> Table | None:
-    """Every sanity check of every cell: what it measured and whether it flags the evaluation."""
+def sanity_table(cells: list[dict[str, Any]]) -> tuple[Table, Table] | None:
+    """Every sanity check of every cell and whether it flags the evaluation; then what each kind measures.
+
+    A check about one attack is named ``kind: attack``; the second table explains each kind once.
+    """
+    checks = [(cell, check) for cell in cells for check in cell["checks"]]
+    if not checks:
+        return None
     rows = [
         [
             cell["defense"],
@@ -201,15 +228,16 @@ def sanity_table(cells: list[dict[str, Any]]) -> Table | None:
             check["name"],
             percent(check["value"]),
             "FLAG" if check["flagged"] else "pass",
-            check["detail"],
         ]
-        for cell in cells
-        for check in cell["checks"]
+        for cell, check in checks
     ]
-    if not rows:
-        return None
-    header = ["Defense", "Where", "Check", "Value", "Verdict", "What it measures"]
-    return Table(header, rows, numeric=[False, False, False, True, False, False])
+    kinds = {check["name"].split(":")[0]: check["detail"] for _, check in checks}
+    verdicts = Table(
+        ["Defense", "Where", "Check", "Value", "Verdict"], rows, numeric=[False, False, False, True, False]
+    )
+    return verdicts, Table(
+        ["Check", "What it measures"], [list(kind) for kind in kinds.items()], numeric=[False, False]
+    )
 
 
 def replay_table(replays: list[dict[str, Any]]) -> Table:
