@@ -153,7 +153,7 @@ def build_report(store: Store, out_dir: Path) -> Path:
             Heading("Trade-off"),
             Image(
                 "tradeoff.png",
-                tradeoff_png(_tradeoff_panels(cells, clean, shown), styles, families),
+                tradeoff_png(_tradeoff_panels(cells, clean), styles, families),
                 "Trade-off chart",
             ),
             Heading("Robust accuracy vs budget"),
@@ -254,15 +254,16 @@ def report_budgets(cells: list[dict[str, Any]], report_eps: float | None) -> dic
 
 
 def _tradeoff_panels(
-    cells: list[dict[str, Any]], clean: dict[str, float], shown: dict[str, float]
+    cells: list[dict[str, Any]], clean: dict[str, float]
 ) -> list[tuple[str, float, dict[str, tuple[float, float]]]]:
+    """A trade-off panel per attacked budget: each defense's (clean, robust) accuracy there."""
     return [
         (
             norm,
             eps,
             {c["defense"]: (clean[c["defense"]], c["robust_accuracy"]) for c in _at(cells, norm, eps)},
         )
-        for norm, eps in shown.items()
+        for norm, eps in budgets(cells)
     ]
 
 

@@ -92,12 +92,13 @@ def tradeoff_png(
     styles: dict[str, Style],
     families: dict[str, list[str]] | None = None,
 ) -> bytes:
-    """Clean (x) against robust (y) accuracy, one panel per ``(norm, eps, {defense: (clean, robust)})``.
+    """Clean (x) against robust (y) accuracy, one panel per ``(norm, eps, {defense: (clean, robust)})``,
+    three to a row (two when there are four), each with its Pareto frontier.
 
     Each of ``families`` (a swept parameter's defenses, in sweep order) is joined by a line: the
     trade-off curve that parameter traces.
     """
-    fig, axes = _panels(len(panels), width=5.2, height=4.2)
+    fig, axes = _panels(len(panels), width=5.2, height=4.2, columns=2 if len(panels) == 4 else 3)
     for ax, (norm, eps, points) in zip(axes, panels, strict=True):
         for family, members in (families or {}).items():
             curve = [points[m] for m in members if m in points]
@@ -109,17 +110,13 @@ def tradeoff_png(
         for name, (x, y) in zip(names, xy, strict=True):
             style = styles[name]
             ax.scatter(x, y, color=style.color, marker=style.marker, s=60, zorder=2, edgecolor="white")
-            ax.annotate(
-                name, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=9, color=style.color
-            )
         ax.set_title(f"Clean vs robust accuracy at {budget_name(norm, eps)}", fontsize=10)
         ax.set_xlabel("Clean accuracy (%)")
         ax.set_ylabel("Robust accuracy (%)")
         ax.margins(0.18)
-        left, right = ax.get_xlim()
-        bottom, top = ax.get_ylim()
-        ax.set_xlim(left, min(right, 101))  # accuracy never exceeds 100 %
-        ax.set_ylim(max(bottom, -1), min(top, 101))
+        ax.set_xlim(*_span(*ax.get_xlim()))
+        ax.set_ylim(*_span(*ax.get_ylim()))
+        _label_points(ax, names, xy, styles)
         # The frontier bounds the region it dominates: from the left edge, down its steps, to the floor.
         xs = [ax.get_xlim()[0], *(x for x, _ in front)]
         ys = [*(y for _, y in front), ax.get_ylim()[0]]
@@ -128,6 +125,36 @@ def tradeoff_png(
         )
         ax.legend(loc="lower left", fontsize=8, frameon=False)
     return _png(fig)
+
+
+# Where a point's label may go, in points from it: right above, right below, left above, left below.
+LABEL_SPOTS = ((6, 5, "left"), (6, -13, "left"), (-6, 5, "right"), (-6, -13, "right"))
+
+
+def _label_points(
+    ax: Axes, names: list[str], xy: list[tuple[float, float]], styles: dict[str, Style]
+) -> None:
+    """Name each point beside it, in the first spot whose label box overlaps no label placed before."""
+    to_pixels, per_point = ax.transData.transform, DPI / 72
+    taken: list[tuple[float, float, float, float]] = []
+    for name, (x, y) in zip(names, xy, strict=True):
+        px, py = to_pixels((x, y))
+        width, height = 5.5 * len(name) * per_point, 11 * per_point  # a 9-point label, roughly
+        for dx, dy, align in LABEL_SPOTS:
+            left = px + dx * per_point - (width if align == "right" else 0)
+            box = (left, py + dy * per_point, left + width, py + dy * per_point + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                break
+        taken.append(box)
+        ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=align, fontsize=9,
+                    color=styles[name].color)  # fmt: skip
+
+
+def _span(low: float, high: float, least: float = 5.0) -> tuple[float, float]:
+    """Axis limits in percent: at least ``least`` points wide (all defenses at 0 % still get an axis), and
+    never past the −1 to 101 % accuracy can reach."""
+    middle, half = (low + high) / 2, max(high - low, least) / 2
+    return max(middle - half, -1.0), min(middle + half, 101.0)
 
 
 def robust_vs_eps_png(
@@ -294,9 +321,17 @@ def _draw_waveforms(ax: Axes, example: Example, color: str, bounds: tuple[float,
     ax.set_ylim(*bounds)
 
 
-def _panels(count: int, *, width: float, height: float) -> tuple[Figure, list[Axes]]:
-    fig = Figure(figsize=(width * count, height), layout="constrained")
-    axes = fig.subplots(1, count, squeeze=False)[0]
+def _panels(
+    count: int, *, width: float, height: float, columns: int | None = None
+) -> tuple[Figure, list[Axes]]:
+    """``count`` panels of ``width`` × ``height`` inches, in rows of ``columns`` (one row by default)."""
+    columns = min(columns or count, count)
+    rows = -(-count // columns)
+    fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    grid = fig.subplots(rows, columns, squeeze=False).flatten()
+    for spare in grid[count:]:
+        spare.remove()
+    axes = list(grid[:count])
     for ax in axes:
         ax.grid(color="#e5e5e5", linewidth=0.6)
         ax.set_axisbelow(True)
