@@ -12,6 +12,7 @@ from typing import Any
 from advsec.store import Store
 
 RADIUS_STEP = 0.25  # certified accuracy is reported at ℓ2 radii 0, 0.25, 0.5, …, at least up to 1
+CERTIFIED_RADIUS = "0.5"  # the scorecard's certified column: Cohen et al.'s usual reference radius
 
 
 def cell_summaries(store: Store) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from advsec import registry
 from advsec.errors import PluginError
-from advsec.results import defense_summaries
+from advsec.results import CERTIFIED_RADIUS, certified_summaries, defense_summaries
 from advsec.store import Store
 
 _CAPABILITIES: dict[str, list[str]] = {
@@ -71,18 +71,23 @@ def _cell(value: Any) -> str:
 def print_scorecard(store: Store) -> None:
     """Clean and worst-case robust accuracy per defense and budget, sanity flags, privacy cost and costs."""
     defenses = defense_summaries(store)
+    certified = {c["defense"]: c["certified"].get(CERTIFIED_RADIUS) for c in certified_summaries(store)}
     budgets = list(dict.fromkeys(b for d in defenses for b in d["robust"]))
     table = Table(
         title=f"{store.meta().get('name', 'run')}: accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD
     )
     signals = list(dict.fromkeys(signal for d in defenses for signal in d["privacy"]))
     table.add_column("defense", no_wrap=True)
-    columns = ["clean", *(b.replace(":", " ") for b in budgets), "flags"]
+    columns = ["clean", *(b.replace(":", " ") for b in budgets)]
+    columns += [f"certified ℓ2 r={CERTIFIED_RADIUS}"] * bool(certified) + ["flags"]
     columns += [f"MI adv. {signal} (pp)" for signal in signals] + ["train s", "attack s"]
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for d in defenses:
-        robust = [f"{100 * d['robust'][b]:.1f}" if b in d["robust"] else "" for b in budgets]
+        robust = [_robust(d, b) for b in budgets]
+        if certified:
+            value = certified.get(d["defense"])
+            robust.append("" if value is None else f"{100 * value:.1f}")
         privacy = [f"{100 * d['privacy'][s]['advantage']:+.1f}" if s in d["privacy"] else "" for s in signals]
         train_seconds = "" if d["train_seconds"] is None else f"{d['train_seconds']:.1f}"
         table.add_row(
@@ -95,6 +100,17 @@ def print_scorecard(store: Store) -> None:
             f"{d['attack_seconds']:.1f}",
         )
     _console().print(table)
+
+
+def _robust(summary: dict[str, Any], budget: str) -> str:
+    """Robust accuracy (%) at a budget; a random defense's with its 95 % interval."""
+    if budget not in summary["robust"]:
+        return ""
+    value = f"{100 * summary['robust'][budget]:.1f}"
+    if not summary["stochastic"]:
+        return value
+    low, high = summary["robust_interval"][budget]
+    return f"{value} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def print_certificates(certified: list[dict[str, Any]]) -> None:

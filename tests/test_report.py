@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.io import wavfile
 
 from advsec.privacy import MembershipInference
 from advsec.report import build_report, pareto_front
@@ -221,13 +223,23 @@ def test_printed_accuracies_match_the_samples(built: Path) -> None:
         assert stages[2][1:5] == ["pgd", "12", "5", "35.0%"]
 
 
-def test_audio_examples_are_drawn_as_waveforms(tmp_path: Path) -> None:
+def test_audio_examples_are_drawn_as_waveforms_and_can_be_listened_to(tmp_path: Path) -> None:
     store = make_store(tmp_path / "results.sqlite", "audio", (1, 64))
+    store.set_meta({"sample_rate": 8000})
     try:
-        build_report(store, tmp_path / "report")
+        page = build_report(store, tmp_path / "report").read_text()
     finally:
         store.close()
     assert (tmp_path / "report" / "examples.png").read_bytes().startswith(PNG_SIGNATURE)
+    players = re.findall(r'<audio controls preload="none" src="data:audio/wav;base64,([^"]+)"', page)
+    assert len(players) == 2 * 2 * 3  # 2 defenses × 3 stored examples × (clean, adversarial)
+    rate, samples = wavfile.read(io.BytesIO(base64.b64decode(players[0])))
+    assert rate == 8000 and samples.dtype == np.int16 and samples.shape == (64,)
+    example = Store(tmp_path / "results.sqlite").examples("standard/0.1")[0][1]  # the first clean clip
+    assert np.allclose(samples / 32767, example.reshape(-1), atol=1 / 32767)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "[adversarial](example-0-0-adversarial.wav)" in markdown
+    assert (tmp_path / "report" / "example-0-0-adversarial.wav").read_bytes().startswith(b"RIFF")
 
 
 def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:

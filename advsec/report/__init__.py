@@ -5,10 +5,14 @@ It reads the store only: every number comes from :mod:`advsec.results`, which co
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from scipy.io import wavfile
 
 from advsec.errors import AdvsecError
 from advsec.report.figures import (
@@ -24,7 +28,7 @@ from advsec.report.figures import (
     robust_vs_eps_png,
     tradeoff_png,
 )
-from advsec.report.render import Block, Code, Heading, Image, Text, to_html, to_markdown
+from advsec.report.render import Audio, Block, Code, Heading, Image, Players, Text, to_html, to_markdown
 from advsec.report.tables import (
     adaptive_table,
     attack_tables,
@@ -176,7 +180,7 @@ def build_report(store: Store, out_dir: Path) -> Path:
             Heading("Attacks, stage by stage"),
             *attack_tables(cells),
             Heading("Examples"),
-            _examples(store, meta, cells, styles, *next(iter(shown.items()))),
+            *_examples(store, meta, cells, styles, *next(iter(shown.items()))),
         ]
     if certified:
         blocks += _certification(store, certified, cells, styles)
@@ -190,6 +194,9 @@ def build_report(store: Store, out_dir: Path) -> Path:
     for block in blocks:
         if isinstance(block, Image):
             (out_dir / block.file).write_bytes(block.png)
+        if isinstance(block, Players):
+            for clip in block.clips:
+                (out_dir / clip.file).write_bytes(clip.wav)
     (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     html = out_dir / "report.html"
     html.write_text(to_html(title, blocks), encoding="utf-8")
@@ -297,8 +304,9 @@ def _examples(
     styles: dict[str, Style],
     norm: str,
     eps: float,
-) -> Block:
-    """The example grid at one budget: a row per defense, captioned with its predictions."""
+) -> list[Block]:
+    """The example grid at one budget: a row per defense, captioned with its predictions; for audio, a
+    player for each clean and adversarial clip too."""
     classes = meta.get("classes") or []
 
     def name(label: int) -> str:
@@ -320,7 +328,7 @@ def _examples(
                 for i, clean, adversarial in pairs
             ]
     if not rows:
-        return Text("No examples were stored for this run.", muted=True)
+        return [Text("No examples were stored for this run.", muted=True)]
     domain = meta.get("domain", "image")
     bounds = tuple(meta.get("bounds", (0.0, 1.0)))
     png = examples_png(
@@ -333,7 +341,28 @@ def _examples(
         f"Stored test samples per defense at {budget_name(norm, eps)}: {layout}. Captions give the "
         "clean → adversarial prediction; wrong predictions are in vermillion."
     )
-    return Image("examples.png", png, f"Adversarial examples at {budget_name(norm, eps)}", caption)
+    blocks: list[Block] = [
+        Image("examples.png", png, f"Adversarial examples at {budget_name(norm, eps)}", caption)
+    ]
+    if domain == "audio":
+        rate = int(meta.get("sample_rate") or 8000)
+        blocks += [
+            Players(f"{defense} · {example.caption}", tuple(
+                Audio(f"example-{d}-{i}-{kind}.wav", wav_bytes(clip, rate), kind)
+                for kind, clip in (("clean", example.clean), ("adversarial", example.adversarial))
+            ))
+            for d, (defense, examples) in enumerate(rows.items())
+            for i, example in enumerate(examples)
+        ]  # fmt: skip
+    return blocks
+
+
+def wav_bytes(waveform: Any, rate: int) -> bytes:
+    """A mono 16-bit WAV of a waveform in [-1, 1] (scipy writes it; nothing hand-rolled)."""
+    buffer = io.BytesIO()
+    samples = np.clip(np.asarray(waveform, dtype=np.float64).reshape(-1), -1, 1)
+    wavfile.write(buffer, rate, (samples * 32767).round().astype(np.int16))
+    return buffer.getvalue()
 
 
 def _at(cells: list[dict[str, Any]], norm: str, eps: float) -> list[dict[str, Any]]:

@@ -40,13 +40,30 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Audio:
+    """A player for one clip: embedded as a WAV data URI in the HTML, linked as a file from the Markdown."""
+
+    file: str  # the WAV's name beside report.md
+    wav: bytes
+    label: str
+
+
+@dataclass(frozen=True)
+class Players:
+    """A row of players under a title, e.g. one sample clean and adversarial."""
+
+    title: str
+    clips: tuple[Audio, ...]
+
+
+@dataclass(frozen=True)
 class Code:
     summary: str
     text: str
     language: str = ""
 
 
-Block = Heading | Text | Table | Image | Code
+Block = Heading | Text | Table | Image | Players | Code
 
 
 def to_html(title: str, blocks: list[Block]) -> str:
@@ -91,6 +108,13 @@ def _html(block: Block) -> str:
             data = base64.b64encode(png).decode("ascii")
             below = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
             return f'<figure><img src="data:image/png;base64,{data}" alt="{escape(alt)}">{below}</figure>'
+        case Players(title, clips):
+            players = "".join(
+                f'<label>{escape(clip.label)} <audio controls preload="none" '
+                f'src="data:audio/wav;base64,{base64.b64encode(clip.wav).decode("ascii")}"></audio></label>'
+                for clip in clips
+            )
+            return f'<div class="players"><span>{escape(title)}</span>{players}</div>'
         case Code(summary, text, _):
             return f"<details><summary>{escape(summary)}</summary>\n<pre>{escape(text)}</pre></details>"
     raise TypeError(f"unknown report block {block!r}")
@@ -110,6 +134,8 @@ def _markdown(block: Block) -> str:
             return "\n".join(lines)
         case Image(file, _, alt, caption):
             return f"![{alt}]({file})" + (f"\n\n*{caption}*" if caption else "")
+        case Players(title, clips):
+            return f"{title}: " + " · ".join(f"[{clip.label}]({clip.file})" for clip in clips)
         case Code(summary, text, language):
             return (
                 f"<details><summary>{summary}</summary>\n\n```{language}\n{text.rstrip()}\n```\n\n</details>"
@@ -146,6 +172,11 @@ table.sortable th:hover { background: #eaeef2; }
 figure { margin: 12px 0 24px; }
 figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: #656d76; font-size: 13.5px; margin-top: 6px; max-width: 80ch; }
+.players { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 18px; margin: 6px 0;
+  font-size: 13.5px; }
+.players span { min-width: 16ch; font-weight: 600; }
+.players label { display: flex; align-items: center; gap: 6px; }
+.players audio { height: 30px; }
 details { margin: 12px 0; }
 summary { cursor: pointer; color: #0969da; }
 pre { background: #f6f8fa; padding: 12px 16px; overflow-x: auto; font-size: 13px; border-radius: 6px;

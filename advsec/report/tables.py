@@ -6,6 +6,7 @@ from typing import Any
 
 from advsec.report.figures import budget_name
 from advsec.report.render import Block, Heading, Table
+from advsec.results import CERTIFIED_RADIUS
 
 MISSING = "—"
 
@@ -30,9 +31,6 @@ def budgets(cells: list[dict[str, Any]]) -> list[tuple[str, float]]:
     pairs = dict.fromkeys((c["norm"], c["eps"]) for c in cells if c["norm"] != "none")
     norms = list(dict.fromkeys(norm for norm, _ in pairs))
     return sorted(pairs, key=lambda pair: (norms.index(pair[0]), pair[1]))
-
-
-CERTIFIED_RADIUS = "0.5"  # the scorecard's certified column: Cohen et al.'s usual reference radius
 
 
 def scorecard(
