@@ -120,9 +120,10 @@ def _execute(
 ) -> None:
     from advsec.harness import run_spec
     from advsec.progress import Progress
+    from advsec.store import claimed
 
     torch_device = _device(device)
-    with Progress(quiet=quiet or as_json) as progress:
+    with claimed(out / "results.sqlite"), Progress(quiet=quiet or as_json) as progress:
         store = run_spec(spec, out, device=torch_device, progress=progress, fresh=fresh)
         if spec.certify is not None:
             from advsec.certify import certify_spec
@@ -217,7 +218,7 @@ def certify(
     from advsec.errors import ParameterError
     from advsec.progress import Progress
     from advsec.spec import CertifyConfig, load_spec
-    from advsec.store import Store
+    from advsec.store import Store, claimed
 
     _load_plugins(plugins)
     spec = load_spec(spec_path)
@@ -230,7 +231,7 @@ def certify(
         raise UsageError(f"--{exc.key.replace('_', '-')}: {exc.message}") from exc
     out_dir = Path(out) if out else REPORTS / spec.name
     store = Store(out_dir / "results.sqlite")
-    with Progress(quiet=quiet or as_json) as progress:
+    with claimed(store.path), Progress(quiet=quiet or as_json) as progress:
         certify_spec(spec, store, device=_device(device), progress=progress, settings=settings)
     _finish(store, out_dir, no_report, quiet, as_json)
 

@@ -6,8 +6,12 @@ A cell is written whole or not at all; re-running a spec skips the cells already
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,9 +132,8 @@ class Craft:
     crafted_fooled: int | None  # samples the crafted-against snapshot got wrong; None for the live modes
     queries: int  # samples the attacker pushed through the network while crafting
     wall_seconds: float
-    trials: list[tuple[int, int, int, int]] = field(
-        default_factory=list
-    )  # (delay, repeat, fooled, clean wrong)
+    # Per replay: (delay, repeat, adversarial examples that fooled the model, clean inputs it got wrong).
+    trials: list[tuple[int, int, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -141,6 +144,36 @@ class ReplayResult:
     key: str  # a hash of the model and the settings: a defense already replayed under it is skipped
     crafts: list[Craft]
     transfers: list[tuple[int, int, int, int]] = field(default_factory=list)  # (source, target, fooled, n)
+
+
+@contextmanager
+def claimed(path: Path) -> Iterator[None]:
+    """Hold the store at ``path`` for one run: a second run writing it meanwhile is refused at once.
+
+    SQLite would keep either run's rows whole, but both would spend their time computing the same cells.
+    The claim is an advisory lock on ``<store>.lock``, released when the run ends or its process dies.
+    """
+    lock = path.with_name(path.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock.open("a+")
+    except OSError as exc:
+        raise AdvsecError(f"cannot open the results store {path}: {exc}") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise AdvsecError(
+                f"the results store {path} is being written by {holder}; wait for that run to finish, "
+                "or write this one elsewhere with --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"advsec pid {os.getpid()}")
+        handle.flush()
+        yield
 
 
 class Store:
@@ -159,9 +192,18 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction; a failed write (disk full, read-only, locked) becomes a clear error."""
+        try:
+            with self.db:
+                yield
+        except sqlite3.Error as exc:
+            raise AdvsecError(f"cannot write the results store {self.path}: {exc}") from exc
+
     def clear(self) -> None:
         """Forget every result (``--fresh``)."""
-        with self.db:
+        with self._transaction():
             for table in (
                 "plan",
                 "models",
@@ -181,7 +223,7 @@ class Store:
                 self.db.execute(f"DELETE FROM {table}")  # fmt: skip
 
     def set_meta(self, values: dict[str, Any]) -> None:
-        with self.db:
+        with self._transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
             )
@@ -190,7 +232,7 @@ class Store:
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
 
     def set_plan(self, cells: list[str]) -> None:
-        with self.db:
+        with self._transaction():
             self.db.execute("DELETE FROM plan")
             self.db.executemany("INSERT INTO plan VALUES (?, ?)", enumerate(cells))
 
@@ -198,7 +240,7 @@ class Store:
         return {row[0] for row in self.db.execute("SELECT cell FROM cells")}
 
     def save_model(self, defense: str, row: dict[str, Any]) -> None:
-        with self.db:
+        with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -218,7 +260,7 @@ class Store:
     def save_cell(self, result: CellResult) -> None:
         """Write a whole cell in one transaction: after a crash it is either all there or absent."""
         attacks = result.attacks
-        with self.db:
+        with self._transaction():
             self.db.execute("DELETE FROM cells WHERE cell = ?", (result.cell,))
             for table in ("cell_attacks", "samples", "attempts", "examples", "sanity", "privacy"):
                 self.db.execute(f"DELETE FROM {table} WHERE cell = ?", (result.cell,))
@@ -288,7 +330,7 @@ class Store:
     def save_certification(self, result: CertificationResult) -> None:
         """Write one defense's certificates in one transaction, replacing any it had before."""
         settings = result.settings
-        with self.db:
+        with self._transaction():
             for table in ("certifications", "certificates"):
                 self.db.execute(f"DELETE FROM {table} WHERE defense = ?", (result.defense,))
             self.db.executemany(
@@ -311,7 +353,7 @@ class Store:
 
     def save_replay(self, result: ReplayResult) -> None:
         """Write one defense's replay protocol in one transaction, replacing any it had before."""
-        with self.db:
+        with self._transaction():
             for table in ("replays", "replay_trials", "transfers"):
                 self.db.execute(f"DELETE FROM {table} WHERE defense = ?", (result.defense,))
             for position, craft in enumerate(result.crafts):
