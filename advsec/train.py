@@ -25,7 +25,7 @@ from torch import nn
 from advsec import registry
 from advsec.data import Dataset
 from advsec.defense import Defense
-from advsec.errors import DataError
+from advsec.errors import DataError, InputError
 from advsec.progress import Progress
 from advsec.spec import TrainConfig, make_plugin
 
@@ -82,10 +82,28 @@ def model_key(
 
 
 def build_model(model_name: str, dataset: Dataset, seed: int) -> nn.Module:
-    """A freshly initialized model; its initial weights depend on ``seed`` only."""
+    """A freshly initialized model; its initial weights depend on ``seed`` only.
+
+    It is tried on one input first: a model that cannot take the dataset's inputs, or answers with the
+    wrong number of classes, is refused here with a message rather than deep inside training or an attack.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return registry.models.get(model_name)(dataset.input_shape, dataset.num_classes)
+        model = registry.models.get(model_name)(dataset.input_shape, dataset.num_classes)
+    probe = torch.zeros(1, *dataset.input_shape)
+    try:
+        with torch.no_grad():
+            shape = tuple(model.eval()(probe).shape)
+    except Exception as exc:  # whatever a plugin's forward raises, its message is the one to show
+        raise InputError(
+            f"model {model_name!r} cannot take {dataset.name!r} inputs shaped {dataset.input_shape}: {exc}"
+        ) from exc
+    if shape != (1, dataset.num_classes):
+        raise InputError(
+            f"model {model_name!r} answers an input with outputs shaped {shape[1:]}, "
+            f"but {dataset.name!r} has {dataset.num_classes} classes"
+        )
+    return model.train()
 
 
 def load_or_train(
