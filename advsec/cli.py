@@ -94,6 +94,7 @@ def _device(name: str) -> Any:
 @_spec_options
 @click.option("--fresh", is_flag=True, help="Recompute every cell instead of resuming.")
 @click.option("--no-report", is_flag=True, help="Only fill the results store.")
+@click.option("--max-cost", type=float, help="Refuse to start if the estimated sample passes exceed this.")
 @_plugin_option
 @_device_option
 @_output_options
@@ -102,21 +103,34 @@ def run(
     out: str | None,
     fresh: bool,
     no_report: bool,
+    max_cost: float | None,
     plugins: tuple[str, ...],
     device: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Run an evaluation spec (TOML): train, attack, store per-sample results, write the report."""
+    """Run an evaluation spec (TOML): train, attack, store per-sample results, write the report.
+
+    It first prints what the run will cost, in sample passes (forward or backward passes of one sample).
+    """
     from advsec.spec import load_spec
 
     _load_plugins(plugins)
     spec = load_spec(spec_path)
-    _execute(spec, Path(out) if out else REPORTS / spec.name, fresh, no_report, device, quiet, as_json)
+    out_dir = Path(out) if out else REPORTS / spec.name
+    _execute(spec, out_dir, fresh, no_report, device, quiet, as_json, max_cost=max_cost)
 
 
 def _execute(
-    spec: Any, out: Path, fresh: bool, no_report: bool, device: str, quiet: bool, as_json: bool
+    spec: Any,
+    out: Path,
+    fresh: bool,
+    no_report: bool,
+    device: str,
+    quiet: bool,
+    as_json: bool,
+    *,
+    max_cost: float | None = None,
 ) -> None:
     from advsec.harness import run_spec
     from advsec.progress import Progress
@@ -124,7 +138,7 @@ def _execute(
 
     torch_device = _device(device)
     with claimed(out / "results.sqlite"), Progress(quiet=quiet or as_json) as progress:
-        store = run_spec(spec, out, device=torch_device, progress=progress, fresh=fresh)
+        store = run_spec(spec, out, device=torch_device, progress=progress, fresh=fresh, max_cost=max_cost)
         if spec.certify is not None:
             from advsec.certify import certify_spec
 
@@ -155,7 +169,8 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
     certified = certified_summaries(store)
     replays = replay_summaries(store)
     if as_json:
-        payload = {**extra, "defenses": defense_summaries(store, cells), "cells": cells}
+        payload = {**extra, "estimated_cost": store.meta().get("estimated_cost")}
+        payload |= {"defenses": defense_summaries(store, cells), "cells": cells}
         click.echo(json.dumps({**payload, "certified": certified, "replay": replays}, indent=2))
         return
     if quiet:

@@ -40,3 +40,7 @@ class InputError(UsageError):
 
 class BudgetError(AdvsecError):
     """An attack returned a point outside its threat model: a bug in that attack, never silently fixed."""
+
+
+class CostError(UsageError):
+    """A run would cost more sample passes than the user allowed (``--max-cost``)."""

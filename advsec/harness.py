@@ -29,9 +29,10 @@ from torch import nn
 import advsec
 from advsec import registry
 from advsec.attack import Attack
+from advsec.cost import estimate
 from advsec.data import Dataset
 from advsec.defense import Expectation
-from advsec.errors import BudgetError, InputError
+from advsec.errors import BudgetError, CostError, InputError
 from advsec.privacy import MembershipInference, membership_inference
 from advsec.progress import Progress
 from advsec.sanity import (
@@ -46,7 +47,7 @@ from advsec.sanity import (
 from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin
 from advsec.store import AttackRecord, CellResult, Store
 from advsec.threat import ThreatModel, check_inputs
-from advsec.train import TrainedModel, load_or_train, model_key, trained_on
+from advsec.train import TrainedModel, is_cached, load_or_train, model_key, trained_on
 
 CLEAN = "none"  # the norm of a defense's clean cell: no attack, just accuracy
 
@@ -151,17 +152,34 @@ def run_spec(
     progress: Progress,
     fresh: bool = False,
     executor: LocalExecutor | None = None,
+    max_cost: float | None = None,
 ) -> Store:
-    """Run every cell of ``spec`` not already in ``out_dir``'s store; return the store."""
+    """Run every cell of ``spec`` not already in ``out_dir``'s store; return the store.
+
+    The cost of what is left is estimated first (:mod:`advsec.cost`); over ``max_cost`` sample passes,
+    nothing runs.
+    """
     dataset = load_dataset(spec.dataset)
     cells = plan(spec, dataset)
     store = Store(out_dir / "results.sqlite")
     if fresh:
         store.clear()
-    store.set_plan([c.key for c in cells])
-    store.set_meta(run_meta(spec, dataset, device))
     done = store.finished()
     pending = [c for c in cells if c.key not in done]
+    untrained = [
+        d
+        for d in spec.defenses
+        if not is_cached(model_key(dataset, spec.model, d.name, d.params, d.train, spec.seed))
+    ]
+    cost = estimate(spec, dataset, pending, untrained)
+    progress.log(f"{spec.name}: {cost.describe()}; an upper bound for advsec's own attacks")
+    if max_cost is not None and cost.total > max_cost:
+        raise CostError(
+            f"the run would cost up to {cost.total:.3g} sample passes, over --max-cost {max_cost:.3g}; "
+            "shrink [evaluation] samples, the budgets or the attacks, or raise --max-cost"
+        )
+    store.set_plan([c.key for c in cells])
+    store.set_meta({**run_meta(spec, dataset, device), "estimated_cost": asdict(cost)})
     progress.log(
         f"{spec.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run"
     )

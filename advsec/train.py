@@ -56,6 +56,11 @@ def cache_dir() -> Path:
     return (Path(env) if env else Path.home() / ".cache" / "advsec") / "models"
 
 
+def is_cached(key: str) -> bool:
+    """Whether the model under ``key`` (:func:`model_key`) is in the cache: loading it costs no training."""
+    return (cache_dir() / f"{key}.safetensors").exists()
+
+
 def model_key(
     dataset: Dataset,
     model_name: str,
@@ -123,7 +128,7 @@ def load_or_train(
     key = model_key(dataset, model_name, defense_name, params, config, seed)
     model = defense.network(lambda member: build_model(model_name, dataset, seed + member))
     path = cache_dir() / f"{key}.safetensors"
-    if path.exists():
+    if is_cached(key):
         meta = _load_checkpoint(model, path)
         cached = True
     else:

@@ -1,0 +1,104 @@
+"""What a run will cost before it starts, in sample passes: one sample through the network forward, or back.
+
+The estimate reads each plugin's own budget fields (steps, restarts, queries, binary-search rounds, EOT
+draws), so it needs nothing from a plugin author. For advsec's attacks it is an upper bound: early exit
+and the cascade stop attacking samples that already fell, which the report's forward and backward counts
+show. Training counts each epoch's forward and backward passes, and the attack steps of adversarial
+training. Models already in the cache and cells already in the store cost nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from advsec import registry
+from advsec.data import Dataset
+from advsec.defense import AdversarialTraining
+from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin, replay_attacks
+
+ITERATIONS = ("steps", "max_iter", "iterations", "n_iter")  # the gradient evaluations of one run
+REPEATS = ("restarts", "n_restarts", "search_steps", "binary_search_steps", "eot_iter")  # runs of those
+QUERIES = ("queries", "n_queries", "max_queries")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    training: int
+    attacks: int
+    certify: int
+    replay: int
+
+    @property
+    def total(self) -> int:
+        return self.training + self.attacks + self.certify + self.replay
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{name} {value:.3g}" for name, value in vars(self).items() if value)
+        return f"estimated cost: {self.total:.3g} sample passes ({parts or 'nothing left to do'})"
+
+
+def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[DefenseSpec]) -> Estimate:
+    """The cost of the ``pending`` cells (:class:`advsec.harness.Cell`) and of training ``untrained``."""
+    samples = min(spec.evaluation.samples or len(dataset.x_test), len(dataset.x_test))
+    training = sum(
+        spec_defense.train.epochs * len(dataset.x_train) * training_passes(spec_defense)
+        for spec_defense in untrained
+    )
+    attacks = 0
+    for cell in pending:
+        defense = registry.defenses.get(cell.defense.name)
+        draws = spec.evaluation.repeats if defense.stochastic else 1
+        attacks += samples * (1 + draws)  # the clean predictions and their redraws
+        for attack in cell.attacks:
+            eot = spec.evaluation.eot_draws if attack.adaptive and defense.stochastic else 1
+            attacks += samples * (eot * attack_passes(attack) + draws)
+    certify = 0
+    if spec.certify is not None:
+        per_sample = spec.certify.n0 + spec.certify.n
+        certify = sum(
+            min(spec.certify.samples, len(dataset.x_test)) * per_sample
+            for d in spec.defenses
+            if registry.defenses.get(d.name).certifiable
+        )
+    replay = 0
+    if spec.replay is not None:
+        settings = spec.replay
+        per_defense = sum(
+            settings.samples * attack_passes(a) * (1 + spec.evaluation.eot_draws)
+            for a in replay_attacks(spec.attacks, settings)
+        )
+        replays = settings.repeats * len(settings.delays) * 2 * settings.samples + settings.repeats * max(
+            settings.delays
+        )
+        replay = len(spec.defenses) * (per_defense + replays)
+    return Estimate(training, attacks, certify, replay)
+
+
+def attack_passes(spec_attack: AttackSpec) -> int:
+    """Passes per sample of one attack: two per gradient step, one per query, times its restarts."""
+    cls = registry.attacks.get(spec_attack.name)
+    attack = make_plugin(cls, spec_attack.params, spec_attack.label)
+    repeats = math.prod(_field(attack, name, 1) for name in REPEATS)
+    if cls.kind == "query":
+        return repeats * next((_field(attack, name) for name in QUERIES if _field(attack, name)), 1)
+    steps = next((_field(attack, name) for name in ITERATIONS if _field(attack, name)), 1)
+    return 2 * (steps + 1) * repeats  # + 1: the final iterate is measured too
+
+
+def training_passes(spec_defense: DefenseSpec) -> int:
+    """Passes per training sample and epoch: a forward and a backward, plus two per attack step of
+    adversarial training, for each network an ensemble trains."""
+    defense = make_plugin(registry.defenses.get(spec_defense.name), spec_defense.params, spec_defense.label)
+    steps = _field(defense, "steps", 1) if isinstance(defense, AdversarialTraining) else 0
+    return _field(defense, "members", 1) * 2 * (1 + steps)
+
+
+def _field(plugin: Any, name: str, default: int = 0) -> int:
+    value = getattr(plugin, name, None)
+    return (
+        int(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        else default
+    )
