@@ -95,6 +95,14 @@ def _device(name: str) -> Any:
 @click.option("--fresh", is_flag=True, help="Recompute every cell instead of resuming.")
 @click.option("--no-report", is_flag=True, help="Only fill the results store.")
 @click.option("--max-cost", type=float, help="Refuse to start if the estimated sample passes exceed this.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: one task per cell on a Ray cluster (needs pip install 'advsec[ray]').",
+)
+@click.option("--address", help="With --executor ray: an existing cluster's address [default: start one].")
 @_plugin_option
 @_device_option
 @_output_options
@@ -104,6 +112,8 @@ def run(
     fresh: bool,
     no_report: bool,
     max_cost: float | None,
+    executor: str,
+    address: str | None,
     plugins: tuple[str, ...],
     device: str,
     quiet: bool,
@@ -118,7 +128,14 @@ def run(
     _load_plugins(plugins)
     spec = load_spec(spec_path)
     out_dir = Path(out) if out else REPORTS / spec.name
-    _execute(spec, out_dir, fresh, no_report, device, quiet, as_json, max_cost=max_cost)
+    distributed = None
+    if executor == "ray":
+        from advsec.distributed import RayExecutor
+
+        distributed = RayExecutor(address)
+    elif address:
+        raise click.UsageError("--address needs --executor ray")
+    _execute(spec, out_dir, fresh, no_report, device, quiet, as_json, max_cost=max_cost, executor=distributed)
 
 
 def _execute(
@@ -131,6 +148,7 @@ def _execute(
     as_json: bool,
     *,
     max_cost: float | None = None,
+    executor: Any = None,
 ) -> None:
     from advsec.harness import run_spec
     from advsec.progress import Progress
@@ -138,7 +156,8 @@ def _execute(
 
     torch_device = _device(device)
     with claimed(out / "results.sqlite"), Progress(quiet=quiet or as_json) as progress:
-        store = run_spec(spec, out, device=torch_device, progress=progress, fresh=fresh, max_cost=max_cost)
+        store = run_spec(spec, out, device=torch_device, progress=progress, fresh=fresh, max_cost=max_cost,
+                         executor=executor)  # fmt: skip
         if spec.certify is not None:
             from advsec.certify import certify_spec
 

@@ -15,12 +15,12 @@ import json
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -136,12 +136,18 @@ def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]
     return tuple(replace(a, label=a.label + suffix, adaptive=True) for a in spec.attacks)
 
 
-class LocalExecutor:
-    """Runs cells one after another in this process (the Ray executor runs one task per cell)."""
+class Executor(Protocol):
+    """Evaluates cells and yields their results, in any order; only the caller writes them to the store."""
 
-    def map(self, evaluate: Callable[[Cell], CellResult], cells: Iterable[Cell]) -> Iterator[CellResult]:
+    def map(self, evaluator: CellEvaluator, cells: list[Cell]) -> Iterator[CellResult]: ...
+
+
+class LocalExecutor:
+    """Runs cells one after another in this process (:mod:`advsec.distributed` runs one Ray task per cell)."""
+
+    def map(self, evaluator: CellEvaluator, cells: list[Cell]) -> Iterator[CellResult]:
         for cell in cells:
-            yield evaluate(cell)
+            yield evaluator(cell)
 
 
 def run_spec(
@@ -151,7 +157,7 @@ def run_spec(
     device: torch.device,
     progress: Progress,
     fresh: bool = False,
-    executor: LocalExecutor | None = None,
+    executor: Executor | None = None,
     max_cost: float | None = None,
 ) -> Store:
     """Run every cell of ``spec`` not already in ``out_dir``'s store; return the store.
@@ -193,9 +199,14 @@ def run_spec(
 
 
 class CellEvaluator:
-    """Evaluates cells, training (or loading) each defense's model once, on first use."""
+    """Evaluates cells, training (or loading) each defense's model once, on first use.
 
-    def __init__(self, spec: Spec, dataset: Dataset, store: Store, device: torch.device, progress: Progress):
+    Without a ``store`` (a worker of a distributed executor) it records nothing: the driver does.
+    """
+
+    def __init__(
+        self, spec: Spec, dataset: Dataset, store: Store | None, device: torch.device, progress: Progress
+    ) -> None:
         self.spec, self.dataset, self.store, self.device, self.progress = (
             spec,
             dataset,
@@ -220,20 +231,8 @@ class CellEvaluator:
             )
             source = "cache" if trained.cached else f"trained in {trained.train_seconds:.1f} s"
             self.progress.log(f"model for {defense.label}: {source} ({trained.key})")
-            self.store.save_model(
-                defense.label,
-                {
-                    "family": defense.family,
-                    "name": defense.name,
-                    "params": defense.params,
-                    "model_key": trained.key,
-                    "train_seconds": trained.train_seconds,
-                    "cached": trained.cached,
-                    "stochastic": type(trained.defense).stochastic,
-                    "stateful": type(trained.defense).stateful,
-                    "history": trained.history,
-                },
-            )
+            if self.store is not None:
+                _record_model(self.store, defense, trained)
             self._models[defense.label] = trained
         return self._models[defense.label]
 
@@ -248,6 +247,24 @@ class CellEvaluator:
             torch.manual_seed(seed)  # random defenses draw from the global generator
             x, y = x.to(self.device), y.to(self.device)
             return evaluate_cell(cell, trained, x, y, self.dataset, self.spec, seed, self.progress)
+
+
+def _record_model(store: Store, defense: DefenseSpec, trained: TrainedModel) -> None:
+    """What the report says about a defense's model: its plugin, parameters, flags, cost and history."""
+    store.save_model(
+        defense.label,
+        {
+            "family": defense.family,
+            "name": defense.name,
+            "params": defense.params,
+            "model_key": trained.key,
+            "train_seconds": trained.train_seconds,
+            "cached": trained.cached,
+            "stochastic": type(trained.defense).stochastic,
+            "stateful": type(trained.defense).stateful,
+            "history": trained.history,
+        },
+    )
 
 
 class CountingModel(nn.Module):

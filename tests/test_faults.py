@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from advsec.cli import main
 from advsec.errors import AdvsecError
 from advsec.store import Store, claimed
+from tests.rows import stored_results
 
 SPEC = """
 name = "faults"
@@ -70,23 +71,13 @@ def _run(spec: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _table(out: Path) -> list[tuple]:
-    """Every per-sample row, attempt and check of a run in a fixed order: its results, not their timing."""
-    db = sqlite3.connect(out / "results.sqlite")
-    rows = db.execute("SELECT * FROM samples ORDER BY cell, idx").fetchall()
-    rows += db.execute("SELECT * FROM attempts ORDER BY cell, idx, position").fetchall()
-    rows += db.execute("SELECT cell, name, value, flagged FROM sanity ORDER BY cell, position").fetchall()
-    db.close()
-    return rows
-
-
-def test_runs_killed_at_random_points_resume_to_the_uninterrupted_table(tmp_path):
+def test_runs_killed_at_random_points_resume_to_the_uninterruptedstored_results(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
     env = {**os.environ, "ADVSEC_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     assert _run(spec, tmp_path / "whole", env).wait() == 0
-    whole, duration = _table(tmp_path / "whole"), time.perf_counter() - started
+    whole, duration = stored_results(tmp_path / "whole"), time.perf_counter() - started
     assert len(whole) > 1000
     kills, partial = random.Random(0), []
     for trial in range(3):
@@ -100,7 +91,7 @@ def test_runs_killed_at_random_points_resume_to_the_uninterrupted_table(tmp_path
         partial.append(_finished(out))
         resumed = _run(spec, out, trial_env)  # also proves the dead run's claim on the store died with it
         assert resumed.wait() == 0, resumed.stderr.read().decode()
-        assert _table(out) == whole, f"trial {trial}"
+        assert stored_results(out) == whole, f"trial {trial}"
     total = _finished(tmp_path / "whole")
     assert any(0 < done < total for done in partial), partial  # some kill landed between cells
 

@@ -1,0 +1,78 @@
+"""Scale-out on Ray: one task per cell, on a local cluster started here or an existing one.
+
+The driver trains (or loads) every model the cells need before any task starts, so tasks only read them
+from the model cache: this machine's disk for a local cluster; for a remote one, point ``ADVSEC_CACHE``
+at a path every node shares. Tasks evaluate with the driver's seeds and thread count and hand their
+results back; only the driver writes the results store, so a task that dies loses nothing stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from advsec import registry
+from advsec.errors import AdvsecError
+from advsec.harness import Cell, CellEvaluator, load_dataset
+from advsec.progress import Progress
+from advsec.spec import Spec
+from advsec.store import CellResult
+from advsec.train import cache_dir
+
+
+class RayExecutor:
+    """Runs each cell as a Ray task; ``address`` joins an existing cluster, None starts a local one."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+
+    def map(self, evaluator: CellEvaluator, cells: list[Cell]) -> Iterator[CellResult]:
+        ray = _ray()
+        for label in dict.fromkeys(cell.defense.label for cell in cells):
+            evaluator.trained(next(c.defense for c in cells if c.defense.label == label))  # into the cache
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(
+                address=self.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+            )
+        try:
+            task = ray.remote(_evaluate)
+            context = {
+                "cache": str(cache_dir().parent),
+                "data": os.environ.get("ADVSEC_DATA"),
+                "threads": torch.get_num_threads(),
+                "device": str(evaluator.device),
+            }
+            pending = [task.remote(evaluator.spec, cell, context) for cell in cells]
+            while pending:
+                finished, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(finished[0])
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _evaluate(spec: Spec, cell: Cell, context: dict[str, Any]) -> CellResult:
+    """One cell in a Ray worker: the driver's cache, data, plugins and thread count, then the usual path."""
+    os.environ["ADVSEC_CACHE"] = context["cache"]
+    if context["data"]:
+        os.environ["ADVSEC_DATA"] = context["data"]
+    torch.set_num_threads(context["threads"])  # float sums in the same order as the driver's
+    for plugin in spec.plugins:
+        registry.load_plugin_file(plugin)
+    dataset = load_dataset(spec.dataset)
+    evaluator = CellEvaluator(spec, dataset, None, torch.device(context["device"]), Progress(quiet=True))
+    return evaluator(cell)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise AdvsecError(
+            "the ray executor needs Ray, which is not installed: pip install 'advsec[ray]'"
+        ) from exc
+    return ray
