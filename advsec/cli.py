@@ -27,6 +27,11 @@ class _Group(click.Group):
                 raise
             click.echo(f"advsec: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except ValueError as exc:
+            if "embedded null byte" not in str(exc):  # what os calls raise for a NUL in a path
+                raise
+            click.echo("advsec: error: a path contains a NUL byte, which no file name can hold", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo(
                 "advsec: interrupted; finished cells are saved, run the same command to resume", err=True
@@ -495,15 +500,17 @@ def attack(
 
 
 @main.command()
-@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist"]))
+@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist", "fsdd"]))
 @click.option(
     "--dir", "root", type=click.Path(file_okay=False), help="Data directory [default: $ADVSEC_DATA]."
 )
 def download(dataset: str, root: str | None) -> None:
     """Download a dataset's files and verify their sha256 (needs internet)."""
-    from advsec.data.download import download as fetch
+    from advsec.data import download as files
+    from advsec.data import fsdd
 
-    click.echo(fetch(dataset, Path(root) if root else None))
+    folder = Path(root) if root else None
+    click.echo(fsdd.download(folder) if dataset == "fsdd" else files.download(dataset, folder))
 
 
 if __name__ == "__main__":

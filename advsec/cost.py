@@ -83,8 +83,13 @@ def attack_passes(spec_attack: AttackSpec) -> int:
     repeats = math.prod(_field(attack, name, 1) for name in REPEATS)
     if cls.kind == "query":
         return repeats * next((_field(attack, name) for name in QUERIES if _field(attack, name)), 1)
-    steps = next((_field(attack, name) for name in ITERATIONS if _field(attack, name)), 1)
-    return 2 * (steps + 1) * repeats  # + 1: the final iterate is measured too
+    return 2 * (gradient_steps(spec_attack) + 1) * repeats  # + 1: the final iterate is measured too
+
+
+def gradient_steps(spec_attack: AttackSpec) -> int:
+    """The gradient steps of one run of an attack (1 for a single-step attack such as FGSM)."""
+    attack = make_plugin(registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label)
+    return next((_field(attack, name) for name in ITERATIONS if _field(attack, name)), 1)
 
 
 def training_passes(spec_defense: DefenseSpec) -> int:

@@ -29,7 +29,7 @@ from torch import nn
 import advsec
 from advsec import registry
 from advsec.attack import Attack
-from advsec.cost import estimate
+from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
 from advsec.defense import Expectation
 from advsec.errors import BudgetError, CostError, InputError
@@ -346,7 +346,11 @@ def evaluate_cell(
                 spec_attack.adaptive,
             )
             forwards, backwards, attack_started = counted.forwards, counted.backwards, time.perf_counter()
-            gradient, stalled = registry.attacks.get(spec_attack.name).kind == "gradient", 0
+            # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
+            climbs = (
+                registry.attacks.get(spec_attack.name).kind == "gradient" and gradient_steps(spec_attack) > 1
+            )
+            stalled = 0
             for chunk in todo.split(batch) if len(todo) else ():  # split() of nothing yields one empty chunk
                 target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
                 x_adv = attack.perturb(
@@ -358,7 +362,7 @@ def evaluate_cell(
                     generator=generator,
                 )
                 check_output(spec_attack.label, threat, x[chunk], x_adv)
-                if gradient:
+                if climbs:
                     with counted.paused():
                         stalled += loss_not_raised(adaptive, x[chunk], x_adv, y[chunk])
                 first = predict(deployed, x_adv, batch, dataset.num_classes).argmax(1)
@@ -380,7 +384,7 @@ def evaluate_cell(
             record.backwards = counted.backwards - backwards
             record.wall_seconds = time.perf_counter() - attack_started
             records.append(record)
-            if gradient and len(todo):
+            if climbs and len(todo):
                 checks.append(loss_check(spec_attack.label, stalled, len(todo)))
             task.advance()
     with counted.paused():

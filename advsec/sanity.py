@@ -7,7 +7,7 @@ an attack works (Carlini et al. 2019, "On evaluating adversarial robustness"; At
   must lose: if it does not, the attack is not reaching the model;
 - predictions that differ between two identical queries of a defense that declares itself deterministic,
   or that change after other queries of one that declares itself stateless;
-- a gradient attack that leaves the loss it follows no higher than on the clean input;
+- an iterative gradient attack that leaves the loss it follows no higher than on the clean input;
 - a query-only attack breaking samples every gradient attack before it left robust;
 - a random defense attacked without EOT, where a short EOT attack breaks samples the evaluation left robust.
 A flag is not a verdict; it says where to look (and which adaptive attack to add).

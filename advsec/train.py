@@ -165,6 +165,24 @@ def train(
     A defense with ``guard_samples`` holds that many training samples out and is checked on them after
     every epoch (:class:`OverfittingGuard`).
     """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(
+            seed
+        )  # for models that draw from the global generator while training (augmentation)
+        return _train(model, dataset, defense, config, seed, device=device, progress=progress, label=label)
+
+
+def _train(
+    model: nn.Module,
+    dataset: Dataset,
+    defense: Defense,
+    config: TrainConfig,
+    seed: int,
+    *,
+    device: torch.device,
+    progress: Progress,
+    label: str | None,
+) -> list[dict[str, float]]:
     generator = torch.Generator().manual_seed(seed)
     held_out, kept = training_split(len(dataset.x_train), defense.guard_samples, generator)
     x, y = dataset.x_train[kept].to(device), dataset.y_train[kept].to(device)

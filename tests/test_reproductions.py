@@ -54,3 +54,11 @@ def test_fast_adversarial_training_on_mnist(tmp_path):
     pgd = next(a for a in cell["attacks"] if a["attack"] == "pgd-50x10")
     assert cell["clean_accuracy"] >= 0.98
     assert pgd["robust_after"] >= 0.80
+
+
+def test_m5_hears_the_spoken_digits(tmp_path):
+    """Issue 7 asks one FSDD model ≥ 97 % trained in ≤ 3 min on 2 cores; M5 measured 98.3 % in 64 s."""
+    spec = spec_from("fsdd-linf", {"standard"}, threats=[{"norm": "linf", "eps": [0.001]}])
+    store = run_spec(spec, tmp_path, device=CPU, progress=Progress(quiet=True))
+    clean = next(c for c in cell_summaries(store) if c["norm"] == "none")
+    assert clean["clean_accuracy"] >= 0.97

@@ -1,0 +1,111 @@
+"""Audio: the FSDD spoken digits, verified file by file, and models that hear them through the waveform."""
+
+import shutil
+import zipfile
+
+import pytest
+import torch
+
+from advsec.data.fsdd import FSDD, RECORDINGS, download, read_recordings, verify
+from advsec.defenses.standard import Standard
+from advsec.errors import DataError
+from advsec.models.audio import M5, LogMel, LogMelCNN, ShiftAndGain, mel_filterbank
+from advsec.progress import Progress
+from advsec.spec import TrainConfig
+from advsec.train import build_model, train
+
+
+@pytest.fixture(scope="module")
+def fsdd(shared_data_dir):
+    if not (shared_data_dir / "fsdd" / "recordings").is_dir():
+        pytest.skip(f"no FSDD recordings in {shared_data_dir / 'fsdd'}")
+    return FSDD().load(shared_data_dir)
+
+
+def test_fsdd_splits_by_recording_index_into_one_second_waveforms_in_bounds(fsdd, shared_data_dir):
+    assert fsdd.x_train.shape == (2700, 1, 8000) and fsdd.x_test.shape == (300, 1, 8000)
+    assert fsdd.domain == "audio" and fsdd.sample_rate == 8000 and fsdd.bounds == (-1.0, 1.0)
+    assert fsdd.x_train.abs().max() <= 1 and fsdd.x_test.abs().amax(dim=2).min() > 0.01  # no silent clips
+    assert fsdd.y_test.bincount().tolist() == [30] * 10  # 6 speakers × 5 recordings per digit
+    _, digits, indices = read_recordings(shared_data_dir / "fsdd" / "recordings", 8000)
+    assert sorted(d for d, i in zip(digits, indices, strict=True) if i < 5) == sorted(fsdd.y_test.tolist())
+
+
+def _linked_copy(source, target):
+    """The recordings folder as links, so one file can be swapped without copying 21 MB."""
+    (target / "recordings").mkdir(parents=True)
+    for wav in (source / "recordings").glob("*.wav"):
+        (target / "recordings" / wav.name).symlink_to(wav)
+    shutil.copy(source / "SHA256SUMS", target / "SHA256SUMS")
+
+
+def test_a_tampered_or_missing_recording_is_named(shared_data_dir, tmp_path):
+    source = shared_data_dir / "fsdd"
+    if not (source / "SHA256SUMS").is_file():
+        pytest.skip("no FSDD manifest")
+    _linked_copy(source, tmp_path / "fsdd")
+    victim = tmp_path / "fsdd" / "recordings" / "7_theo_3.wav"
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.unlink()
+    victim.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"recordings/7_theo_3.wav differ.*advsec download fsdd"):
+        verify(tmp_path / "fsdd")
+    victim.unlink()
+    with pytest.raises(DataError, match=f"found {RECORDINGS - 1} recordings .* expected {RECORDINGS}"):
+        verify(tmp_path / "fsdd")
+
+
+def test_download_keeps_only_verified_recordings(shared_data_dir, tmp_path):
+    source = shared_data_dir / "fsdd" / "recordings"
+    if not source.is_dir():
+        pytest.skip("no FSDD recordings")
+    release = "free-spoken-digit-dataset-1.0.10"  # laid out like the GitHub release archive
+    for name, swapped in (("good.zip", b""), ("bad.zip", b"not audio")):
+        with zipfile.ZipFile(tmp_path / name, "w") as zipped:
+            zipped.writestr(f"{release}/README.md", "FSDD")
+            for wav in source.glob("*.wav"):
+                member = f"{release}/recordings/{wav.name}"
+                if swapped and wav.name == "0_george_0.wav":
+                    zipped.writestr(member, swapped)
+                else:
+                    zipped.write(wav, member)
+    folder = download(tmp_path / "data", url=(tmp_path / "good.zip").as_uri())
+    assert folder == tmp_path / "data" / "fsdd" and verify(folder).is_dir()
+    with pytest.raises(DataError, match="do not match the published sha256 sums"):
+        download(tmp_path / "other", url=(tmp_path / "bad.zip").as_uri())
+    assert not (tmp_path / "other" / "fsdd").exists()  # nothing unverified is moved into place
+
+
+def test_the_mel_filterbank_tiles_the_spectrum_with_triangles():
+    filters = mel_filterbank(8000, 256, 40)
+    assert filters.shape == (40, 129) and (filters >= 0).all() and (filters.amax(dim=1) > 0.5).all()
+    peaks = filters.argmax(dim=1)
+    assert (peaks[1:] >= peaks[:-1]).all() and peaks[-1] > 100  # rising centres, up to near Nyquist
+
+
+def test_features_computed_inside_the_model_let_gradients_reach_the_waveform():
+    x = (0.1 * torch.randn(2, 1, 8000)).requires_grad_(True)
+    assert LogMel()(x).shape == (2, 1, 40, 63)
+    model = LogMelCNN((1, 8000), 10).eval()
+    (grad,) = torch.autograd.grad(model(x).logsumexp(1).sum(), x)
+    assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
+
+
+def test_augmentation_happens_in_training_only():
+    x = 0.5 * torch.randn(4, 1, 8000).clamp(-1, 1)
+    augment = ShiftAndGain()
+    assert torch.equal(augment.eval()(x), x)
+    torch.manual_seed(0)
+    moved = augment.train()(x)
+    assert not torch.equal(moved, x) and moved.abs().max() <= 1
+
+
+def test_m5_learns_the_spoken_digits_in_a_few_epochs(fsdd):
+    model = build_model("m5", fsdd, 0)
+    assert isinstance(model, M5)
+    config = TrainConfig(epochs=4, lr=3e-3, schedule="cyclic", weight_decay=1e-4)
+    train(model, fsdd, Standard(), config, 0, device=torch.device("cpu"), progress=Progress(quiet=True))
+    with torch.no_grad():
+        accuracy = (model.eval()(fsdd.x_test).argmax(1) == fsdd.y_test).float().mean().item()
+    assert accuracy > 0.7  # 25 epochs reach 98 %: see tests/test_reproductions.py
