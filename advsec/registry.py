@@ -95,9 +95,8 @@ class Registry:
         for prefix, module in self._adapters.items():
             try:
                 names = importlib.import_module(module).names()
-            except (
-                Exception
-            ) as exc:  # an adapter that cannot list (its library missing) must not break `list`
+            # An adapter that cannot list its names (its library missing) must not break `advsec list`.
+            except Exception as exc:
                 own.append(
                     Entry(f"{prefix}:*", module, f"adapter {prefix}", error=f"{type(exc).__name__}: {exc}")
                 )

@@ -166,60 +166,44 @@ def train(
     every epoch (:class:`OverfittingGuard`).
     """
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(
-            seed
-        )  # for models that draw from the global generator while training (augmentation)
-        return _train(model, dataset, defense, config, seed, device=device, progress=progress, label=label)
-
-
-def _train(
-    model: nn.Module,
-    dataset: Dataset,
-    defense: Defense,
-    config: TrainConfig,
-    seed: int,
-    *,
-    device: torch.device,
-    progress: Progress,
-    label: str | None,
-) -> list[dict[str, float]]:
-    generator = torch.Generator().manual_seed(seed)
-    held_out, kept = training_split(len(dataset.x_train), defense.guard_samples, generator)
-    x, y = dataset.x_train[kept].to(device), dataset.y_train[kept].to(device)
-    model.to(device).train()
-    optimizer = _optimizer(model, config)
-    name = label or type(defense).__name__
-    guard = None
-    if len(held_out):
-        checked = (dataset.x_train[held_out].to(device), dataset.y_train[held_out].to(device))
-        guard = OverfittingGuard(defense, model, optimizer, checked, dataset.bounds, generator,
-                                 log=lambda message: progress.log(f"{name}: {message}"))  # fmt: skip
-    batches = -(-len(x) // config.batch_size)
-    steps = config.epochs * batches
-    learning_rate = _schedule(config, steps)
-    history: list[dict[str, float]] = []
-    step = 0
-    with progress.task(f"train {name}", total=steps) as task:
-        for epoch in range(1, config.epochs + 1):
-            permutation = torch.randperm(len(x), generator=generator).to(device)
-            total = 0.0
-            for start in range(0, len(x), config.batch_size):
-                batch = permutation[start : start + config.batch_size]
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step)
-                loss = defense.loss(model, x[batch], y[batch], bounds=dataset.bounds, generator=generator,
-                                    progress=step / steps)  # fmt: skip
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(batch)
-                step += 1
-                task.advance()
-            history.append({"epoch": epoch, "loss": total / len(x)})
-            if guard is not None and guard.after_epoch(epoch, history[-1]):
-                break
-    model.eval()
-    return history
+        torch.manual_seed(seed)  # models that augment while training draw from the global generator
+        generator = torch.Generator().manual_seed(seed)
+        held_out, kept = training_split(len(dataset.x_train), defense.guard_samples, generator)
+        x, y = dataset.x_train[kept].to(device), dataset.y_train[kept].to(device)
+        model.to(device).train()
+        optimizer = _optimizer(model, config)
+        name = label or type(defense).__name__
+        guard = None
+        if len(held_out):
+            checked = (dataset.x_train[held_out].to(device), dataset.y_train[held_out].to(device))
+            guard = OverfittingGuard(defense, model, optimizer, checked, dataset.bounds, generator,
+                                     log=lambda message: progress.log(f"{name}: {message}"))  # fmt: skip
+        batches = -(-len(x) // config.batch_size)
+        steps = config.epochs * batches
+        learning_rate = _schedule(config, steps)
+        history: list[dict[str, float]] = []
+        step = 0
+        with progress.task(f"train {name}", total=steps) as task:
+            for epoch in range(1, config.epochs + 1):
+                permutation = torch.randperm(len(x), generator=generator).to(device)
+                total = 0.0
+                for start in range(0, len(x), config.batch_size):
+                    batch = permutation[start : start + config.batch_size]
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(step)
+                    loss = defense.loss(model, x[batch], y[batch], bounds=dataset.bounds, generator=generator,
+                                        progress=step / steps)  # fmt: skip
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item() * len(batch)
+                    step += 1
+                    task.advance()
+                history.append({"epoch": epoch, "loss": total / len(x)})
+                if guard is not None and guard.after_epoch(epoch, history[-1]):
+                    break
+        model.eval()
+        return history
 
 
 def training_split(n: int, held_out: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
