@@ -231,6 +231,8 @@ def test_audio_examples_are_drawn_as_waveforms_and_can_be_listened_to(tmp_path: 
     finally:
         store.close()
     assert (tmp_path / "report" / "examples.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert (tmp_path / "report" / "spectrograms.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "Spectrograms of clean and adversarial audio" in page
     players = re.findall(r'<audio controls preload="none" src="data:audio/wav;base64,([^"]+)"', page)
     assert len(players) == 2 * 2 * 3  # 2 defenses × 3 stored examples × (clean, adversarial)
     rate, samples = wavfile.read(io.BytesIO(base64.b64decode(players[0])))

@@ -26,6 +26,7 @@ from advsec.report.figures import (
     pareto_front,
     replay_png,
     robust_vs_eps_png,
+    spectrograms_png,
     tradeoff_png,
 )
 from advsec.report.render import Audio, Block, Code, Heading, Image, Players, Text, to_html, to_markdown
@@ -346,6 +347,18 @@ def _examples(
     ]
     if domain == "audio":
         rate = int(meta.get("sample_rate") or 8000)
+        first = {defense: examples[0] for defense, examples in rows.items()}
+        blocks.append(
+            Image(
+                "spectrograms.png",
+                spectrograms_png(
+                    first, styles, sample_rate=rate, title=f"Spectrograms at {budget_name(norm, eps)}"
+                ),
+                "Spectrograms of clean and adversarial audio and of the perturbation",
+                "The first example per defense: clean, adversarial and the perturbation alone, on one dB "
+                "scale: where in time and frequency the attack put its energy, and how loud it is.",
+            )
+        )
         blocks += [
             Players(f"{defense} · {example.caption}", tuple(
                 Audio(f"example-{d}-{i}-{kind}.wav", wav_bytes(clip, rate), kind)

@@ -290,6 +290,36 @@ def examples_png(
     return _png(fig)
 
 
+# Viridis (colour-blind safe), with exact silence (log of zero power) drawn as its quietest colour.
+QUIET = matplotlib.colormaps["viridis"].with_extremes(bad=matplotlib.colormaps["viridis"](0.0))
+
+
+def spectrograms_png(
+    rows: dict[str, Example], styles: dict[str, Style], *, sample_rate: int, title: str
+) -> bytes:
+    """Per defense, one example's spectrograms: clean, adversarial, and the perturbation alone, all on one
+    dB scale, so it shows where in time and frequency the attack put its energy and how loud it is."""
+    fig = Figure(figsize=(10.5, 2.3 * len(rows) + 0.6), layout="constrained")
+    grid = fig.subplots(len(rows), 3, squeeze=False)
+    clips = [(e.clean, e.adversarial, e.adversarial - e.clean) for e in rows.values()]
+    top = 10 * np.log10(max(float(np.square(c).max()) for clip in clips for c in clip[:2]) + 1e-12)
+    image = None
+    for axes, (defense, example), clip in zip(grid, rows.items(), clips, strict=True):
+        for ax, wave, name in zip(axes, clip, ("clean", "adversarial", "perturbation"), strict=True):
+            with np.errstate(divide="ignore"):  # silence has no level: drawn in the quietest colour
+                *_, image = ax.specgram(np.ravel(wave), NFFT=256, Fs=sample_rate, noverlap=128, cmap=QUIET,
+                                        scale="dB", vmin=top - 90, vmax=top)  # fmt: skip
+            ax.set_title(f"{defense}: {name}" + (f" ({example.caption})" if name == "adversarial" else ""),
+                         fontsize=8, color=styles[defense].color)  # fmt: skip
+            ax.set_xlabel("time (s)", fontsize=8)
+            ax.tick_params(labelsize=7)
+        axes[0].set_ylabel("frequency (Hz)", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=grid[:, -1].tolist(), label="power (dB)", shrink=0.9)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
 def _draw_images(ax: Axes, example: Example, bounds: tuple[float, float]) -> None:
     """Clean and adversarial side by side on one axis, so the caption sits over the pair."""
     low, high = bounds
