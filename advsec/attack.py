@@ -25,7 +25,7 @@ Kind = Literal["gradient", "query"]
 class Attack:
     """Base class of attack plugins. Subclass as a ``@dataclass``; override :meth:`perturb`."""
 
-    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "db", "snr")  # db, snr: relative (audio)
     targeted: ClassVar[bool] = False  # can aim at a chosen class
     kind: ClassVar[Kind] = "gradient"  # "gradient" needs input gradients; "query" only forward passes
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
@@ -96,10 +96,10 @@ class Stepper(Protocol):
 
 @dataclass
 class SteepestAscent:
-    """Projected steepest ascent with a fixed step: PGD, BIM, FGSM."""
+    """Projected steepest ascent with a fixed step, one for all samples or one per sample: PGD, BIM, FGSM."""
 
     threat: ThreatModel
-    step_size: float
+    step_size: float | torch.Tensor  # a tensor is per sample, shaped (N, 1, ...) like the threat's radius
 
     def step(
         self, t: int, x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, value: torch.Tensor
@@ -107,7 +107,7 @@ class SteepestAscent:
         return self.threat.project(x, self.threat.ascend(x_adv, grad, self.step_size))
 
     def keep(self, mask: torch.Tensor) -> None:
-        pass
+        self.step_size = _keep_rows(self.step_size, mask)
 
 
 @dataclass
@@ -115,7 +115,7 @@ class MomentumAscent:
     """Steepest ascent along an accumulated, L1-normalized gradient (Dong et al. 2018, MI-FGSM)."""
 
     threat: ThreatModel
-    step_size: float
+    step_size: float | torch.Tensor
     decay: float
     velocity: torch.Tensor | None = field(default=None, repr=False)
 
@@ -129,6 +129,11 @@ class MomentumAscent:
     def keep(self, mask: torch.Tensor) -> None:
         if self.velocity is not None:
             self.velocity = self.velocity[mask]
+        self.step_size = _keep_rows(self.step_size, mask)
+
+
+def _keep_rows(step_size: float | torch.Tensor, mask: torch.Tensor) -> float | torch.Tensor:
+    return step_size[mask] if isinstance(step_size, torch.Tensor) else step_size
 
 
 def gradient_attack(
@@ -139,6 +144,7 @@ def gradient_attack(
     *,
     steps: int,
     step_size: float | None = None,
+    step_fraction: float | None = None,
     stepper: Callable[[torch.Tensor], Stepper] | None = None,
     random_start: bool = False,
     restarts: int = 1,
@@ -154,7 +160,8 @@ def gradient_attack(
     Each iteration measures the objective and its input gradient at the current iterate (for a stochastic
     model, of its expected prediction over ``eot`` draws: :class:`~advsec.defense.Expectation`), records
     the per-sample worst case, and moves with the stepper (``stepper(x)`` makes one per restart; default:
-    steepest ascent of ``step_size``). A sample's result is the first iterate that fools the model; a
+    steepest ascent of ``step_size``, or of ``step_fraction`` of each sample's radius in the threat model).
+    A sample's result is the first iterate that fools the model; a
     sample never fooled keeps the highest-loss final iterate of its restarts. With ``early_stop`` a
     fooled sample leaves the batch at once, and each restart attacks only the samples no earlier restart
     fooled. With ``keep_worst=False`` it returns the last iterate of one run for every sample, as
@@ -163,12 +170,12 @@ def gradient_attack(
     if eot > 1:
         model = Expectation(model, eot)
     if stepper is None:
-        if step_size is None:
-            raise ValueError("gradient_attack needs a step_size or a stepper")
-        fixed = step_size
+        if (step_size is None) == (step_fraction is None):
+            raise ValueError("gradient_attack needs one of step_size, step_fraction or a stepper")
+        size, fraction = step_size, step_fraction
 
-        def stepper(_: torch.Tensor) -> Stepper:
-            return SteepestAscent(threat, fixed)
+        def stepper(x0: torch.Tensor) -> Stepper:
+            return SteepestAscent(threat, size if fraction is None else fraction * threat.radius(x0))
 
     if not keep_worst:
         x_adv = threat.random_start(x, generator) if random_start else x.detach().clone()

@@ -47,7 +47,7 @@ def membership_inference(
     if threat is not None:
         generator = torch.Generator(device=sets[0][0].device).manual_seed(0)
         attacked = [
-            (gradient_attack(model, x, y, threat, steps=ADVERSARIAL_STEPS, step_size=threat.eps / 4,
+            (gradient_attack(model, x, y, threat, steps=ADVERSARIAL_STEPS, step_fraction=1 / 4,
                              generator=generator, early_stop=False, keep_worst=False), y)
             for x, y in sets
         ]  # fmt: skip

@@ -183,7 +183,7 @@ def eot_probe(
     evaluation left robust mean its attacks were blunted by the randomness.
     """
     generator = torch.Generator(device=x.device).manual_seed(0)
-    x_adv = gradient_attack(expectation, x, y, threat, steps=EOT_PROBE_STEPS, step_size=threat.eps / 8,
+    x_adv = gradient_attack(expectation, x, y, threat, steps=EOT_PROBE_STEPS, step_fraction=1 / 8,
                             generator=generator)  # fmt: skip
     share = (robust & ~correct(x_adv)).float().mean().item() if len(x) else 0.0
     return Check(

@@ -1,8 +1,15 @@
 """The threat model: the one place that says how far an attacker may move an input.
 
 Every attack steps through :meth:`ThreatModel.ascend`, starts from :meth:`ThreatModel.random_start` and ends
-in :meth:`ThreatModel.project`, so the budget (``linf`` or ``l2`` ball of radius ``eps`` around the clean
-input) and the input bounds (the dataset's, never an assumed [0, 1]) are enforced once, here.
+in :meth:`ThreatModel.project`, so the budget and the input bounds (the dataset's, never an assumed [0, 1])
+are enforced once, here. The budget is a ball around each clean input, of radius :meth:`ThreatModel.radius`:
+
+- ``linf``, ``l2``: radius ``eps`` in that norm;
+- ``db`` (audio loudness): the perturbation's peak at least ``eps`` dB below the input's peak,
+  dB_x(δ) = 20·log10 max|δ| − 20·log10 max|x| ≤ −eps, an linf ball of radius max|x|·10^(−eps/20);
+- ``snr`` (signal-to-noise ratio): 20·log10(‖x‖₂ / ‖δ‖₂) ≥ eps, an l2 ball of radius ‖x‖₂·10^(−eps/20).
+
+The last two are relative: each sample's radius follows its own level, so a quiet clip gets a quiet budget.
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ import torch
 
 from advsec.errors import InputError, SpecError
 
-Norm = Literal["linf", "l2"]
-NORMS: tuple[Norm, ...] = ("linf", "l2")
+Norm = Literal["linf", "l2", "db", "snr"]
+NORMS: tuple[Norm, ...] = ("linf", "l2", "db", "snr")
+GEOMETRY: dict[str, Literal["linf", "l2"]] = {"linf": "linf", "l2": "l2", "db": "linf", "snr": "l2"}
 _TINY = 1e-12  # keeps l2 directions finite where a gradient or perturbation is exactly zero
 
 
 @dataclass(frozen=True)
 class ThreatModel:
-    """An ``eps``-ball in ``norm`` around each clean input, intersected with the box ``bounds``."""
+    """A ball in ``norm`` around each clean input (``eps`` its radius, or its level in dB for ``db`` and
+    ``snr``), intersected with the box ``bounds``."""
 
     norm: Norm
     eps: float
@@ -36,12 +45,28 @@ class ThreatModel:
         if not low < high:
             raise SpecError(f"bounds: expected low < high, got {self.bounds!r}")
 
+    @property
+    def geometry(self) -> Literal["linf", "l2"]:
+        """The shape of the ball: ``db`` is an linf ball, ``snr`` an l2 ball, each of a per-sample radius."""
+        return GEOMETRY[self.norm]
+
+    def radius(self, x: torch.Tensor) -> torch.Tensor:
+        """Each clean input's radius in :attr:`geometry`, shaped ``(N, 1, ...)`` to broadcast over ``x``."""
+        shape = (len(x), *[1] * (x.dim() - 1))
+        if self.norm in ("linf", "l2"):
+            return torch.full(shape, self.eps, dtype=x.dtype, device=x.device)
+        level = _size(x.flatten(1), self.geometry).view(shape)  # the input's peak, or its l2 energy
+        return level * 10 ** (-self.eps / 20)
+
     def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        """Per-sample size of the perturbation in this threat model's norm."""
-        delta = (x_adv - x).flatten(1)
-        if self.norm == "linf":
-            return delta.abs().amax(dim=1)
-        return delta.norm(p=2, dim=1)
+        """Per-sample size of the perturbation in this threat model's units: a length for ``linf`` and
+        ``l2``; dB_x(δ) for ``db`` (at most −eps) and the SNR for ``snr`` (at least eps), ±200 dB at most."""
+        delta, clean = (x_adv - x).flatten(1), x.flatten(1)
+        size = _size(delta, self.geometry)
+        if self.norm in ("linf", "l2"):
+            return size
+        ratio = 20 * torch.log10(size.clamp_min(1e-10) / _size(clean, self.geometry).clamp_min(1e-10))
+        return ratio.clamp(-200, 200) if self.norm == "db" else (-ratio).clamp(-200, 200)
 
     def project(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """The feasible point nearest ``x_adv`` along the ball-then-box path: within budget and bounds.
@@ -49,12 +74,12 @@ class ThreatModel:
         Clipping to the box after shrinking into the ball never leaves the ball, because ``x`` itself
         is inside the box: each coordinate of the perturbation only moves towards zero.
         """
-        delta = x_adv - x
-        if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
+        delta, radius = x_adv - x, self.radius(x)
+        if self.geometry == "linf":
+            delta = torch.maximum(torch.minimum(delta, radius), -radius)
         else:
             norms = _per_sample_l2(delta)
-            delta = delta * (self.eps / norms.clamp_min(_TINY)).clamp(max=1.0)
+            delta = delta * (radius / norms.clamp_min(_TINY)).clamp(max=1.0)
         return (x + delta).clamp(*self.bounds)
 
     def ascend(
@@ -64,7 +89,7 @@ class ThreatModel:
 
         ``step_size`` may be a per-sample tensor shaped ``(N, 1, ...)``.
         """
-        if self.norm == "linf":
+        if self.geometry == "linf":
             return x_adv + step_size * grad.sign()
         return x_adv + step_size * grad / _per_sample_l2(grad).clamp_min(_TINY)
 
@@ -74,18 +99,19 @@ class ThreatModel:
 
     def random_delta(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A perturbation drawn uniformly from the ball, one per sample of ``x``, not clipped to the box."""
-        if self.norm == "linf":
-            return (2 * random_tensor(x.shape, x, generator) - 1) * self.eps
+        if self.geometry == "linf":
+            return (2 * random_tensor(x.shape, x, generator) - 1) * self.radius(x)
         direction = random_tensor(x.shape, x, generator, normal=True)
         direction = direction / _per_sample_l2(direction).clamp_min(_TINY)
-        radius = random_tensor((x.shape[0],), x, generator)
-        return direction * (self.eps * radius ** (1.0 / x[0].numel())).view(-1, *[1] * (x.dim() - 1))
+        depth = random_tensor((x.shape[0],), x, generator) ** (1.0 / x[0].numel())
+        return direction * self.radius(x) * depth.view(-1, *[1] * (x.dim() - 1))
 
     def violations(self, x: torch.Tensor, x_adv: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         """A per-sample mask of points outside the budget or the bounds (with float tolerance ``tol``)."""
         scale = max(1.0, abs(self.bounds[0]), abs(self.bounds[1]))
         slack = tol * scale
-        outside_ball = self.distance(x, x_adv) > self.eps + slack
+        radius = self.radius(x).flatten()
+        outside_ball = _size((x_adv - x).flatten(1), self.geometry) > radius * (1 + tol) + slack
         flat = x_adv.flatten(1)
         outside_box = (flat < self.bounds[0] - slack).any(dim=1) | (flat > self.bounds[1] + slack).any(dim=1)
         return outside_ball | outside_box | ~torch.isfinite(flat).all(dim=1)
@@ -107,6 +133,11 @@ def random_tensor(
     device = generator.device if generator is not None else like.device
     sample = torch.randn if normal else torch.rand
     return sample(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
+
+
+def _size(flat: torch.Tensor, geometry: str) -> torch.Tensor:
+    """Per-row size of a ``(N, D)`` tensor: its peak magnitude (linf) or its length (l2)."""
+    return flat.abs().amax(dim=1) if geometry == "linf" else flat.norm(p=2, dim=1)
 
 
 def _per_sample_l2(t: torch.Tensor) -> torch.Tensor:

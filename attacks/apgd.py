@@ -54,14 +54,14 @@ class APGDStepper:
         if not s:
             n = len(x)
             s.update(
-                eta=torch.full((n,), 2 * self.threat.eps, device=x.device),
+                eta=2 * self.threat.radius(x).flatten(),
                 best_value=value.clone(),
                 x_best=x_adv.clone(),
                 grad_best=grad.clone(),
                 x_prev=x_adv.clone(),
                 prev_value=value.clone(),
                 increases=torch.zeros(n, device=x.device),
-                eta_mark=torch.full((n,), 2 * self.threat.eps, device=x.device),
+                eta_mark=2 * self.threat.radius(x).flatten(),
                 best_mark=value.clone(),
                 last_mark=torch.zeros((), device=x.device),
             )

@@ -25,7 +25,7 @@ ABORT_TOLERANCE = 0.9999  # a sample whose loss fell by less than 0.01 % over a 
 class CarliniWagnerL2(Attack):
     """Minimum-norm L2 attack with a per-sample binary search on c; the result is projected onto eps."""
 
-    norms = ("l2",)
+    norms = ("l2", "snr")
     targeted = True
     steps: int = 100  # Adam steps per binary-search round
     search_steps: int = 5

@@ -24,7 +24,7 @@ NUDGE = 1e-4  # added to each step's length (times the bounds' width), so a tie 
 class DeepFool(Attack):
     """Minimal-norm DeepFool among the top ``candidates`` classes, then projected onto the budget."""
 
-    norms = ("l2", "linf")
+    norms = ("l2", "linf", "snr", "db")
     steps: int = 50
     overshoot: float = 0.02
     candidates: int = 10  # y and the classes ranked highest at the clean input, as the reference does
@@ -49,7 +49,7 @@ class DeepFool(Attack):
         # Iterates stay inside the bounds but ignore the budget: DeepFool looks for the nearest boundary,
         # however far, and only the result is projected onto the eps-ball.
         box = replace(threat, eps=math.inf)
-        dual = 1 if threat.norm == "linf" else 2
+        dual = 1 if threat.geometry == "linf" else 2
         low, high = threat.bounds
         with torch.no_grad():
             clean = model(x)

@@ -34,7 +34,7 @@ class FGSM(Attack):
             y,
             threat,
             steps=1,
-            step_size=threat.eps,
+            step_fraction=1.0,
             random_start=False,
             loss=self.loss,
             target=target,

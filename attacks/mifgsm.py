@@ -31,14 +31,14 @@ class MIFGSM(Attack):
         target: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        step = (self.step_fraction if self.step_fraction is not None else 1 / self.steps) * threat.eps
+        fraction = self.step_fraction if self.step_fraction is not None else 1 / self.steps
         return gradient_attack(
             model,
             x,
             y,
             threat,
             steps=self.steps,
-            stepper=lambda _: MomentumAscent(threat, step, self.decay),
+            stepper=lambda x0: MomentumAscent(threat, fraction * threat.radius(x0), self.decay),
             loss=self.loss,
             target=target,
         )

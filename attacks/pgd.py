@@ -41,7 +41,7 @@ class PGD(Attack):
             y,
             threat,
             steps=self.steps,
-            step_size=fraction * threat.eps,
+            step_fraction=fraction,
             random_start=self.random_start,
             restarts=self.restarts,
             loss=self.loss,

@@ -31,7 +31,7 @@ class Square(Attack):
     windows at ‖δ‖₂ = eps. Accepts only improving proposals; fooled samples stop costing queries."""
 
     kind = "query"
-    norms = ("linf", "l2")
+    norms = ("linf", "l2", "db", "snr")
     targeted = True
     queries: int = 5000  # per sample and restart, the initialization included
     p_init: float = 0.8  # the first window's share of the input; shrinks on a fixed schedule
@@ -64,7 +64,7 @@ class Square(Attack):
             return attack_objective(logits, y[index], aim, loss), fooled(logits, y[index], aim)
 
         planes = _as_planes(x)
-        search = self._linf if threat.norm == "linf" else self._l2
+        search = self._linf if threat.geometry == "linf" else self._l2
         overall = WorstCase(planes)
         with torch.no_grad():  # a score-based attack: no graph is ever built, no gradient can leak in
             for _ in range(self.restarts):
@@ -85,7 +85,7 @@ class Square(Attack):
     ) -> WorstCase:
         """Vertical stripes at ±eps, then one window per query set to a fresh vertex of the ball."""
         c, h, w = x.shape[1:]
-        stripes = threat.eps * _signs((len(x), c, 1, w), x, generator)
+        stripes = threat.radius(x) * _signs((len(x), c, 1, w), x, generator)
         state = _start(x, threat.project(x, x + stripes), index, score)
         for it in range(self.queries - 1):
             active = state.unfooled()
@@ -94,7 +94,7 @@ class Square(Attack):
                 break
             x0, best = x[active], state.best[active]
             mask = _window(n, h, w, _side(self._share(it), h, w, 1), generator, x.device)
-            signs = threat.eps * _signs((n, c, 1, 1), x, generator)
+            signs = threat.radius(x0) * _signs((n, c, 1, 1), x, generator)
             proposal = threat.project(x0, torch.where(mask, x0 + signs, best))
             # A window already at those vertices (or held there by the bounds) would waste the query,
             # so those samples take the opposite vertex, as the paper's resampling does.
@@ -133,7 +133,7 @@ class Square(Attack):
             fresh = fresh + old / _plane_norm(old).clamp_min(_TINY)
             # The first window receives the mass of both windows plus whatever the bounds clipped away,
             # spread evenly over the channels, so the total lands back on ‖δ‖₂ = eps.
-            spare = (threat.eps**2 - _sample_norm(delta) ** 2).clamp_min(0) / c
+            spare = (threat.radius(x0) ** 2 - _sample_norm(delta) ** 2).clamp_min(0) / c
             energy = (spare + _plane_norm(delta * (first | second)) ** 2).sqrt()
             fresh = fresh / _plane_norm(fresh).clamp_min(_TINY) * energy
             delta = torch.where(first, fresh, delta * ~second)
@@ -240,8 +240,8 @@ def _tiles(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
 
 
 def _on_sphere(x: torch.Tensor, delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
-    """``x`` plus ``delta`` rescaled to ‖δ‖₂ = eps, then clipped to the bounds by the threat model."""
-    return threat.project(x, x + delta * threat.eps / _sample_norm(delta).clamp_min(_TINY))
+    """``x`` plus ``delta`` rescaled to the l2 radius, then clipped to the bounds by the threat model."""
+    return threat.project(x, x + delta * threat.radius(x) / _sample_norm(delta).clamp_min(_TINY))
 
 
 def _signs(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -43,7 +43,8 @@ class FastAdversarialTraining(AdversarialTraining):
         model.eval()
         (grad,) = torch.autograd.grad(F.cross_entropy(model(start), y), start)
         model.train()
-        x_adv = threat.project(x, threat.ascend(start.detach(), grad, self.step_fraction * threat.eps))
+        step = self.step_fraction * threat.radius(x)
+        x_adv = threat.project(x, threat.ascend(start.detach(), grad, step))
         return F.cross_entropy(model(x_adv), y)
 
     def check(

@@ -37,7 +37,7 @@ class PGDAdversarialTraining(AdversarialTraining):
             y,
             threat,
             steps=self.steps,
-            step_size=fraction * threat.eps,
+            step_fraction=fraction,
             random_start=self.random_start,
             generator=generator,
             keep_worst=False,

@@ -43,7 +43,7 @@ class TRADES(AdversarialTraining):
             clean = F.softmax(model(x), dim=1)
         noise = random_tensor(x.shape, x, generator, normal=True)
         x_adv = threat.project(x, x + 0.001 * noise)
-        ascent = SteepestAscent(threat, self.step_fraction * threat.eps)
+        ascent = SteepestAscent(threat, self.step_fraction * threat.radius(x))
         for t in range(self.steps):
             x_adv.requires_grad_(True)
             divergence = F.kl_div(F.log_softmax(model(x_adv), dim=1), clean, reduction="sum")

@@ -7,12 +7,15 @@ import pytest
 import torch
 
 from advsec.data.fsdd import FSDD, RECORDINGS, download, read_recordings, verify
-from advsec.defenses.standard import Standard
 from advsec.errors import DataError
+from advsec.harness import run_spec
 from advsec.models.audio import M5, LogMel, LogMelCNN, ShiftAndGain, mel_filterbank
 from advsec.progress import Progress
-from advsec.spec import TrainConfig
-from advsec.train import build_model, train
+from advsec.results import cell_summaries
+from advsec.spec import TrainConfig, parse_spec
+from advsec.train import load_or_train
+
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +104,50 @@ def test_augmentation_happens_in_training_only():
     assert not torch.equal(moved, x) and moved.abs().max() <= 1
 
 
+QUICK = TrainConfig(epochs=4, lr=3e-3, schedule="cyclic", weight_decay=1e-4)
+
+
 def test_m5_learns_the_spoken_digits_in_a_few_epochs(fsdd):
-    model = build_model("m5", fsdd, 0)
-    assert isinstance(model, M5)
-    config = TrainConfig(epochs=4, lr=3e-3, schedule="cyclic", weight_decay=1e-4)
-    train(model, fsdd, Standard(), config, 0, device=torch.device("cpu"), progress=Progress(quiet=True))
+    trained = load_or_train(fsdd, "m5", "standard", {}, QUICK, 0, device=CPU, progress=Progress(quiet=True))
+    assert isinstance(trained.network, M5)
     with torch.no_grad():
-        accuracy = (model.eval()(fsdd.x_test).argmax(1) == fsdd.y_test).float().mean().item()
+        accuracy = (trained.model(fsdd.x_test).argmax(1) == fsdd.y_test).float().mean().item()
     assert accuracy > 0.7  # 25 epochs reach 98 %: see tests/test_reproductions.py
+
+
+LOUDNESS = """
+name = "loudness"
+dataset = "fsdd"
+model = "m5"
+[train]
+epochs = 4
+lr = 3e-3
+schedule = "cyclic"
+weight_decay = 1e-4
+[[defenses]]
+name = "standard"
+[[threats]]
+norm = "db"
+eps = [30, 45, 60]
+[[threats]]
+norm = "snr"
+eps = [40]
+[[attacks]]
+name = "pgd"
+steps = 10
+[evaluation]
+samples = 60
+"""
+
+
+def test_quieter_budgets_leave_more_robust_accuracy_and_every_attempt_stays_below_its_level(
+    fsdd, shared_data_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
+    store = run_spec(parse_spec(LOUDNESS), tmp_path, device=CPU, progress=Progress(quiet=True))
+    cells = {(c["norm"], c["eps"]): c for c in cell_summaries(store)}
+    loud, middle, quiet = (cells["db", d]["robust_accuracy"] for d in (30.0, 45.0, 60.0))
+    assert loud <= middle <= quiet and loud < quiet
+    for (norm, eps), cell in cells.items():
+        for attempt in store.attempts(cell["cell"]):  # distances are stored in dB: below -D, or an SNR above
+            assert attempt["distance"] <= -eps + 1e-3 if norm == "db" else attempt["distance"] >= eps - 1e-3

@@ -104,7 +104,7 @@ def test_list_shows_broken_and_clashing_plugins_beside_working_ones(third_party)
     assert rows["broken-attack"]["status"].startswith("broken: ")
     assert "a_module_that_does_not_exist" in rows["broken-attack"]["status"]
     assert "declared twice" in rows["pgd"]["status"]
-    assert rows["fgsm"]["status"] == "ok" and rows["fgsm"]["norms"] == ["linf", "l2"]
+    assert rows["fgsm"]["status"] == "ok" and rows["fgsm"]["norms"] == ["linf", "l2", "db", "snr"]
     assert rows["fine-attack"]["status"] == "ok"
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advsec.errors import InputError, SpecError
-from advsec.threat import ThreatModel, check_inputs
+from advsec.threat import NORMS, ThreatModel, check_inputs
 
 BOUNDS = st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (-3.0, 0.5), (0.0, 255.0)])
 SHAPES = st.sampled_from([(1, 1), (3, 5), (2, 1, 4, 4), (4, 3, 2, 2), (2, 1, 50)])
@@ -23,7 +23,7 @@ def _clean_and_wild(shape, bounds, seed):
 
 def threat_cases(eps: st.SearchStrategy[float]) -> dict[str, st.SearchStrategy]:
     """Shapes, bounds, a norm and a seed for property tests of the threat model, with the given eps range."""
-    return {"shape": SHAPES, "bounds": BOUNDS, "norm": st.sampled_from(["linf", "l2"]), "eps": eps,
+    return {"shape": SHAPES, "bounds": BOUNDS, "norm": st.sampled_from(NORMS), "eps": eps,
             "seed": st.integers(0, 9999)}  # fmt: skip
 
 
@@ -56,6 +56,21 @@ def test_random_start_and_steps_stay_feasible(shape, bounds, norm, eps, seed):
     assert not threat.violations(x, start).any()
     stepped = threat.project(x, threat.ascend(start, wild - x, step_size=eps))
     assert not threat.violations(x, stepped).any()
+
+
+def test_relative_budgets_follow_each_inputs_level_in_decibels():
+    x = torch.zeros(2, 1, 100)
+    x[0, 0, 10], x[1, 0, :4] = 0.5, 0.05  # a loud clip (peak 0.5, energy 0.5), a quiet one (peak 0.05, 0.1)
+    loudness, snr = ThreatModel("db", 20, (-1.0, 1.0)), ThreatModel("snr", 20, (-1.0, 1.0))
+    assert torch.allclose(loudness.radius(x).flatten(), torch.tensor([0.05, 0.005]))
+    assert torch.allclose(snr.radius(x).flatten(), torch.tensor([0.05, 0.01]))
+    delta = torch.zeros_like(x)
+    delta[:, 0, 50] = torch.tensor([0.05, 0.005])  # exactly at each clip's -20 dB peak
+    assert torch.allclose(loudness.distance(x, x + delta), torch.tensor([-20.0, -20.0]), atol=1e-4)
+    assert not loudness.violations(x, x + delta).any() and loudness.violations(x, x + 1.01 * delta).all()
+    assert torch.allclose(snr.distance(x, x + delta), torch.tensor([20.0, 26.0206]), atol=1e-3)
+    projected = loudness.project(x, x + torch.full_like(x, 0.3))
+    assert torch.allclose((projected - x).abs().amax(dim=2).flatten(), torch.tensor([0.05, 0.005]))
 
 
 def test_linf_projection_is_the_exact_clip():

@@ -50,6 +50,7 @@ from advsec.results import (
     transfer_summaries,
 )
 from advsec.store import Store
+from advsec.threat import GEOMETRY
 
 __all__ = ["build_report", "pareto_front"]
 
@@ -286,14 +287,17 @@ def _families(defenses: list[dict[str, Any]]) -> dict[str, list[str]]:
 def _curves(
     cells: list[dict[str, Any]], clean: dict[str, float], shown: dict[str, float]
 ) -> list[tuple[str, float, dict[str, list[tuple[float, float]]]]]:
-    """Per norm, each defense's robust accuracy by budget, starting from its clean accuracy at ε=0."""
+    """Per norm, each defense's robust accuracy by budget, starting from its clean accuracy at ε=0.
+
+    A relative budget (dB) has no zero perturbation on its axis (it lies at infinitely many dB below the
+    input): its curves hold the attacked budgets only.
+    """
     panels = []
     for norm, eps in shown.items():
         curves: dict[str, list[tuple[float, float]]] = {}
         for c in sorted((c for c in cells if c["norm"] == norm), key=lambda c: c["eps"]):
-            curves.setdefault(c["defense"], [(0.0, clean[c["defense"]])]).append(
-                (c["eps"], c["robust_accuracy"])
-            )
+            start = [] if GEOMETRY[norm] != norm else [(0.0, clean[c["defense"]])]
+            curves.setdefault(c["defense"], start).append((c["eps"], c["robust_accuracy"]))
         panels.append((norm, eps, curves))
     return panels
 

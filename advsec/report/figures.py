@@ -27,7 +27,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 DPI = 110
 MUTED = "#777777"
 BROKEN = "#D55E00"  # caption colour of an example the attack turned into a mistake
-NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2", "l1": "ℓ1"}
+NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2", "l1": "ℓ1", "db": "loudness", "snr": "SNR"}
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,20 @@ def family_styles(styles: dict[str, Style], families: dict[str, list[str]]) -> d
     return out
 
 
+# The x-axis of a norm's robust-accuracy curve; relative budgets are levels in dB (larger: quieter).
+NORM_AXES = {
+    "db": "D: perturbation peak, dB below the input's peak",
+    "snr": "signal-to-noise ratio (dB)",
+}
+
+
 def budget_name(norm: str, eps: float) -> str:
-    """``ℓ∞ ε=8/255`` style: fractions of 255 read better than their long decimals."""
+    """``ℓ∞ ε=8/255`` style (fractions of 255 read better than their long decimals); ``−30 dB`` (the
+    perturbation's peak below the input's) and ``SNR 30 dB`` for the relative audio budgets."""
+    if norm == "db":
+        return f"−{eps:g} dB"
+    if norm == "snr":
+        return f"SNR {eps:g} dB"
     value = f"{eps:g}"
     steps = eps * 255
     if len(value) > 6 and abs(steps - round(steps)) < 1e-6:
@@ -164,7 +176,8 @@ def robust_vs_eps_png(
 ) -> bytes:
     """Robust accuracy against ε, a line per defense, one panel per ``(norm, report eps, {defense: curve})``.
 
-    Each curve starts at ε=0 with the defense's clean accuracy; the report's ε is marked by a dotted line.
+    Each curve starts at ε=0 with the defense's clean accuracy (relative budgets excepted); the report's ε
+    is marked by a dotted line.
     """
     fig, axes = _panels(len(panels), width=5.2, height=3.8)
     for ax, (norm, report_eps, curves) in zip(axes, panels, strict=True):
@@ -179,7 +192,7 @@ def robust_vs_eps_png(
             ax.annotate("chance", (1, 100 * chance), xycoords=("axes fraction", "data"), xytext=(-2, 3),
                         textcoords="offset points", ha="right", fontsize=8, color=MUTED)  # fmt: skip
         ax.set_title(f"Robust accuracy vs {NORM_NAMES.get(norm, norm)} budget", fontsize=10)
-        ax.set_xlabel(f"ε ({NORM_NAMES.get(norm, norm)}, input units)")
+        ax.set_xlabel(NORM_AXES.get(norm, f"ε ({NORM_NAMES.get(norm, norm)}, input units)"))
         ax.set_ylabel("Robust accuracy (%)")
         ax.set_ylim(-3, 103)
         ax.legend(fontsize=8, frameon=False)
