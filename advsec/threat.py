@@ -55,17 +55,17 @@ class ThreatModel:
         shape = (len(x), *[1] * (x.dim() - 1))
         if self.norm in ("linf", "l2"):
             return torch.full(shape, self.eps, dtype=x.dtype, device=x.device)
-        level = _size(x.flatten(1), self.geometry).view(shape)  # the input's peak, or its l2 energy
+        level = norm_of(x.flatten(1), self.geometry).view(shape)  # the input's peak, or its l2 energy
         return level * 10 ** (-self.eps / 20)
 
     def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Per-sample size of the perturbation in this threat model's units: a length for ``linf`` and
         ``l2``; dB_x(δ) for ``db`` (at most −eps) and the SNR for ``snr`` (at least eps), ±200 dB at most."""
         delta, clean = (x_adv - x).flatten(1), x.flatten(1)
-        size = _size(delta, self.geometry)
+        size = norm_of(delta, self.geometry)
         if self.norm in ("linf", "l2"):
             return size
-        ratio = 20 * torch.log10(size.clamp_min(1e-10) / _size(clean, self.geometry).clamp_min(1e-10))
+        ratio = 20 * torch.log10(size.clamp_min(1e-10) / norm_of(clean, self.geometry).clamp_min(1e-10))
         return ratio.clamp(-200, 200) if self.norm == "db" else (-ratio).clamp(-200, 200)
 
     def project(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ class ThreatModel:
         scale = max(1.0, abs(self.bounds[0]), abs(self.bounds[1]))
         slack = tol * scale
         radius = self.radius(x).flatten()
-        outside_ball = _size((x_adv - x).flatten(1), self.geometry) > radius * (1 + tol) + slack
+        outside_ball = norm_of((x_adv - x).flatten(1), self.geometry) > radius * (1 + tol) + slack
         flat = x_adv.flatten(1)
         outside_box = (flat < self.bounds[0] - slack).any(dim=1) | (flat > self.bounds[1] + slack).any(dim=1)
         return outside_ball | outside_box | ~torch.isfinite(flat).all(dim=1)
@@ -135,7 +135,7 @@ def random_tensor(
     return sample(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
 
 
-def _size(flat: torch.Tensor, geometry: str) -> torch.Tensor:
+def norm_of(flat: torch.Tensor, geometry: str) -> torch.Tensor:
     """Per-row size of a ``(N, D)`` tensor: its peak magnitude (linf) or its length (l2)."""
     return flat.abs().amax(dim=1) if geometry == "linf" else flat.norm(p=2, dim=1)
 

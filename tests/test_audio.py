@@ -6,13 +6,15 @@ import zipfile
 import pytest
 import torch
 
+from advsec import registry
 from advsec.data.fsdd import FSDD, RECORDINGS, download, read_recordings, verify
 from advsec.errors import DataError
 from advsec.harness import run_spec
 from advsec.models.audio import M5, LogMel, LogMelCNN, ShiftAndGain, mel_filterbank
 from advsec.progress import Progress
 from advsec.results import cell_summaries
-from advsec.spec import TrainConfig, parse_spec
+from advsec.spec import TrainConfig, make_plugin, parse_spec
+from advsec.threat import ThreatModel
 from advsec.train import load_or_train
 
 CPU = torch.device("cpu")
@@ -151,3 +153,21 @@ def test_quieter_budgets_leave_more_robust_accuracy_and_every_attempt_stays_belo
     for (norm, eps), cell in cells.items():
         for attempt in store.attempts(cell["cell"]):  # distances are stored in dB: below -D, or an SNR above
             assert attempt["distance"] <= -eps + 1e-3 if norm == "db" else attempt["distance"] >= eps - 1e-3
+
+
+def test_band_noise_stays_in_its_band_and_still_fools_the_model(fsdd):
+    trained = load_or_train(fsdd, "m5", "standard", {}, QUICK, 0, device=CPU, progress=Progress(quiet=True))
+    for parameter in trained.network.parameters():
+        parameter.requires_grad_(False)
+    x, y = fsdd.x_test[:60], fsdd.y_test[:60]
+    threat = ThreatModel("db", 30, fsdd.bounds)
+    attack = make_plugin(registry.attacks.get("band-noise"), {"low": 0.5, "high": 1.0}, "band-noise")
+    x_adv = attack.perturb(trained.model, x, y, threat)
+    assert not threat.violations(x, x_adv).any()
+    power = torch.fft.rfft(x_adv - x, dim=-1).abs().square()
+    below = power[..., : power.shape[-1] // 2 - 1].sum() / power.sum()  # under 2 kHz
+    assert below < 1e-6
+    with torch.no_grad():
+        clean = (trained.model(x).argmax(1) == y).float().mean()
+        attacked = (trained.model(x_adv).argmax(1) == y).float().mean()
+    assert attacked < clean - 0.3
