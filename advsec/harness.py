@@ -309,90 +309,25 @@ def evaluate_cell(
     compute their perturbations through the adaptive view.
     """
     started = time.perf_counter()
-    batch = spec.evaluation.batch_size
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    counted = CountingModel(trained.network)  # counts network passes, however often a view calls it
-    for parameter in counted.parameters():
-        parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
-    stochastic = type(trained.defense).stochastic
-    deployed = trained.defense.wrap(counted, bounds=dataset.bounds)
-    adaptive = trained.defense.adaptive(deployed)
-    if stochastic:
-        adaptive = Expectation(adaptive, spec.evaluation.eot_draws)
-    draws = spec.evaluation.repeats if stochastic else 1
-    clean_logits = predict(deployed, x, batch, dataset.num_classes)
-    clean_draws = _redraw(clean_logits.argmax(1), deployed, x, batch, dataset.num_classes, draws)
-    clean_pred = _worst(clean_draws, y)
-    robust = clean_pred == y
-    single = clean_draws[0] == y  # what one evaluation per sample would have said
-    clean_single = single.clone()
-    adv_pred = clean_pred.clone()
-    x_final = x.clone()
-    broken_by: list[str | None] = [None] * len(x)
-    records = []
-    checks: list[Check] = []  # the loss checks of the gradient attacks, then the cell's other checks
+    views = Views.of(trained, dataset, spec)
+    clean_logits = predict(views.deployed, x, spec.evaluation.batch_size, dataset.num_classes)
+    verdicts = Verdicts.clean(x, y, views.redraw(clean_logits.argmax(1), x))
     threat = ThreatModel(cell.norm, cell.eps, dataset.bounds) if cell.norm != CLEAN else None
+    records, checks = [], []
     with progress.task(cell.title, total=len(cell.attacks)) as task:
         for spec_attack in cell.attacks:
-            attack: Attack = make_plugin(
-                registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
+            candidates = verdicts.robust if spec.evaluation.cascade else verdicts.clean_correct
+            todo = candidates.nonzero().squeeze(1)
+            record, check = _attack_stage(
+                spec_attack, todo, views, verdicts, x, y, clean_logits, threat, generator
             )
-            todo = (robust if spec.evaluation.cascade else clean_pred == y).nonzero().squeeze(1)
-            record = AttackRecord(
-                spec_attack.label,
-                spec_attack.name,
-                spec_attack.params,
-                spec_attack.target,
-                spec_attack.adaptive,
-            )
-            forwards, backwards, attack_started = counted.forwards, counted.backwards, time.perf_counter()
-            # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
-            climbs = (
-                registry.attacks.get(spec_attack.name).kind == "gradient" and gradient_steps(spec_attack) > 1
-            )
-            stalled = 0
-            for chunk in todo.split(batch) if len(todo) else ():  # split() of nothing yields one empty chunk
-                target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
-                x_adv = attack.perturb(
-                    adaptive if spec_attack.adaptive else deployed,
-                    x[chunk],
-                    y[chunk],
-                    threat,
-                    target=target,
-                    generator=generator,
-                )
-                check_output(spec_attack.label, threat, x[chunk], x_adv)
-                if climbs:
-                    with counted.paused():
-                        stalled += loss_not_raised(adaptive, x[chunk], x_adv, y[chunk])
-                first = predict(deployed, x_adv, batch, dataset.num_classes).argmax(1)
-                pred_draws = _redraw(first, deployed, x_adv, batch, dataset.num_classes, draws)
-                pred = _worst(pred_draws, y[chunk])
-                single[chunk] &= pred_draws[0] == y[chunk]
-                newly = (pred != y[chunk]) & robust[chunk]
-                for i in chunk[newly].tolist():
-                    broken_by[i] = spec_attack.label
-                adv_pred[chunk[newly]] = pred[newly]
-                still = robust[chunk] & ~newly
-                x_final[chunk[newly | still]] = x_adv[newly | still].detach()
-                robust[chunk[newly]] = False
-                distances = threat.distance(x[chunk], x_adv).tolist()
-                record.attempts += zip(chunk.tolist(), pred.tolist(), distances, strict=True)
-                record.broken += int(newly.sum())
-            record.attacked = len(todo)
-            record.forwards = counted.forwards - forwards
-            record.backwards = counted.backwards - backwards
-            record.wall_seconds = time.perf_counter() - attack_started
             records.append(record)
-            if climbs and len(todo):
-                checks.append(loss_check(spec_attack.label, stalled, len(todo)))
+            checks += [check] if check is not None else []
             task.advance()
-    with counted.paused():
-        checks += _checks(cell, trained, deployed, adaptive, x, y, robust, records, dataset, spec)
-    privacy = []
-    if threat is None:
-        with counted.paused():
-            privacy = _membership(trained, deployed, x, y, dataset, spec)
+    with views.counted.paused():
+        checks += _checks(cell, trained, views, x, y, verdicts.robust, records, dataset, spec)
+        privacy = _membership(trained, views.deployed, x, y, dataset, spec) if threat is None else []
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     return CellResult(
         cell=cell.key,
@@ -401,18 +336,134 @@ def evaluate_cell(
         eps=cell.eps,
         cascade=spec.evaluation.cascade,
         labels=y.cpu().numpy(),
-        clean_pred=clean_pred.cpu().numpy(),
-        adv_pred=adv_pred.cpu().numpy(),
-        robust=robust.cpu().numpy(),
-        clean_single=clean_single.cpu().numpy(),
-        robust_single=single.cpu().numpy(),
-        broken_by=broken_by,
+        clean_pred=verdicts.clean_pred.cpu().numpy(),
+        adv_pred=verdicts.adv_pred.cpu().numpy(),
+        robust=verdicts.robust.cpu().numpy(),
+        clean_single=verdicts.clean_single.cpu().numpy(),
+        robust_single=verdicts.single.cpu().numpy(),
+        broken_by=verdicts.broken_by,
         attacks=records,
         wall_seconds=time.perf_counter() - started,
-        examples=[(i, x[i].cpu().numpy(), x_final[i].cpu().numpy()) for i in shown],
+        examples=[(i, x[i].cpu().numpy(), verdicts.x_final[i].cpu().numpy()) for i in shown],
         checks=checks,
         privacy=privacy,
     )
+
+
+@dataclass
+class Views:
+    """The model as a cell sees it: the counted network, the deployed model, and the adaptive view."""
+
+    counted: CountingModel  # counts network passes, however often a view calls it
+    deployed: nn.Module
+    adaptive: nn.Module  # BPDA's surrogate gradient, and an expectation over draws for a random model
+    draws: int  # evaluations per scored prediction: `repeats` for a random defense, else 1
+    batch: int
+    classes: int
+
+    @classmethod
+    def of(cls, trained: TrainedModel, dataset: Dataset, spec: Spec) -> Views:
+        counted = CountingModel(trained.network)
+        for parameter in counted.parameters():
+            parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
+        stochastic = type(trained.defense).stochastic
+        deployed = trained.defense.wrap(counted, bounds=dataset.bounds)
+        adaptive = trained.defense.adaptive(deployed)
+        if stochastic:
+            adaptive = Expectation(adaptive, spec.evaluation.eot_draws)
+        draws = spec.evaluation.repeats if stochastic else 1
+        return cls(counted, deployed, adaptive, draws, spec.evaluation.batch_size, dataset.num_classes)
+
+    def redraw(self, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Predictions of every evaluation of ``x`` shaped (draws, n); ``first`` is the first one's."""
+        return _redraw(first, self.deployed, x, self.batch, self.classes, self.draws)
+
+    def predictions(self, x: torch.Tensor) -> torch.Tensor:
+        return self.redraw(predict(self.deployed, x, self.batch, self.classes).argmax(1), x)
+
+
+@dataclass
+class Verdicts:
+    """Each sample's standing in a cell: its clean prediction, whether every draw still gets it right
+    under every attack so far (and whether the first draw alone does), and which attack broke it."""
+
+    y: torch.Tensor
+    clean_pred: torch.Tensor
+    robust: torch.Tensor
+    single: torch.Tensor  # what one evaluation per sample would have said
+    clean_single: torch.Tensor
+    adv_pred: torch.Tensor
+    x_final: torch.Tensor  # the input each sample ends on: what broke it, or the last attempt it survived
+    broken_by: list[str | None]
+
+    @classmethod
+    def clean(cls, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor) -> Verdicts:
+        clean_pred = _worst(draws, y)
+        single = draws[0] == y
+        return cls(y, clean_pred, clean_pred == y, single, single.clone(), clean_pred.clone(), x.clone(),
+                   [None] * len(x))  # fmt: skip
+
+    @property
+    def clean_correct(self) -> torch.Tensor:
+        return self.clean_pred == self.y
+
+    def update(
+        self, chunk: torch.Tensor, x_adv: torch.Tensor, draws: torch.Tensor, label: str
+    ) -> tuple[torch.Tensor, int]:
+        """Score an attack's outputs for the samples ``chunk``; its worst-case predictions and how many
+        samples it broke that were robust until now."""
+        y = self.y[chunk]
+        pred = _worst(draws, y)
+        self.single[chunk] &= draws[0] == y
+        newly = (pred != y) & self.robust[chunk]
+        for i in chunk[newly].tolist():
+            self.broken_by[i] = label
+        self.adv_pred[chunk[newly]] = pred[newly]
+        still = self.robust[chunk] & ~newly
+        self.x_final[chunk[newly | still]] = x_adv[newly | still].detach()
+        self.robust[chunk[newly]] = False
+        return pred, int(newly.sum())
+
+
+def _attack_stage(
+    spec_attack: AttackSpec,
+    todo: torch.Tensor,
+    views: Views,
+    verdicts: Verdicts,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clean_logits: torch.Tensor,
+    threat: ThreatModel,
+    generator: torch.Generator,
+) -> tuple[AttackRecord, Check | None]:
+    """One attack of the cascade on the samples ``todo``, in batches: its record, and its loss check."""
+    attack: Attack = make_plugin(
+        registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
+    )
+    record = AttackRecord(spec_attack.label, spec_attack.name, spec_attack.params, spec_attack.target,
+                          spec_attack.adaptive)  # fmt: skip
+    counted = views.counted
+    forwards, backwards, started = counted.forwards, counted.backwards, time.perf_counter()
+    # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
+    climbs = registry.attacks.get(spec_attack.name).kind == "gradient" and gradient_steps(spec_attack) > 1
+    stalled = 0
+    for chunk in todo.split(views.batch) if len(todo) else ():  # split() of nothing yields one empty chunk
+        target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
+        model = views.adaptive if spec_attack.adaptive else views.deployed
+        x_adv = attack.perturb(model, x[chunk], y[chunk], threat, target=target, generator=generator)
+        check_output(spec_attack.label, threat, x[chunk], x_adv)
+        if climbs:
+            with counted.paused():
+                stalled += loss_not_raised(views.adaptive, x[chunk], x_adv, y[chunk])
+        pred, broken = verdicts.update(chunk, x_adv, views.predictions(x_adv), spec_attack.label)
+        distances = threat.distance(x[chunk], x_adv).tolist()
+        record.attempts += zip(chunk.tolist(), pred.tolist(), distances, strict=True)
+        record.broken += broken
+    record.attacked = len(todo)
+    record.forwards = counted.forwards - forwards
+    record.backwards = counted.backwards - backwards
+    record.wall_seconds = time.perf_counter() - started
+    return record, loss_check(spec_attack.label, stalled, len(todo)) if climbs and len(todo) else None
 
 
 def _membership(
@@ -434,8 +485,7 @@ def _membership(
 def _checks(
     cell: Cell,
     trained: TrainedModel,
-    deployed: nn.Module,
-    adaptive: nn.Module,
+    views: Views,
     x: torch.Tensor,
     y: torch.Tensor,
     robust: torch.Tensor,
@@ -445,11 +495,10 @@ def _checks(
 ) -> list[Check]:
     """Sanity checks (:mod:`advsec.sanity`): the model's own in its clean cell, the evaluation's elsewhere."""
     flags = type(trained.defense)
-    batch, classes = spec.evaluation.batch_size, dataset.num_classes
     if cell.norm == CLEAN:
-        attacked = adaptive if adaptive_attacks(cell.defense, spec) else deployed
-        return model_checks(deployed, attacked, x, y, stochastic=flags.stochastic, stateful=flags.stateful,
-                            batch=batch, bounds=dataset.bounds)  # fmt: skip
+        attacked = views.adaptive if adaptive_attacks(cell.defense, spec) else views.deployed
+        return model_checks(views.deployed, attacked, x, y, stochastic=flags.stochastic,
+                            stateful=flags.stateful, batch=views.batch, bounds=dataset.bounds)  # fmt: skip
     checks = []
     kinds = [registry.attacks.get(a.name).kind for a in cell.attacks]
     order = [(kind, record.broken) for kind, record in zip(kinds, records, strict=True)]
@@ -457,14 +506,12 @@ def _checks(
         checks.append(check)
     if flags.stochastic and not any(a.adaptive for a in cell.attacks):
         probed = slice(0, EOT_PROBE_SAMPLES)
-        draws = spec.evaluation.repeats
 
         def correct(x_adv: torch.Tensor) -> torch.Tensor:
-            first = predict(deployed, x_adv, batch, classes).argmax(1)
-            return (_redraw(first, deployed, x_adv, batch, classes, draws) == y[probed]).all(0)
+            return (views.predictions(x_adv) == y[probed]).all(0)
 
         threat = ThreatModel(cell.norm, cell.eps, dataset.bounds)
-        checks.append(eot_probe(adaptive, x[probed], y[probed], robust[probed], threat, correct))
+        checks.append(eot_probe(views.adaptive, x[probed], y[probed], robust[probed], threat, correct))
     return checks
 
 
