@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from advsec import registry
+from advsec.channel import Channel
 from advsec.data.fsdd import FSDD, RECORDINGS, download, read_recordings, verify
 from advsec.errors import DataError
 from advsec.harness import run_spec
@@ -171,3 +172,18 @@ def test_band_noise_stays_in_its_band_and_still_fools_the_model(fsdd):
         clean = (trained.model(x).argmax(1) == y).float().mean()
         attacked = (trained.model(x_adv).argmax(1) == y).float().mean()
     assert attacked < clean - 0.3
+
+
+def test_the_simulated_channel_is_random_differentiable_and_the_identity_when_switched_off():
+    x = (0.3 * torch.randn(4, 1, 8000, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    silent_room = Channel(gain_db=(0.0, 0.0), max_delay=0.0, wet=0.0, snr_db=(300.0, 300.0))
+    assert torch.allclose(silent_room(x), x, atol=1e-5)
+    room = Channel()
+    first, second = room(x), room(x)
+    assert not torch.allclose(first, second)  # a fresh room per call
+    noisy = Channel(gain_db=(0.0, 0.0), max_delay=0.0, wet=0.0, snr_db=(20.0, 20.0))(x)
+    snr = 20 * torch.log10(x.flatten(1).norm(dim=1) / (noisy - x).flatten(1).norm(dim=1))
+    assert torch.allclose(snr, torch.full((4,), 20.0), atol=0.5)
+    probe = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(room(probe).square().sum(), probe)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
