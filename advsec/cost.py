@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from advsec import registry
+from advsec.attack import Attack
 from advsec.data import Dataset
 from advsec.defense import AdversarialTraining
 from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin, replay_attacks
@@ -69,27 +70,24 @@ def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[D
             settings.samples * attack_passes(a) * (1 + spec.evaluation.eot_draws)
             for a in replay_attacks(spec.attacks, settings)
         )
-        replays = settings.repeats * len(settings.delays) * 2 * settings.samples + settings.repeats * max(
-            settings.delays
-        )
-        replay = len(spec.defenses) * (per_defense + replays)
+        replayed = 2 * settings.samples * len(settings.delays) + max(settings.delays)  # + the traffic
+        replay = len(spec.defenses) * (per_defense + settings.repeats * replayed)
     return Estimate(training, attacks, certify, replay)
 
 
 def attack_passes(spec_attack: AttackSpec) -> int:
     """Passes per sample of one attack: two per gradient step, one per query, times its restarts."""
     cls = registry.attacks.get(spec_attack.name)
-    attack = make_plugin(cls, spec_attack.params, spec_attack.label)
+    attack: Attack = make_plugin(cls, spec_attack.params, spec_attack.label)
     repeats = math.prod(_field(attack, name, 1) for name in REPEATS)
-    if cls.kind == "query":
-        return repeats * next((_field(attack, name) for name in QUERIES if _field(attack, name)), 1)
-    return 2 * (gradient_steps(spec_attack) + 1) * repeats  # + 1: the final iterate is measured too
+    if attack.kind == "query":
+        return repeats * _first(attack, QUERIES)
+    return 2 * (gradient_steps(attack) + 1) * repeats  # + 1: the final iterate is measured too
 
 
-def gradient_steps(spec_attack: AttackSpec) -> int:
+def gradient_steps(attack: Attack) -> int:
     """The gradient steps of one run of an attack (1 for a single-step attack such as FGSM)."""
-    attack = make_plugin(registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label)
-    return next((_field(attack, name) for name in ITERATIONS if _field(attack, name)), 1)
+    return _first(attack, ITERATIONS)
 
 
 def training_passes(spec_defense: DefenseSpec) -> int:
@@ -100,10 +98,13 @@ def training_passes(spec_defense: DefenseSpec) -> int:
     return _field(defense, "members", 1) * 2 * (1 + steps)
 
 
+def _first(plugin: Any, names: tuple[str, ...]) -> int:
+    """The first of ``names`` the plugin sets to a positive number, else 1."""
+    return next((value for name in names if (value := _field(plugin, name))), 1)
+
+
 def _field(plugin: Any, name: str, default: int = 0) -> int:
+    """A positive numeric field of a plugin, else ``default`` (flags and unset options are not budgets)."""
     value = getattr(plugin, name, None)
-    return (
-        int(value)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-        else default
-    )
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return int(value) if numeric and value > 0 else default

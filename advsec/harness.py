@@ -445,7 +445,7 @@ def _attack_stage(
     counted = views.counted
     forwards, backwards, started = counted.forwards, counted.backwards, time.perf_counter()
     # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
-    climbs = registry.attacks.get(spec_attack.name).kind == "gradient" and gradient_steps(spec_attack) > 1
+    climbs = attack.kind == "gradient" and gradient_steps(attack) > 1
     stalled = 0
     for chunk in todo.split(views.batch) if len(todo) else ():  # split() of nothing yields one empty chunk
         target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)

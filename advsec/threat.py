@@ -52,20 +52,18 @@ class ThreatModel:
 
     def radius(self, x: torch.Tensor) -> torch.Tensor:
         """Each clean input's radius in :attr:`geometry`, shaped ``(N, 1, ...)`` to broadcast over ``x``."""
-        shape = (len(x), *[1] * (x.dim() - 1))
         if self.norm in ("linf", "l2"):
-            return torch.full(shape, self.eps, dtype=x.dtype, device=x.device)
-        level = norm_of(x.flatten(1), self.geometry).view(shape)  # the input's peak, or its l2 energy
-        return level * 10 ** (-self.eps / 20)
+            return torch.full((len(x), *[1] * (x.dim() - 1)), self.eps, dtype=x.dtype, device=x.device)
+        return norm_of(x, self.geometry) * 10 ** (-self.eps / 20)  # the input's peak, or its l2 energy
 
     def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Per-sample size of the perturbation in this threat model's units: a length for ``linf`` and
         ``l2``; dB_x(δ) for ``db`` (at most −eps) and the SNR for ``snr`` (at least eps), ±200 dB at most."""
-        delta, clean = (x_adv - x).flatten(1), x.flatten(1)
-        size = norm_of(delta, self.geometry)
+        size = norm_of(x_adv - x, self.geometry).flatten()
         if self.norm in ("linf", "l2"):
             return size
-        ratio = 20 * torch.log10(size.clamp_min(1e-10) / norm_of(clean, self.geometry).clamp_min(1e-10))
+        level = norm_of(x, self.geometry).flatten()
+        ratio = 20 * torch.log10(size.clamp_min(1e-10) / level.clamp_min(1e-10))
         return ratio.clamp(-200, 200) if self.norm == "db" else (-ratio).clamp(-200, 200)
 
     def project(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -78,8 +76,7 @@ class ThreatModel:
         if self.geometry == "linf":
             delta = torch.maximum(torch.minimum(delta, radius), -radius)
         else:
-            norms = _per_sample_l2(delta)
-            delta = delta * (radius / norms.clamp_min(_TINY)).clamp(max=1.0)
+            delta = delta * (radius / norm_of(delta, "l2").clamp_min(_TINY)).clamp(max=1.0)
         return (x + delta).clamp(*self.bounds)
 
     def ascend(
@@ -91,7 +88,7 @@ class ThreatModel:
         """
         if self.geometry == "linf":
             return x_adv + step_size * grad.sign()
-        return x_adv + step_size * grad / _per_sample_l2(grad).clamp_min(_TINY)
+        return x_adv + step_size * grad / norm_of(grad, "l2").clamp_min(_TINY)
 
     def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A point drawn uniformly from the ball (then clipped to the box), as PGD's random start."""
@@ -102,7 +99,7 @@ class ThreatModel:
         if self.geometry == "linf":
             return (2 * random_tensor(x.shape, x, generator) - 1) * self.radius(x)
         direction = random_tensor(x.shape, x, generator, normal=True)
-        direction = direction / _per_sample_l2(direction).clamp_min(_TINY)
+        direction = direction / norm_of(direction, "l2").clamp_min(_TINY)
         depth = random_tensor((x.shape[0],), x, generator) ** (1.0 / x[0].numel())
         return direction * self.radius(x) * depth.view(-1, *[1] * (x.dim() - 1))
 
@@ -111,7 +108,7 @@ class ThreatModel:
         scale = max(1.0, abs(self.bounds[0]), abs(self.bounds[1]))
         slack = tol * scale
         radius = self.radius(x).flatten()
-        outside_ball = norm_of((x_adv - x).flatten(1), self.geometry) > radius * (1 + tol) + slack
+        outside_ball = norm_of(x_adv - x, self.geometry).flatten() > radius * (1 + tol) + slack
         flat = x_adv.flatten(1)
         outside_box = (flat < self.bounds[0] - slack).any(dim=1) | (flat > self.bounds[1] + slack).any(dim=1)
         return outside_ball | outside_box | ~torch.isfinite(flat).all(dim=1)
@@ -135,13 +132,12 @@ def random_tensor(
     return sample(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
 
 
-def norm_of(flat: torch.Tensor, geometry: str) -> torch.Tensor:
-    """Per-row size of a ``(N, D)`` tensor: its peak magnitude (linf) or its length (l2)."""
-    return flat.abs().amax(dim=1) if geometry == "linf" else flat.norm(p=2, dim=1)
-
-
-def _per_sample_l2(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(p=2, dim=1).view(-1, *[1] * (t.dim() - 1))
+def norm_of(t: torch.Tensor, geometry: str) -> torch.Tensor:
+    """Each sample's size, its peak magnitude (linf) or its length (l2), shaped ``(N, 1, ...)`` to broadcast
+    over ``t``."""
+    flat = t.flatten(1)
+    size = flat.abs().amax(dim=1) if geometry == "linf" else flat.norm(p=2, dim=1)
+    return size.view(-1, *[1] * (t.dim() - 1))
 
 
 def check_inputs(x: torch.Tensor, bounds: tuple[float, float], what: str = "inputs") -> None:

@@ -40,11 +40,11 @@ class BandAscent:
     def step(
         self, t: int, x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, value: torch.Tensor
     ) -> torch.Tensor:
+        geometry = self.threat.geometry
         direction = band_pass(grad, self.low, self.high)
-        size = norm_of(direction.flatten(1), self.threat.geometry).view(self.step_size.shape)
-        delta = band_pass(x_adv - x + direction * self.step_size / size.clamp_min(_TINY), self.low, self.high)
-        reach = norm_of(delta.flatten(1), self.threat.geometry).view(self.step_size.shape)
-        delta = delta * (self.threat.radius(x) / reach.clamp_min(_TINY)).clamp(max=1.0)
+        step = direction * self.step_size / norm_of(direction, geometry).clamp_min(_TINY)
+        delta = band_pass(x_adv - x + step, self.low, self.high)
+        delta = delta * (self.threat.radius(x) / norm_of(delta, geometry).clamp_min(_TINY)).clamp(max=1.0)
         return self.threat.project(x, x + delta)  # within the ball already; this clips to the bounds
 
     def keep(self, mask: torch.Tensor) -> None:

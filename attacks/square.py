@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from advsec.attack import Attack, WorstCase, attack_objective, fooled
-from advsec.threat import ThreatModel
+from advsec.threat import ThreatModel, norm_of
 
 Score = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -133,7 +133,7 @@ class Square(Attack):
             fresh = fresh + old / _plane_norm(old).clamp_min(_TINY)
             # The first window receives the mass of both windows plus whatever the bounds clipped away,
             # spread evenly over the channels, so the total lands back on ‖δ‖₂ = eps.
-            spare = (threat.radius(x0) ** 2 - _sample_norm(delta) ** 2).clamp_min(0) / c
+            spare = (threat.radius(x0) ** 2 - norm_of(delta, "l2") ** 2).clamp_min(0) / c
             energy = (spare + _plane_norm(delta * (first | second)) ** 2).sqrt()
             fresh = fresh / _plane_norm(fresh).clamp_min(_TINY) * energy
             delta = torch.where(first, fresh, delta * ~second)
@@ -241,7 +241,7 @@ def _tiles(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
 
 def _on_sphere(x: torch.Tensor, delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
     """``x`` plus ``delta`` rescaled to the l2 radius, then clipped to the bounds by the threat model."""
-    return threat.project(x, x + delta * threat.radius(x) / _sample_norm(delta).clamp_min(_TINY))
+    return threat.project(x, x + delta * threat.radius(x) / norm_of(delta, "l2").clamp_min(_TINY))
 
 
 def _signs(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -253,8 +253,3 @@ def _signs(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generato
 def _plane_norm(t: torch.Tensor) -> torch.Tensor:
     """L2 norm per sample and channel, shaped (N, C, 1, 1)."""
     return t.square().sum(dim=(2, 3), keepdim=True).sqrt()
-
-
-def _sample_norm(t: torch.Tensor) -> torch.Tensor:
-    """L2 norm per sample, shaped (N, 1, 1, 1)."""
-    return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
