@@ -15,7 +15,6 @@ certificates reproduce exactly and do not depend on how many samples are certifi
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass
 
@@ -25,11 +24,11 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from advsec.errors import InputError, ParameterError
-from advsec.harness import CellEvaluator, load_dataset, run_meta
+from advsec.harness import CellEvaluator, load_dataset, run_meta, trained_model_key
+from advsec.keys import content_key, key_seed
 from advsec.progress import Progress, Task
 from advsec.spec import CertifyConfig, Spec, certifiable
 from advsec.store import CertificationResult, Store
-from advsec.train import model_key
 
 ABSTAIN = -1  # the prediction of a smoothed classifier that declines to answer
 
@@ -176,7 +175,9 @@ def certify_spec(
     if "name" not in store.meta():
         store.set_meta(run_meta(spec, dataset, device))
     keys = {
-        d.label: _key(model_key(dataset, spec.model, d.name, d.params, d.train, spec.seed), d.label, settings)
+        d.label: content_key(
+            {"model": trained_model_key(spec, dataset, d), "defense": d.label, "settings": asdict(settings)}
+        )
         for d in defenses
     }
     store.set_meta({"certify_plan": list(keys.values())})
@@ -188,7 +189,7 @@ def certify_spec(
     for defense in pending:
         trained = evaluator.trained(defense)
         sigma = trained.defense.sigma
-        seed = int(keys[defense.label][:12], 16) ^ spec.seed
+        seed = key_seed(keys[defense.label], spec.seed)
         started = time.perf_counter()
         with progress.task(f"certify {defense.label}", total=len(x) * (settings.n0 + settings.n)) as task:
             found = certify(trained.network, x, sigma=sigma, settings=settings, seed=seed, task=task)
@@ -206,8 +207,3 @@ def certify_spec(
                 wall_seconds=time.perf_counter() - started,
             )
         )
-
-
-def _key(model: str, label: str, settings: CertifyConfig) -> str:
-    content = {"model": model, "defense": label, "settings": asdict(settings)}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]

@@ -10,8 +10,6 @@ be resumed after a crash, and reproduce bit for bit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import subprocess
 import time
@@ -33,6 +31,7 @@ from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
 from advsec.defense import Expectation
 from advsec.errors import BudgetError, CostError, InputError
+from advsec.keys import content_key, key_seed, seeded
 from advsec.privacy import MembershipInference, membership_inference
 from advsec.progress import Progress
 from advsec.sanity import (
@@ -104,7 +103,7 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
     """All cells of a spec, each keyed by a hash of everything that determines its result."""
     cells = []
     for defense in spec.defenses:
-        trained_key = model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
+        trained_key = trained_model_key(spec, dataset, defense)
         attacks = spec.attacks + adaptive_attacks(defense, spec)
         grid = [(CLEAN, 0.0, ())] + [(t.norm, eps, attacks) for t in spec.threats for eps in t.eps]
         for norm, eps, cell_attacks in grid:
@@ -117,9 +116,13 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
                 "evaluation": asdict(spec.evaluation),
                 "seed": spec.seed,
             }
-            key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
-            cells.append(Cell(key, defense, norm, eps, tuple(cell_attacks)))
+            cells.append(Cell(content_key(content), defense, norm, eps, tuple(cell_attacks)))
     return cells
+
+
+def trained_model_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
+    """The model cache's key for ``defense`` as ``spec`` trains it."""
+    return model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
 
 
 def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]:
@@ -172,11 +175,7 @@ def run_spec(
         store.clear()
     done = store.finished()
     pending = [c for c in cells if c.key not in done]
-    untrained = [
-        d
-        for d in spec.defenses
-        if not is_cached(model_key(dataset, spec.model, d.name, d.params, d.train, spec.seed))
-    ]
+    untrained = [d for d in spec.defenses if not is_cached(trained_model_key(spec, dataset, d))]
     cost = estimate(spec, dataset, pending, untrained)
     progress.log(f"{spec.name}: {cost.describe()}; an upper bound for advsec's own attacks")
     if max_cost is not None and cost.total > max_cost:
@@ -242,9 +241,8 @@ class CellEvaluator:
         x, y = self.dataset.x_test, self.dataset.y_test
         if evaluation.samples is not None:
             x, y = x[: evaluation.samples], y[: evaluation.samples]
-        seed = int(cell.key[:12], 16) ^ self.spec.seed
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)  # random defenses draw from the global generator
+        seed = key_seed(cell.key, self.spec.seed)
+        with seeded(seed, self.device):  # random defenses draw from the global generator
             x, y = x.to(self.device), y.to(self.device)
             return evaluate_cell(cell, trained, x, y, self.dataset, self.spec, seed, self.progress)
 

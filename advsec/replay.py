@@ -21,11 +21,8 @@ For an ensemble, adversarial examples crafted on each member are also scored on 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import time
 from dataclasses import asdict
-from typing import Any
 
 import torch
 from torch import nn
@@ -33,12 +30,21 @@ from torch import nn
 from advsec import registry
 from advsec.attack import Attack
 from advsec.defense import Defense, Expectation
-from advsec.harness import CellEvaluator, CountingModel, check_output, load_dataset, predict, run_meta
+from advsec.harness import (
+    CellEvaluator,
+    CountingModel,
+    check_output,
+    load_dataset,
+    predict,
+    run_meta,
+    trained_model_key,
+)
+from advsec.keys import content_key, key_seed, seeded
 from advsec.progress import Progress
 from advsec.spec import AttackSpec, EvaluationConfig, ReplayConfig, Spec, make_plugin, replay_attacks
 from advsec.store import Craft, ReplayResult, Store
 from advsec.threat import ThreatModel
-from advsec.train import TrainedModel, model_key
+from advsec.train import TrainedModel
 
 
 def replay_spec(spec: Spec, store: Store, *, device: torch.device, progress: Progress) -> None:
@@ -60,7 +66,7 @@ def replay_spec(spec: Spec, store: Store, *, device: torch.device, progress: Pro
         "eot_draws": spec.evaluation.eot_draws,
     }
     keys = {
-        d.label: _key(model_key(dataset, spec.model, d.name, d.params, d.train, spec.seed), d.label, protocol)
+        d.label: content_key({"model": trained_model_key(spec, dataset, d), "defense": d.label, **protocol})
         for d in spec.defenses
     }
     store.set_meta({"replay_plan": list(keys.values()), "replay_threat": [threat.norm, threat.eps]})
@@ -72,10 +78,9 @@ def replay_spec(spec: Spec, store: Store, *, device: torch.device, progress: Pro
     evaluator = CellEvaluator(spec, dataset, store, device, progress)  # trains or loads each model once
     for defense in pending:
         trained = evaluator.trained(defense)
-        seed = int(keys[defense.label][:12], 16) ^ spec.seed
+        seed = key_seed(keys[defense.label], spec.seed)
         replayer = Replayer(trained, threat, settings, spec.evaluation, dataset.num_classes)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)  # moving models draw from the global generator
+        with seeded(seed, device):  # moving models draw from the global generator
             generator = torch.Generator(device=device).manual_seed(seed)
             with progress.task(f"replay {defense.label}", total=len(attacks)) as task:
                 crafts = []
@@ -208,8 +213,3 @@ class Replayer:
         through ``traffic``: each sample once, unless more are asked for than it holds."""
         for start in range(begin, end, self.batch):
             model(traffic[torch.arange(start, min(start + self.batch, end)) % len(traffic)])
-
-
-def _key(model: str, label: str, protocol: dict[str, Any]) -> str:
-    content = {"model": model, "defense": label, **protocol}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]

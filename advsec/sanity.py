@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import gradient_attack, robust_accuracy
+from advsec.keys import seeded
 from advsec.threat import ThreatModel, random_tensor
 
 ZERO_GRADIENT_LIMIT = 0.1  # share of samples with no usable input gradient before it is flagged
@@ -122,8 +123,7 @@ def unbounded_accuracy(
 @torch.no_grad()
 def undeclared_randomness(model: nn.Module, x: torch.Tensor) -> float:
     """Share of samples whose logits differ between two identical queries."""
-    first, second = model(x), model(x)
-    return (first - second).abs().flatten(1).amax(dim=1).gt(1e-5).float().mean().item() if len(x) else 0.0
+    return _share_differing(model(x), model(x)) if len(x) else 0.0
 
 
 @torch.no_grad()
@@ -139,15 +139,19 @@ def undeclared_state(model: nn.Module, x: torch.Tensor, bounds: tuple[float, flo
     low, high = bounds
     fresh = low + (high - low) * random_tensor(x.shape, x, torch.Generator(device=x.device).manual_seed(0))
     unseen, seen = copy.deepcopy(model), copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        seed = int(torch.randint(2**62, ()))
-        torch.manual_seed(seed)
+    with seeded(0, x.device):
         first = unseen(fresh)
+    with seeded(1, x.device):  # the history only one copy has
         seen(fresh)
         seen(fresh)
-        torch.manual_seed(seed)
+    with seeded(0, x.device):
         again = seen(fresh)
-    return (first - again).abs().flatten(1).amax(dim=1).gt(1e-5).float().mean().item()
+    return _share_differing(first, again)
+
+
+def _share_differing(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Share of samples whose two answers differ by more than float noise."""
+    return (first - second).abs().flatten(1).amax(dim=1).gt(1e-5).float().mean().item()
 
 
 @torch.no_grad()

@@ -8,7 +8,6 @@ never unpickles anything.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import time
@@ -26,6 +25,7 @@ from advsec import registry
 from advsec.data import Dataset
 from advsec.defense import Defense
 from advsec.errors import DataError, InputError
+from advsec.keys import content_key, seeded
 from advsec.progress import Progress
 from advsec.spec import TrainConfig, make_plugin
 
@@ -83,7 +83,7 @@ def model_key(
         "train": asdict(config),
         "seed": seed,
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+    return content_key(content)
 
 
 def build_model(model_name: str, dataset: Dataset, seed: int) -> nn.Module:
@@ -92,8 +92,7 @@ def build_model(model_name: str, dataset: Dataset, seed: int) -> nn.Module:
     It is tried on one input first: a model that cannot take the dataset's inputs, or answers with the
     wrong number of classes, is refused here with a message rather than deep inside training or an attack.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, torch.device("cpu")):
         model = registry.models.get(model_name)(dataset.input_shape, dataset.num_classes)
     probe = torch.zeros(1, *dataset.input_shape)
     try:
@@ -165,8 +164,7 @@ def train(
     A defense with ``guard_samples`` holds that many training samples out and is checked on them after
     every epoch (:class:`OverfittingGuard`).
     """
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)  # models that augment while training draw from the global generator
+    with seeded(seed, device):  # models that augment while training draw from the global generator
         generator = torch.Generator().manual_seed(seed)
         held_out, kept = training_split(len(dataset.x_train), defense.guard_samples, generator)
         x, y = dataset.x_train[kept].to(device), dataset.y_train[kept].to(device)
