@@ -161,11 +161,10 @@ def gradient_attack(
     model, of its expected prediction over ``eot`` draws: :class:`~advsec.defense.Expectation`), records
     the per-sample worst case, and moves with the stepper (``stepper(x)`` makes one per restart; default:
     steepest ascent of ``step_size``, or of ``step_fraction`` of each sample's radius in the threat model).
-    A sample's result is the first iterate that fools the model; a
-    sample never fooled keeps the highest-loss final iterate of its restarts. With ``early_stop`` a
-    fooled sample leaves the batch at once, and each restart attacks only the samples no earlier restart
-    fooled. With ``keep_worst=False`` it returns the last iterate of one run for every sample, as
-    adversarial training uses it.
+    A sample's result is the first iterate that fools the model; a sample never fooled keeps the
+    highest-loss final iterate of its restarts. With ``early_stop`` a fooled sample leaves the batch at
+    once, and each restart attacks only the samples no earlier restart fooled. With ``keep_worst=False``
+    it returns the last iterate of one run for every sample, as adversarial training uses it.
     """
     if eot > 1:
         model = Expectation(model, eot)

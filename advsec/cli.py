@@ -187,22 +187,23 @@ def _finish(store: Any, out: Path, no_report: bool, quiet: bool, as_json: bool) 
 
 
 def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool = False) -> None:
+    if quiet and not as_json:
+        return
     from advsec.results import cell_summaries, certified_summaries, defense_summaries, replay_summaries
 
     cells = cell_summaries(store)
+    defenses = defense_summaries(store, cells)
     certified = certified_summaries(store)
     replays = replay_summaries(store)
+    meta = store.meta()
     if as_json:
-        payload = {**extra, "estimated_cost": store.meta().get("estimated_cost")}
-        payload |= {"defenses": defense_summaries(store, cells), "cells": cells}
-        click.echo(json.dumps({**payload, "certified": certified, "replay": replays}, indent=2))
-        return
-    if quiet:
+        results = {"defenses": defenses, "cells": cells, "certified": certified, "replay": replays}
+        click.echo(json.dumps({**extra, "estimated_cost": meta.get("estimated_cost"), **results}, indent=2))
         return
     from advsec.terminal import print_certificates, print_replays, print_scorecard
 
     if cells:
-        print_scorecard(store)
+        print_scorecard(meta.get("name", "run"), defenses, certified)
     if certified:
         print_certificates(certified)
     if replays:

@@ -31,8 +31,8 @@ class RayExecutor:
 
     def map(self, evaluator: CellEvaluator, cells: list[Cell]) -> Iterator[CellResult]:
         ray = _ray()
-        for label in dict.fromkeys(cell.defense.label for cell in cells):
-            evaluator.trained(next(c.defense for c in cells if c.defense.label == label))  # into the cache
+        for defense in {cell.defense.label: cell.defense for cell in cells}.values():
+            evaluator.trained(defense)  # into the cache the workers read
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(

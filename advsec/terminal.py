@@ -11,8 +11,7 @@ from rich.table import Table
 
 from advsec import registry
 from advsec.errors import PluginError
-from advsec.results import CERTIFIED_RADIUS, certified_summaries, defense_summaries
-from advsec.store import Store
+from advsec.results import CERTIFIED_RADIUS
 
 _CAPABILITIES: dict[str, list[str]] = {
     "attacks": ["norms", "targeted", "kind", "modalities"],
@@ -68,14 +67,12 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def print_scorecard(store: Store) -> None:
-    """Clean and worst-case robust accuracy per defense and budget, sanity flags, privacy cost and costs."""
-    defenses = defense_summaries(store)
-    certified = {c["defense"]: c["certified"].get(CERTIFIED_RADIUS) for c in certified_summaries(store)}
+def print_scorecard(name: str, defenses: list[dict[str, Any]], certifications: list[dict[str, Any]]) -> None:
+    """Clean and worst-case robust accuracy per defense and budget, sanity flags, privacy cost and costs
+    (the run's :func:`~advsec.results.defense_summaries` and :func:`~advsec.results.certified_summaries`)."""
+    certified = {c["defense"]: c["certified"].get(CERTIFIED_RADIUS) for c in certifications}
     budgets = list(dict.fromkeys(b for d in defenses for b in d["robust"]))
-    table = Table(
-        title=f"{store.meta().get('name', 'run')}: accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD
-    )
+    table = Table(title=f"{name}: accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD)
     signals = list(dict.fromkeys(signal for d in defenses for signal in d["privacy"]))
     table.add_column("defense", no_wrap=True)
     columns = ["clean", *(b.replace(":", " ") for b in budgets)]

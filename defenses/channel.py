@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advsec.channel import Channel
-from advsec.defense import Bounds, InputTransform
+from advsec.defense import Bounds, Defense, InputTransform
 
 
 @dataclass
@@ -43,7 +42,7 @@ class ChannelDefense(InputTransform):
     ) -> torch.Tensor:
         if self.train_through:
             return super().loss(model, x, y, bounds=bounds, generator=generator, progress=progress)
-        return F.cross_entropy(model(x), y)
+        return Defense.loss(self, model, x, y, bounds=bounds)  # standard training
 
     def transform(
         self, x: torch.Tensor, bounds: Bounds, generator: torch.Generator | None = None

@@ -26,7 +26,14 @@ class Drifting(nn.Module):
         super().__init__()
         self.noisy = NoisyWeights(model, sigma)
         self.decay = 0.5 ** (1 / half_life)
-        self.offsets: dict[str, torch.Tensor] | None = None  # drawn at the first query
+        self._offsets: dict[str, torch.Tensor] | None = None  # drawn at the first query
+
+    @property
+    def offsets(self) -> dict[str, torch.Tensor]:
+        """Where the walk is now, relative to the trained weights (it starts anywhere in its spread)."""
+        if self._offsets is None:
+            self._offsets = self.noisy.noise()
+        return self._offsets
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         output = functional_call(self.noisy.model, self.weights(), (x,))
@@ -34,19 +41,15 @@ class Drifting(nn.Module):
         return output
 
     def weights(self) -> dict[str, torch.Tensor]:
-        if self.offsets is None:
-            self.offsets = self.noisy.noise()  # start anywhere in the walk's stationary spread
         return {name: w + self.offsets[name] for name, w in self.noisy.model.named_parameters()}
 
     @torch.no_grad()
     def advance(self, steps: int) -> None:
         """``steps`` steps of the walk at once: its exact transition, so the batch size does not matter."""
-        if self.offsets is None:
-            self.offsets = self.noisy.noise()
         keep = self.decay**steps
         fresh = self.noisy.noise()
         renew = math.sqrt(1 - keep**2)
-        self.offsets = {name: keep * offset + renew * fresh[name] for name, offset in self.offsets.items()}
+        self._offsets = {name: keep * offset + renew * fresh[name] for name, offset in self.offsets.items()}
 
     def snapshot(self) -> nn.Module:
         """The model at this moment, held still."""

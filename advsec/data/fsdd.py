@@ -51,18 +51,20 @@ def verify(directory: Path) -> Path:
         raise DataError(f"fsdd: found {count} recordings in {recordings}, expected {RECORDINGS}. {how}")
     found = manifest(recordings)
     if hashlib.sha256(found.encode()).hexdigest() != MANIFEST_SHA256:
-        published = directory / "SHA256SUMS"
-        wrong = (
-            sorted(set(found.splitlines()) - set(published.read_text().splitlines()))[:3]
-            if (published.is_file() and sha256_file(published) == MANIFEST_SHA256)
-            else []
-        )
-        which = f" ({', '.join(line.split()[1] for line in wrong)} differ)" if wrong else ""
+        which = _naming_differences(found, directory / "SHA256SUMS")
         raise DataError(
             f"fsdd: the recordings in {recordings} do not match the published sha256 sums{which}; "
             f"they are corrupt or another release. {how}"
         )
     return recordings
+
+
+def _naming_differences(found: str, published: Path) -> str:
+    """`` (recordings/x.wav, … differ)`` when the published manifest lies beside the recordings, else ""."""
+    if not (published.is_file() and sha256_file(published) == MANIFEST_SHA256):
+        return ""
+    differing = sorted(set(found.splitlines()) - set(published.read_text().splitlines()))[:3]
+    return f" ({', '.join(line.split()[1] for line in differing)} differ)"
 
 
 def read_recordings(recordings: Path, length: int) -> tuple[list[np.ndarray], list[int], list[int]]:
