@@ -426,14 +426,15 @@ class Store:
     def replays(self) -> list[dict[str, Any]]:
         """Each attacker of the last replay plan (meta ``replay_plan``), in plan order, with its trials."""
         plan = self.meta().get("replay_plan", [])
-        rows = self._rows("SELECT * FROM replays ORDER BY position")
-        for row in rows:
+        stored = self._rows("SELECT * FROM replays ORDER BY position")
+        rows = [row for key in plan for row in stored if row["key"] == key]
+        for row in rows:  # trials only for the rows in the plan, not for stale ones of earlier settings
             row["trials"] = self._rows(
                 "SELECT delay, repeat, fooled, clean_wrong FROM replay_trials"
                 " WHERE defense = ? AND position = ? ORDER BY delay, repeat",
                 (row["defense"], row["position"]),
             )
-        return [row for key in plan for row in rows if row["key"] == key]
+        return rows
 
     def transfers(self, defense: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM transfers WHERE defense = ? ORDER BY source, target", (defense,))
