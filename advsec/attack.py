@@ -27,6 +27,7 @@ class Attack:
 
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "db", "snr")  # db, snr: relative (audio)
     targeted: ClassVar[bool] = False  # can aim at a chosen class
+    needs_target: ClassVar[bool] = False  # only aims: a spec must give it a target
     kind: ClassVar[Kind] = "gradient"  # "gradient" needs input gradients; "query" only forward passes
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
 

@@ -463,7 +463,14 @@ def train(
 @_model_options
 @click.option("--attack", "attack_name", default="pgd", show_default=True)
 @click.option("--attack-param", "-a", multiple=True, metavar="KEY=VALUE", help="Attack parameter.")
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option("--norm", type=click.Choice(["linf", "l2", "db", "snr"]), default="linf", show_default=True)
+@click.option(
+    "--target",
+    default="none",
+    show_default=True,
+    metavar="CLASS|random|least-likely|none",
+    help="Aim at a class (its index) or by a rule; the attack must be targeted.",
+)
 @click.option("--eps", type=float, multiple=True, required=True, help="Budget (repeat for a grid).")
 @click.option("--samples", type=int, help="Attack only the first N test samples.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: reports/attack].")
@@ -480,6 +487,7 @@ def attack(
     attack_name: str,
     attack_param: tuple[str, ...],
     norm: str,
+    target: str,
     eps: tuple[float, ...],
     samples: int | None,
     out: str | None,
@@ -494,6 +502,8 @@ def attack(
         "threats": [{"norm": norm, "eps": list(eps)}],
         "attacks": [{"name": attack_name, **_parse_params(attack_param, "--attack-param")}],
     }
+    if target != "none":
+        extra["attacks"][0]["target"] = int(target) if target.isdigit() else target
     if samples is not None:
         extra["evaluation"] = {"samples": samples}
     spec = _one_off_spec("attack", dataset, model, seed, defense, defense_param, epochs, extra)

@@ -30,7 +30,7 @@ from advsec.attack import Attack
 from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
 from advsec.defense import Expectation
-from advsec.errors import BudgetError, CostError, InputError
+from advsec.errors import BudgetError, CostError, InputError, SpecError
 from advsec.keys import content_key, key_seed, seeded
 from advsec.privacy import MembershipInference, membership_inference
 from advsec.progress import Progress
@@ -101,6 +101,12 @@ def check_dataset(dataset: Dataset) -> None:
 
 def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
     """All cells of a spec, each keyed by a hash of everything that determines its result."""
+    for attack in spec.attacks:
+        if isinstance(attack.target, int) and attack.target >= dataset.num_classes:
+            raise SpecError(
+                f"attacks: {attack.label!r} aims at class {attack.target}, but dataset {dataset.name!r} "
+                f"has classes 0 to {dataset.num_classes - 1}"
+            )
     cells = []
     for defense in spec.defenses:
         trained_key = trained_model_key(spec, dataset, defense)
@@ -445,6 +451,8 @@ def _attack_stage(
     # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
     climbs = attack.kind == "gradient" and gradient_steps(attack) > 1
     stalled = 0
+    if isinstance(spec_attack.target, int):  # a sample of the chosen class already is what it aims for
+        todo = todo[y[todo] != spec_attack.target]
     for chunk in todo.split(views.batch) if len(todo) else ():  # split() of nothing yields one empty chunk
         target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
         model = views.adaptive if spec_attack.adaptive else views.deployed
@@ -455,7 +463,8 @@ def _attack_stage(
                 stalled += loss_not_raised(views.adaptive, x[chunk], x_adv, y[chunk])
         pred, broken = verdicts.update(chunk, x_adv, views.predictions(x_adv), spec_attack.label)
         distances = threat.distance(x[chunk], x_adv).tolist()
-        record.attempts += zip(chunk.tolist(), pred.tolist(), distances, strict=True)
+        aims = [None] * len(chunk) if target is None else target.tolist()
+        record.attempts += zip(chunk.tolist(), pred.tolist(), distances, aims, strict=True)
         record.broken += broken
     record.attacked = len(todo)
     record.forwards = counted.forwards - forwards
@@ -540,10 +549,12 @@ def _worst(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _targets(
-    mode: str, y: torch.Tensor, clean_logits: torch.Tensor, generator: torch.Generator
+    mode: str | int, y: torch.Tensor, clean_logits: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor | None:
     if mode == "none":
         return None
+    if isinstance(mode, int):
+        return torch.full_like(y, mode)
     if mode == "least-likely":
         return clean_logits.argmin(dim=1)
     classes = clean_logits.shape[1]  # "random": uniform over the classes other than the true one

@@ -26,13 +26,17 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
     clean_correct = {s["idx"] for s in samples if s["clean_pred"] == s["label"]}
     n = len(samples)
     broken_by_position: dict[int, set[int]] = {}
+    aimed: dict[int, list[bool]] = {}  # per targeted attack, whether each sample went where it was aimed
     for attempt in store.attempts(cell["cell"]):
         if attempt["pred"] != label[attempt["idx"]]:
             broken_by_position.setdefault(attempt["position"], set()).add(attempt["idx"])
+        if attempt["target"] is not None:
+            aimed.setdefault(attempt["position"], []).append(attempt["pred"] == attempt["target"])
     attacks = []
     broken_so_far: set[int] = set()
     for position, record in enumerate(store.cell_attacks(cell["cell"])):
         broken = broken_by_position.get(position, set())
+        hits = aimed.get(position)
         broken_so_far |= broken
         alone = None if cell["cascade"] and position > 0 else len(clean_correct - broken) / n
         attacks.append(
@@ -46,6 +50,11 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
                 "forwards": record["forwards"],
                 "backwards": record["backwards"],
                 "wall_seconds": record["wall_seconds"],
+                # Of the samples aimed at a class, the fraction the model now puts in it (None: untargeted).
+                "targeted_success": sum(hits) / len(hits) if hits else None,
+                "targeted_interval": wilson_interval(sum(hits), len(hits)) if hits else None,
+                "fit_seconds": record["fit_seconds"],  # a generator's one-off training (None for others)
+                "fit_cached": bool(record["fit_cached"]),
             }
         )
     robust = sum(s["robust"] for s in samples)

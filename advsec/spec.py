@@ -20,6 +20,7 @@ from advsec.registry import unknown_name_message
 from advsec.threat import Norm
 
 TargetMode = Literal["none", "random", "least-likely"]
+Target = TargetMode | int  # an int aims every sample at that one class (its index), e.g. "hear a seven"
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class AttackSpec:
     name: str
     label: str
     params: dict[str, Any]
-    target: TargetMode = "none"
+    target: Target = "none"
     adaptive: bool = False  # aimed at the defense's adaptive view (BPDA, EOT) rather than the model as is
 
 
@@ -352,10 +353,19 @@ def _attack(entry: dict[str, Any], path: str) -> AttackSpec:
     params = {k: v for k, v in entry.items() if k not in _ATTACK_KEYS}
     cls = registry.attacks.get(name)
     make_plugin(cls, params, path)
-    target = coerce(entry.get("target", "none"), TargetMode, f"{path}.target")
+    target = entry.get("target", "none")
+    if target not in typing.get_args(TargetMode) and not (type(target) is int and target >= 0):
+        raise SpecError(
+            f"{path}.target: expected a class index (0, 1, …) or one of 'none', 'random', 'least-likely', "
+            f"got {target!r}"
+        )
     if target != "none" and not cls.targeted:
         raise SpecError(
             f"{path}.target: attack {name!r} is untargeted; remove 'target' or pick a targeted attack"
+        )
+    if target == "none" and cls.needs_target:
+        raise SpecError(
+            f"{path}.target: attack {name!r} needs a target: a class index, 'random' or 'least-likely'"
         )
     label = coerce(entry.get("label", name if target == "none" else f"{name}-{target}"), str, f"{path}.label")
     return AttackSpec(name=name, label=label, params=params, target=target)

@@ -22,6 +22,7 @@ from advsec.errors import AdvsecError
 from advsec.privacy import MembershipInference
 from advsec.sanity import Check
 
+FORMAT = 2  # the store's PRAGMA user_version: raised whenever a table changes shape
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plan (position INTEGER PRIMARY KEY, cell TEXT NOT NULL);
@@ -35,12 +36,13 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS cell_attacks (
     cell TEXT, position INTEGER, attack TEXT, name TEXT, params TEXT, target TEXT, adaptive INTEGER,
     attacked INTEGER, broken INTEGER, forwards INTEGER, backwards INTEGER, wall_seconds REAL,
-    PRIMARY KEY (cell, position));
+    fit_seconds REAL, fit_cached INTEGER, PRIMARY KEY (cell, position));
 CREATE TABLE IF NOT EXISTS samples (
     cell TEXT, idx INTEGER, label INTEGER, clean_pred INTEGER, adv_pred INTEGER, robust INTEGER,
     clean_single INTEGER, robust_single INTEGER, broken_by TEXT, PRIMARY KEY (cell, idx));
 CREATE TABLE IF NOT EXISTS attempts (
-    cell TEXT, idx INTEGER, position INTEGER, pred INTEGER, distance REAL, PRIMARY KEY (cell, idx, position));
+    cell TEXT, idx INTEGER, position INTEGER, pred INTEGER, distance REAL, target INTEGER,
+    PRIMARY KEY (cell, idx, position));
 CREATE TABLE IF NOT EXISTS sanity (
     cell TEXT, position INTEGER, name TEXT, value REAL, flagged INTEGER, detail TEXT,
     PRIMARY KEY (cell, position));
@@ -80,7 +82,11 @@ class AttackRecord:
     forwards: int = 0
     backwards: int = 0
     wall_seconds: float = 0.0
-    attempts: list[tuple[int, int, float]] = field(default_factory=list)  # (sample, prediction, distance)
+    # A generator's fit (advsec.generator), charged once apart from the per-sample cost; None for others.
+    fit_seconds: float | None = None
+    fit_cached: bool = False
+    # (sample, prediction, distance, the class aimed at or None)
+    attempts: list[tuple[int, int, float, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -185,9 +191,19 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            written = self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if not written:
+                self.db.executescript(SCHEMA)
+                self.db.execute(f"PRAGMA user_version = {FORMAT}")
         except (OSError, sqlite3.Error) as exc:
             raise AdvsecError(f"cannot open the results store {self.path}: {exc}") from exc
+        if written and version != FORMAT:
+            self.db.close()
+            raise AdvsecError(
+                f"the results store {self.path} has format {version}; this advsec reads format {FORMAT}. "
+                "Delete it to run again, or write elsewhere with --out"
+            )
 
     def close(self) -> None:
         self.db.close()
@@ -284,13 +300,14 @@ class Store:
             )
             for position, a in enumerate(attacks):
                 self.db.execute(
-                    "INSERT INTO cell_attacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (result.cell, position, a.label, a.name, json.dumps(a.params, sort_keys=True), a.target,
-                     a.adaptive, a.attacked, a.broken, a.forwards, a.backwards, a.wall_seconds),
+                    "INSERT INTO cell_attacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (result.cell, position, a.label, a.name, json.dumps(a.params, sort_keys=True),
+                     str(a.target), a.adaptive, a.attacked, a.broken, a.forwards, a.backwards, a.wall_seconds,
+                     a.fit_seconds, a.fit_cached),
                 )  # fmt: skip
                 self.db.executemany(
-                    "INSERT INTO attempts VALUES (?, ?, ?, ?, ?)",
-                    [(result.cell, i, position, pred, dist) for i, pred, dist in a.attempts],
+                    "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?)",
+                    [(result.cell, i, position, pred, dist, aim) for i, pred, dist, aim in a.attempts],
                 )
             self.db.executemany(
                 "INSERT INTO examples VALUES (?, ?, ?, ?, ?)",

@@ -66,13 +66,17 @@ class ThreatModel:
         ratio = 20 * torch.log10(size.clamp_min(1e-10) / level.clamp_min(1e-10))
         return ratio.clamp(-200, 200) if self.norm == "db" else (-ratio).clamp(-200, 200)
 
-    def project(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    def project(
+        self, x: torch.Tensor, x_adv: torch.Tensor, radius: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The feasible point nearest ``x_adv`` along the ball-then-box path: within budget and bounds.
 
         Clipping to the box after shrinking into the ball never leaves the ball, because ``x`` itself
-        is inside the box: each coordinate of the perturbation only moves towards zero.
+        is inside the box: each coordinate of the perturbation only moves towards zero. A ``radius``
+        (shaped like :meth:`radius`'s, and no larger) projects into a smaller ball of the same shape.
         """
-        delta, radius = x_adv - x, self.radius(x)
+        delta = x_adv - x
+        radius = self.radius(x) if radius is None else radius
         if self.geometry == "linf":
             delta = torch.maximum(torch.minimum(delta, radius), -radius)
         else:

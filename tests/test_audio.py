@@ -187,3 +187,23 @@ def test_the_simulated_channel_is_random_differentiable_and_the_identity_when_sw
     probe = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(room(probe).square().sum(), probe)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+HEAR_A_SEVEN = LOUDNESS.replace('eps = [30, 45, 60]', "eps = [30]").replace(
+    '[[threats]]\nnorm = "snr"\neps = [40]\n', ""
+).replace('name = "pgd"\nsteps = 10', 'name = "audio-targeted"\nsteps = 60\ntarget = 7')
+
+
+def test_audio_targeted_makes_the_model_hear_a_seven_at_minus_30_db_and_then_gets_quieter(
+    fsdd, shared_data_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
+    store = run_spec(parse_spec(HEAR_A_SEVEN), tmp_path, device=CPU, progress=Progress(quiet=True))
+    cell = next(c for c in cell_summaries(store) if c["norm"] == "db")
+    [stage] = cell["attacks"]
+    assert stage["targeted_success"] >= 0.9
+    attempts = store.attempts(cell["cell"])
+    heard = [a["distance"] for a in attempts if a["pred"] == 7]
+    assert max(a["distance"] for a in attempts) <= -30 + 1e-3
+    # each success shrinks the bound: the sevens it found sit well below the budget, not on it
+    assert sorted(heard)[len(heard) // 2] < -35

@@ -10,10 +10,12 @@ import time
 import pytest
 import torch
 
+from advsec.errors import AdvsecError, SpecError
 from advsec.harness import run_spec
 from advsec.progress import Progress
 from advsec.results import cell_summaries
 from advsec.spec import parse_spec
+from advsec.store import Store
 
 SPEC = """
 name = "grid"
@@ -204,3 +206,52 @@ samples = 50
     store = run_spec(spec, tmp_path, device=torch.device("cpu"), progress=Progress(quiet=True))
     cell = next(c for c in cell_summaries(store) if c["norm"] == "linf")
     assert cell["robust_accuracy"] == 0 and [a["attacked"] for a in cell["attacks"]][1] == 0
+
+
+AIMED = """
+[train]
+epochs = 15
+[[defenses]]
+name = "standard"
+[[threats]]
+norm = "linf"
+eps = [0.3]
+[[attacks]]
+name = "apgd-t"
+steps = 20
+target = 3
+[evaluation]
+samples = 80
+"""
+
+
+def test_a_chosen_class_is_aimed_at_by_every_sample_not_already_in_it(tmp_path):
+    store = _run(tmp_path, AIMED)
+    cell = next(c for c in cell_summaries(store) if c["norm"] == "linf")
+    samples = {s["idx"]: s for s in store.samples(cell["cell"])}
+    attempts = store.attempts(cell["cell"])
+    assert {a["target"] for a in attempts} == {3}
+    assert all(samples[a["idx"]]["label"] != 3 for a in attempts)  # threes have nothing to aim for
+    aimed = [s for s in samples.values() if s["label"] != 3 and s["clean_pred"] == s["label"]]
+    [stage] = cell["attacks"]
+    assert stage["attack"] == "apgd-t-3" and stage["attacked"] == len(aimed) == len(attempts)
+    heard = sum(a["pred"] == 3 for a in attempts)
+    assert stage["targeted_success"] == heard / len(attempts) > 0.5
+    low, high = stage["targeted_interval"]
+    assert low < stage["targeted_success"] < high
+
+
+def test_a_class_the_dataset_lacks_is_refused_before_any_training(tmp_path):
+    with pytest.raises(
+        SpecError, match=r"attacks: 'apgd-t-10' aims at class 10, but dataset 'digits' has classes 0 to 9"
+    ):
+        _run(tmp_path, AIMED.replace("target = 3", "target = 10"))
+    assert not (tmp_path / "results.sqlite").exists()
+
+
+def test_a_store_of_another_format_is_refused_not_misread(tmp_path):
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE cells (cell TEXT)")
+    with pytest.raises(AdvsecError, match=r"has format 0; this advsec reads format \d+\. Delete it"):
+        Store(path)

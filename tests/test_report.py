@@ -47,7 +47,7 @@ def make_cell(
         )
         for i in np.flatnonzero(robust).tolist():  # a cascade attacks only the still-robust samples
             pred = (LABELS[i] + 3) % 10 if i in broken else LABELS[i]
-            record.attempts.append((i, int(pred), eps))
+            record.attempts.append((i, int(pred), eps, None))
             if i in broken:
                 adv_pred[i], robust[i], broken_by[i] = pred, False, name
                 record.broken += 1

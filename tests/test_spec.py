@@ -58,7 +58,12 @@ def test_minimal_spec_gets_defaults():
             ("steps = 5", 'steps = 5\ntarget = "random"\n[[attacks]]\nname = "pgd"\ntarget = "random"'),
             r"attacks\[1\]\.label: 'pgd-random' is used twice",
         ),
-        (("steps = 5", 'target = "nearest"'), r"attacks\[0\]\.target: expected one of 'none', 'random'"),
+        (
+            ("steps = 5", 'target = "nearest"'),
+            r"attacks\[0\]\.target: expected a class index .* got 'nearest'",
+        ),
+        (("steps = 5", "target = -1"), r"attacks\[0\]\.target: expected a class index .* got -1"),
+        (("steps = 5", "target = true"), r"attacks\[0\]\.target: expected a class index .* got True"),
         (
             ('name = "t"', 'name = "t"\n[replay]\nattacks = ["cw"]'),
             r"replay\.attacks: no \[\[attacks\]\] entry is labelled 'cw'; the labels are 'pgd'",

@@ -98,27 +98,36 @@ _STAGE_HEADER = [
 
 
 def _stage_table(cell: dict[str, Any]) -> Table:
-    """What each attack of the cascade was given, broke, left robust and cost."""
-    rows = [
-        [
+    """What each attack of the cascade was given, broke, left robust and cost; for targeted attacks how
+    often the model heard the class aimed at, and for generators their one-off fit apart from the rest."""
+    attacks = cell["attacks"]
+    aims = any(a["targeted_success"] is not None for a in attacks)
+    fits = any(a["fit_seconds"] is not None for a in attacks)
+    rows = []
+    for position, a in enumerate(attacks, start=1):
+        row = [
             str(position),
             a["attack"],
             count(a["attacked"]),
             count(a["broken"]),
             percent(a["robust_after"]),
             percent(a["robust_alone"]),
-            count(a["forwards"]),
-            count(a["backwards"]),
-            seconds(a["wall_seconds"]),
         ]
-        for position, a in enumerate(cell["attacks"], start=1)
-    ]
+        if aims:
+            hit = a["targeted_success"]
+            row.append("–" if hit is None else with_interval(hit, a["targeted_interval"]))
+        row += [count(a["forwards"]), count(a["backwards"]), seconds(a["wall_seconds"])]
+        if fits:
+            fitted = a["fit_seconds"]
+            row.append("–" if fitted is None else seconds(fitted) + " (cached)" * a["fit_cached"])
+        rows.append(row)
+    header = _STAGE_HEADER[:6] + ["Hit target"] * aims + _STAGE_HEADER[6:] + ["Fit seconds"] * fits
     caption = (
         f"{budget_name(cell['norm'], cell['eps'])} · n={cell['n']} · "
         f"clean {percent(cell['clean_accuracy'])} → robust {percent(cell['robust_accuracy'])} · "
         f"{seconds(cell['wall_seconds'])} s"
     )
-    return Table(_STAGE_HEADER, rows, numeric=[True, False] + [True] * 7, caption=caption)
+    return Table(header, rows, numeric=[True, False] + [True] * (len(header) - 2), caption=caption)
 
 
 def _method(summary: dict[str, Any]) -> str:
