@@ -189,9 +189,11 @@ def test_the_simulated_channel_is_random_differentiable_and_the_identity_when_sw
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-HEAR_A_SEVEN = LOUDNESS.replace('eps = [30, 45, 60]', "eps = [30]").replace(
-    '[[threats]]\nnorm = "snr"\neps = [40]\n', ""
-).replace('name = "pgd"\nsteps = 10', 'name = "audio-targeted"\nsteps = 60\ntarget = 7')
+HEAR_A_SEVEN = (
+    LOUDNESS.replace("eps = [30, 45, 60]", "eps = [30]")
+    .replace('[[threats]]\nnorm = "snr"\neps = [40]\n', "")
+    .replace('name = "pgd"\nsteps = 10', 'name = "audio-targeted"\nsteps = 60\ntarget = 7')
+)
 
 
 def test_audio_targeted_makes_the_model_hear_a_seven_at_minus_30_db_and_then_gets_quieter(
