@@ -19,7 +19,7 @@ from advsec.defense import Expectation
 from advsec.threat import ThreatModel
 
 Loss = Literal["ce", "cw", "dlr"]
-Kind = Literal["gradient", "query"]
+Kind = Literal["gradient", "query", "generator"]
 
 
 class Attack:
@@ -28,7 +28,8 @@ class Attack:
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "db", "snr")  # db, snr: relative (audio)
     targeted: ClassVar[bool] = False  # can aim at a chosen class
     needs_target: ClassVar[bool] = False  # only aims: a spec must give it a target
-    kind: ClassVar[Kind] = "gradient"  # "gradient" needs input gradients; "query" only forward passes
+    # "gradient" needs input gradients, "query" only forward passes, "generator" learns first (generator.py)
+    kind: ClassVar[Kind] = "gradient"
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
 
     def perturb(

@@ -54,7 +54,7 @@ def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[D
         attacks += samples * (1 + draws)  # the clean predictions and their redraws
         for attack in cell.attacks:
             eot = spec.evaluation.eot_draws if attack.adaptive and defense.stochastic else 1
-            attacks += samples * (eot * attack_passes(attack) + draws)
+            attacks += samples * (eot * attack_passes(attack) + draws) + fit_passes(attack, dataset)
     certify = 0
     if spec.certify is not None:
         per_sample = spec.certify.n0 + spec.certify.n
@@ -82,7 +82,17 @@ def attack_passes(spec_attack: AttackSpec) -> int:
     repeats = math.prod(_field(attack, name, 1) for name in REPEATS)
     if attack.kind == "query":
         return repeats * _first(attack, QUERIES)
+    if attack.kind == "generator":
+        return 0  # one pass through its own network; the model only scores the result
     return 2 * (gradient_steps(attack) + 1) * repeats  # + 1: the final iterate is measured too
+
+
+def fit_passes(spec_attack: AttackSpec, dataset: Dataset) -> int:
+    """A generator's fit: a forward and a backward per training sample and epoch (0 for other attacks)."""
+    attack: Attack = make_plugin(
+        registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
+    )
+    return 2 * _field(attack, "epochs", 1) * len(dataset.x_train) if attack.kind == "generator" else 0
 
 
 def gradient_steps(attack: Attack) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -31,6 +31,7 @@ from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
 from advsec.defense import Expectation
 from advsec.errors import BudgetError, CostError, InputError, SpecError
+from advsec.generator import Generator, fit_generator
 from advsec.keys import content_key, key_seed, seeded
 from advsec.privacy import MembershipInference, membership_inference
 from advsec.progress import Progress
@@ -318,13 +319,20 @@ def evaluate_cell(
     clean_logits = predict(views.deployed, x, spec.evaluation.batch_size, dataset.num_classes)
     verdicts = Verdicts.clean(x, y, views.redraw(clean_logits.argmax(1), x))
     threat = ThreatModel(cell.norm, cell.eps, dataset.bounds) if cell.norm != CLEAN else None
+
+    def fit(attack: Generator, spec_attack: AttackSpec, model: nn.Module) -> tuple[float, bool]:
+        with views.counted.paused():  # the fit is charged once, apart from the per-sample passes
+            aim = _fitted_target(spec_attack)
+            return fit_generator(attack, spec_attack.name, model, dataset, threat, target=aim,
+                                 model_key=trained.key, seed=seed, progress=progress)  # fmt: skip
+
     records, checks = [], []
     with progress.task(cell.title, total=len(cell.attacks)) as task:
         for spec_attack in cell.attacks:
             candidates = verdicts.robust if spec.evaluation.cascade else verdicts.clean_correct
             todo = candidates.nonzero().squeeze(1)
             record, check = _attack_stage(
-                spec_attack, todo, views, verdicts, x, y, clean_logits, threat, generator
+                spec_attack, todo, views, verdicts, x, y, clean_logits, threat, generator, fit
             )
             records.append(record)
             checks += [check] if check is not None else []
@@ -439,13 +447,18 @@ def _attack_stage(
     clean_logits: torch.Tensor,
     threat: ThreatModel,
     generator: torch.Generator,
+    fit: Callable[[Generator, AttackSpec, nn.Module], tuple[float, bool]],
 ) -> tuple[AttackRecord, Check | None]:
-    """One attack of the cascade on the samples ``todo``, in batches: its record, and its loss check."""
+    """One attack of the cascade on the samples ``todo``, in batches: its record, and its loss check.
+    A generator is fitted first (``fit``), its fit recorded apart."""
     attack: Attack = make_plugin(
         registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
     )
     record = AttackRecord(spec_attack.label, spec_attack.name, spec_attack.params, spec_attack.target,
                           spec_attack.adaptive)  # fmt: skip
+    model = views.adaptive if spec_attack.adaptive else views.deployed
+    if isinstance(attack, Generator) and len(todo):
+        record.fit_seconds, record.fit_cached = fit(attack, spec_attack, model)
     counted = views.counted
     forwards, backwards, started = counted.forwards, counted.backwards, time.perf_counter()
     # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
@@ -455,7 +468,6 @@ def _attack_stage(
         todo = todo[y[todo] != spec_attack.target]
     for chunk in todo.split(views.batch) if len(todo) else ():  # split() of nothing yields one empty chunk
         target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
-        model = views.adaptive if spec_attack.adaptive else views.deployed
         x_adv = attack.perturb(model, x[chunk], y[chunk], threat, target=target, generator=generator)
         check_output(spec_attack.label, threat, x[chunk], x_adv)
         if climbs:
@@ -546,6 +558,11 @@ def _worst(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per sample, the first wrong prediction among the draws, else the (correct) first one."""
     wrong = predictions != y
     return predictions.gather(0, wrong.int().argmax(0, keepdim=True)).squeeze(0)
+
+
+def _fitted_target(spec_attack: AttackSpec) -> int | None:
+    """The class a generator learns to aim at: a chosen one, or none (specs refuse the other modes)."""
+    return spec_attack.target if isinstance(spec_attack.target, int) else None
 
 
 def _targets(

@@ -52,9 +52,10 @@ class Entry:
 class Registry:
     """A name → :class:`Entry` map for one kind of plugin, filled from one entry-point group."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, *also: str) -> None:
         self.kind = kind  # "attack", "defense", ...
         self.group = group
+        self.groups = (group, *also)  # attacks also serve the generators: a spec names either the same way
         self._entries: dict[str, Entry] | None = None
         self._adapters: dict[str, str] = {}  # prefix → module with names() and load(name)
 
@@ -65,7 +66,7 @@ class Registry:
     def _discover(self) -> dict[str, Entry]:
         if self._entries is None:
             self._entries = {}
-            for point in entry_points(group=self.group):
+            for point in (p for group in self.groups for p in entry_points(group=group)):
                 distribution = point.dist.name if point.dist else "an unknown distribution"
                 self._add(Entry(point.name, point.value, f"package {distribution}"))
         return self._entries
@@ -133,7 +134,7 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     return f"unknown {kind} {name!r}: {hint}"
 
 
-attacks = Registry("attack", "advsec.attacks")
+attacks = Registry("attack", "advsec.attacks", "advsec.generators")
 defenses = Registry("defense", "advsec.defenses")
 generators = Registry("generator", "advsec.generators")
 datasets = Registry("dataset", "advsec.datasets")
@@ -164,6 +165,7 @@ def load_plugin_file(path: str | Path) -> list[tuple[str, str]]:
     from advsec.attack import Attack
     from advsec.data import DatasetSource
     from advsec.defense import Defense
+    from advsec.generator import Generator
 
     path = Path(path)
     if not path.is_file():
@@ -179,7 +181,7 @@ def load_plugin_file(path: str | Path) -> list[tuple[str, str]]:
     except Exception as exc:
         del sys.modules[module_name]
         raise PluginError(f"--plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
-    bases = {attacks: Attack, defenses: Defense, datasets: DatasetSource}
+    bases = {attacks: Attack, generators: Generator, defenses: Defense, datasets: DatasetSource}
     found = []
     for _, cls in inspect.getmembers(module, inspect.isclass):
         if cls.__module__ != module_name or cls.__name__.startswith("_"):

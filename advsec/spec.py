@@ -289,6 +289,8 @@ def replay_attacks(attacks: tuple[AttackSpec, ...], replay: ReplayConfig) -> lis
             )
     chosen = [by_label[label] for label in replay.attacks] or list(attacks)
     for attack in chosen:
+        if registry.attacks.get(attack.name).kind == "generator":
+            raise SpecError(f"replay.attacks: {attack.label!r} is a generator; replay crafts per sample")
         if attack.target != "none":
             raise SpecError(
                 f"replay.attacks: {attack.label!r} is targeted; replay measures untargeted success"
@@ -362,6 +364,10 @@ def _attack(entry: dict[str, Any], path: str) -> AttackSpec:
     if target != "none" and not cls.targeted:
         raise SpecError(
             f"{path}.target: attack {name!r} is untargeted; remove 'target' or pick a targeted attack"
+        )
+    if cls.kind == "generator" and target in ("random", "least-likely"):
+        raise SpecError(
+            f"{path}.target: generator {name!r} learns one target before it attacks; give a class index"
         )
     if target == "none" and cls.needs_target:
         raise SpecError(

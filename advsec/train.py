@@ -128,13 +128,13 @@ def load_or_train(
     model = defense.network(lambda member: build_model(model_name, dataset, seed + member))
     path = cache_dir() / f"{key}.safetensors"
     if is_cached(key):
-        meta = _load_checkpoint(model, path)
+        meta = load_checkpoint(model, path)
         cached = True
     else:
         started = time.perf_counter()
         history = train(model, dataset, defense, config, seed, device=device, progress=progress, label=label)
         meta = {"train_seconds": time.perf_counter() - started, "history": history}
-        _save_checkpoint(model, path, meta)
+        save_checkpoint(model, path, meta)
         cached = False
     model.to(device).eval()
     return TrainedModel(
@@ -283,7 +283,7 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
+def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -291,7 +291,7 @@ def _save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None
     partial.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the real name
 
 
-def _load_checkpoint(model: nn.Module, path: Path) -> dict[str, Any]:
+def load_checkpoint(model: nn.Module, path: Path) -> dict[str, Any]:
     try:
         state = load_file(path)
         with safe_open(path, framework="pt") as handle:

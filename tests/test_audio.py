@@ -209,3 +209,30 @@ def test_audio_targeted_makes_the_model_hear_a_seven_at_minus_30_db_and_then_get
     assert max(a["distance"] for a in attempts) <= -30 + 1e-3
     # each success shrinks the bound: the sevens it found sit well below the budget, not on it
     assert sorted(heard)[len(heard) // 2] < -35
+
+
+UNIVERSAL = (
+    LOUDNESS.replace("eps = [30, 45, 60]", "eps = [40]")
+    .replace('[[threats]]\nnorm = "snr"\neps = [40]\n', "")
+    .replace('name = "pgd"\nsteps = 10', 'name = "universal-audio"\nepochs = 3\n[[attacks]]\nname = "noise"')
+    + "cascade = false\n"
+)
+
+
+def test_a_universal_perturbation_fitted_on_training_clips_fools_unseen_ones_more_than_noise(
+    fsdd, shared_data_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
+    first = run_spec(parse_spec(UNIVERSAL), tmp_path / "a", device=CPU, progress=Progress(quiet=True))
+    cell = next(c for c in cell_summaries(first) if c["norm"] == "db")
+    universal, noise = cell["attacks"]
+    assert universal["fit_seconds"] > 0 and not universal["fit_cached"] and noise["fit_seconds"] is None
+    assert universal["robust_alone"] < noise["robust_alone"] - 0.1  # test clips, never seen while fitting
+    assert max(a["distance"] for a in first.attempts(cell["cell"])) <= -30 + 1e-3
+    # a second run loads the fit from the cache and plays exactly the same perturbation
+    again = run_spec(parse_spec(UNIVERSAL), tmp_path / "b", device=CPU, progress=Progress(quiet=True))
+    repeat = next(c for c in cell_summaries(again) if c["norm"] == "db")
+    assert (
+        repeat["attacks"][0]["fit_cached"] and repeat["attacks"][0]["fit_seconds"] == universal["fit_seconds"]
+    )
+    assert again.attempts(repeat["cell"]) == first.attempts(cell["cell"])

@@ -122,12 +122,29 @@ def _stage_table(cell: dict[str, Any]) -> Table:
             row.append("–" if fitted is None else seconds(fitted) + " (cached)" * a["fit_cached"])
         rows.append(row)
     header = _STAGE_HEADER[:6] + ["Hit target"] * aims + _STAGE_HEADER[6:] + ["Fit seconds"] * fits
-    caption = (
-        f"{budget_name(cell['norm'], cell['eps'])} · n={cell['n']} · "
-        f"clean {percent(cell['clean_accuracy'])} → robust {percent(cell['robust_accuracy'])} · "
-        f"{seconds(cell['wall_seconds'])} s"
-    )
+    caption = " · ".join([
+        f"{budget_name(cell['norm'], cell['eps'])}",
+        f"n={cell['n']}",
+        f"clean {percent(cell['clean_accuracy'])} → robust {percent(cell['robust_accuracy'])}",
+        f"{seconds(cell['wall_seconds'])} s",
+        *break_even(attacks),
+    ])  # fmt: skip
     return Table(header, rows, numeric=[True, False] + [True] * (len(header) - 2), caption=caption)
+
+
+def break_even(attacks: list[dict[str, Any]]) -> list[str]:
+    """For each fitted generator, after how many samples its fit has paid for itself against each
+    slower per-sample attack of the cell: fit seconds / (their seconds per sample − its own)."""
+
+    def per_sample(a: dict[str, Any]) -> float:
+        return a["wall_seconds"] / max(a["attacked"], 1)
+
+    notes = []
+    for fitted in (a for a in attacks if a["fit_seconds"] is not None):
+        for other in (a for a in attacks if a["fit_seconds"] is None and per_sample(a) > per_sample(fitted)):
+            samples = fitted["fit_seconds"] / (per_sample(other) - per_sample(fitted))
+            notes.append(f"{fitted['attack']} beats {other['attack']} on time after {samples:,.0f} samples")
+    return notes
 
 
 def _method(summary: dict[str, Any]) -> str:
