@@ -28,6 +28,9 @@ class Attack:
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "db", "snr")  # db, snr: relative (audio)
     targeted: ClassVar[bool] = False  # can aim at a chosen class
     needs_target: ClassVar[bool] = False  # only aims: a spec must give it a target
+    # Makes inputs of its own rather than perturbing test inputs within a budget: scored apart from robust
+    # accuracy (advsec.unrestricted), never mixed into it.
+    unrestricted: ClassVar[bool] = False
     # "gradient" needs input gradients, "query" only forward passes, "generator" learns first (generator.py)
     kind: ClassVar[Kind] = "gradient"
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")

@@ -171,6 +171,10 @@ def _execute(
             from advsec.replay import replay_spec
 
             replay_spec(spec, store, device=torch_device, progress=progress)
+        from advsec.unrestricted import unrestricted_attacks, unrestricted_spec
+
+        if unrestricted_attacks(spec):
+            unrestricted_spec(spec, store, device=torch_device, progress=progress)
     _finish(store, out, no_report, quiet, as_json)
 
 
@@ -189,18 +193,26 @@ def _finish(store: Any, out: Path, no_report: bool, quiet: bool, as_json: bool) 
 def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool = False) -> None:
     if quiet and not as_json:
         return
-    from advsec.results import cell_summaries, certified_summaries, defense_summaries, replay_summaries
+    from advsec.results import (
+        cell_summaries,
+        certified_summaries,
+        defense_summaries,
+        replay_summaries,
+        unrestricted_summaries,
+    )
 
     cells = cell_summaries(store)
     defenses = defense_summaries(store, cells)
     certified = certified_summaries(store)
     replays = replay_summaries(store)
+    unrestricted = unrestricted_summaries(store)
     meta = store.meta()
     if as_json:
-        results = {"defenses": defenses, "cells": cells, "certified": certified, "replay": replays}
+        results = {"defenses": defenses, "cells": cells, "certified": certified, "replay": replays,
+                   "unrestricted": unrestricted}  # fmt: skip
         click.echo(json.dumps({**extra, "estimated_cost": meta.get("estimated_cost"), **results}, indent=2))
         return
-    from advsec.terminal import print_certificates, print_replays, print_scorecard
+    from advsec.terminal import print_certificates, print_replays, print_scorecard, print_unrestricted
 
     if cells:
         print_scorecard(meta.get("name", "run"), defenses, certified)
@@ -208,6 +220,8 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
         print_certificates(certified)
     if replays:
         print_replays(replays)
+    if unrestricted:
+        print_unrestricted(unrestricted)
     if extra.get("report"):
         click.echo(f"report: {extra['report']}")
 

@@ -111,7 +111,7 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
     cells = []
     for defense in spec.defenses:
         trained_key = trained_model_key(spec, dataset, defense)
-        attacks = spec.attacks + adaptive_attacks(defense, spec)
+        attacks = bounded(spec.attacks) + adaptive_attacks(defense, spec)
         grid = [(CLEAN, 0.0, ())] + [(t.norm, eps, attacks) for t in spec.threats for eps in t.eps]
         for norm, eps, cell_attacks in grid:
             content = {
@@ -143,7 +143,12 @@ def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]
     if not (spec.evaluation.adaptive and tricks):
         return ()
     suffix = "+" + "+".join(tricks)
-    return tuple(replace(a, label=a.label + suffix, adaptive=True) for a in spec.attacks)
+    return tuple(replace(a, label=a.label + suffix, adaptive=True) for a in bounded(spec.attacks))
+
+
+def bounded(attacks: tuple[AttackSpec, ...]) -> tuple[AttackSpec, ...]:
+    """The attacks that perturb test inputs within a budget: the cells' (advsec.unrestricted has the rest)."""
+    return tuple(a for a in attacks if not registry.attacks.get(a.name).unrestricted)
 
 
 class Executor(Protocol):

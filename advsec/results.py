@@ -197,6 +197,40 @@ def replay_summaries(store: Store) -> list[dict[str, Any]]:
     return out
 
 
+def unrestricted_summaries(store: Store) -> list[dict[str, Any]]:
+    """Per defense and unrestricted attack (advsec.unrestricted): how often the model and the listener hear
+    the target in the made inputs. Inputs whose bare carrier the model already heard as the target are left
+    out of both rates (nothing was hidden in them); ``chance`` is the listener's rate if it guessed."""
+    classes = len(store.meta().get("classes", [])) or None
+    out = []
+    for run in store.unrestricted_runs():
+        rows = store.unrestricted(run["defense"], run["attack"])
+        made = [r for r in rows if r["carrier_pred"] != r["target"]]
+        heard = sum(r["pred"] == r["target"] for r in made)
+        listened = sum(r["listener_pred"] == r["target"] for r in made)
+        hidden = sum(r["pred"] == r["target"] != r["listener_pred"] for r in made)
+        levels = sorted(r["distance"] for r in made)
+        n = len(made)
+        out.append(
+            {
+                "defense": run["defense"],
+                "attack": run["attack"],
+                "listener": run["listener"],
+                "samples": len(rows),
+                "aimed": n,  # made inputs whose carrier was not already heard as the target
+                "heard": heard / n if n else None,
+                "heard_interval": wilson_interval(heard, n) if n else None,
+                "listener_heard": listened / n if n else None,
+                "listener_interval": wilson_interval(listened, n) if n else None,
+                "hidden": hidden / n if n else None,  # the model hears it and the listener does not
+                "chance": 1 / classes if classes else None,
+                "median_level_db": levels[len(levels) // 2] if levels else None,
+                "wall_seconds": run["wall_seconds"],
+            }
+        )
+    return out
+
+
 def transfer_summaries(store: Store, defenses: list[str]) -> dict[str, list[list[float]]]:
     """Per ensemble defense, the share of examples crafted on member i (row) that fool member j (column)."""
     out = {}

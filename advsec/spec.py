@@ -287,10 +287,17 @@ def replay_attacks(attacks: tuple[AttackSpec, ...], replay: ReplayConfig) -> lis
                 f"replay.attacks: no [[attacks]] entry is labelled {label!r}; "
                 f"the labels are {', '.join(map(repr, by_label))}"
             )
-    chosen = [by_label[label] for label in replay.attacks] or list(attacks)
+
+    def crafts(attack: AttackSpec) -> bool:  # per sample, within a budget
+        cls = registry.attacks.get(attack.name)
+        return cls.kind != "generator" and not cls.unrestricted
+
+    chosen = [by_label[label] for label in replay.attacks] or [a for a in attacks if crafts(a)]
     for attack in chosen:
-        if registry.attacks.get(attack.name).kind == "generator":
-            raise SpecError(f"replay.attacks: {attack.label!r} is a generator; replay crafts per sample")
+        if not crafts(attack):
+            raise SpecError(
+                f"replay.attacks: {attack.label!r} is not a per-sample attack in a budget, as replay needs"
+            )
         if attack.target != "none":
             raise SpecError(
                 f"replay.attacks: {attack.label!r} is targeted; replay measures untargeted success"

@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS replays (
 CREATE TABLE IF NOT EXISTS replay_trials (
     defense TEXT, position INTEGER, delay INTEGER, repeat INTEGER, fooled INTEGER, clean_wrong INTEGER,
     PRIMARY KEY (defense, position, delay, repeat));
+CREATE TABLE IF NOT EXISTS unrestricted_runs (
+    defense TEXT, attack TEXT, key TEXT, listener TEXT, wall_seconds REAL, PRIMARY KEY (defense, attack));
+CREATE TABLE IF NOT EXISTS unrestricted (
+    defense TEXT, attack TEXT, idx INTEGER, target INTEGER, carrier_pred INTEGER, pred INTEGER,
+    listener_pred INTEGER, distance REAL, PRIMARY KEY (defense, attack, idx));
 CREATE TABLE IF NOT EXISTS transfers (
     defense TEXT, source INTEGER, target INTEGER, fooled INTEGER, samples INTEGER,
     PRIMARY KEY (defense, source, target));
@@ -235,6 +240,8 @@ class Store:
                 "replays",
                 "replay_trials",
                 "transfers",
+                "unrestricted_runs",
+                "unrestricted",
             ):
                 self.db.execute(f"DELETE FROM {table}")  # fmt: skip
 
@@ -387,6 +394,38 @@ class Store:
                 "INSERT INTO transfers VALUES (?, ?, ?, ?, ?)",
                 [(result.defense, *transfer) for transfer in result.transfers],
             )
+
+    def save_unrestricted(
+        self,
+        key: str,
+        defense: str,
+        attack: str,
+        listener: str,
+        wall_seconds: float,
+        rows: list[tuple[int, int, int, int, int, float]],
+    ) -> None:
+        """One unrestricted attack's made inputs against one defense, per input, in one transaction."""
+        with self._transaction():
+            for table in ("unrestricted_runs", "unrestricted"):
+                self.db.execute(f"DELETE FROM {table} WHERE defense = ? AND attack = ?", (defense, attack))
+            self.db.execute(
+                "INSERT INTO unrestricted_runs VALUES (?, ?, ?, ?, ?)",
+                (defense, attack, key, listener, wall_seconds),
+            )
+            self.db.executemany(
+                "INSERT INTO unrestricted VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(defense, attack, *r) for r in rows],
+            )
+
+    def unrestricted_keys(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT key FROM unrestricted_runs")}
+
+    def unrestricted_runs(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM unrestricted_runs ORDER BY rowid")
+
+    def unrestricted(self, defense: str, attack: str) -> list[dict[str, Any]]:
+        query = "SELECT * FROM unrestricted WHERE defense = ? AND attack = ? ORDER BY idx"
+        return self._rows(query, (defense, attack))
 
     def replay_keys(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT DISTINCT key FROM replays")}

@@ -143,6 +143,25 @@ def print_replays(replays: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
+def print_unrestricted(runs: list[dict[str, Any]]) -> None:
+    """Unrestricted attacks (%): how often the model, and an independent listener, hear the target."""
+    table = Table(title="unrestricted attacks (%): made inputs heard as the target", title_justify="left",
+                  box=box.SIMPLE_HEAD)  # fmt: skip
+    for column in ("defense", "attacker"):
+        table.add_column(column, no_wrap=True)
+    for column in ("aimed", "model hears", "listener hears", "chance", "median dB", "seconds"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in runs:
+        level = "" if r["median_level_db"] is None else f"{r['median_level_db']:.1f}"
+        shares = [_share(r[k]) for k in ("heard", "listener_heard", "chance")]
+        table.add_row(r["defense"], r["attack"], str(r["aimed"]), *shares, level, f"{r['wall_seconds']:.1f}")
+    _console().print(table)
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
 def print_comparison(comparison: dict[str, Any]) -> None:
     """Accuracy (%) per defense and budget in runs A and B, the change, and the samples that flipped."""
     title = f"{comparison['a']['name']} (A) vs {comparison['b']['name']} (B)"

@@ -13,10 +13,12 @@ from advsec.errors import DataError
 from advsec.harness import run_spec
 from advsec.models.audio import M5, LogMel, LogMelCNN, ShiftAndGain, mel_filterbank
 from advsec.progress import Progress
-from advsec.results import cell_summaries
+from advsec.report import build_report
+from advsec.results import cell_summaries, unrestricted_summaries
 from advsec.spec import TrainConfig, make_plugin, parse_spec
 from advsec.threat import ThreatModel
 from advsec.train import load_or_train
+from advsec.unrestricted import unrestricted_spec
 
 CPU = torch.device("cpu")
 
@@ -236,3 +238,28 @@ def test_a_universal_perturbation_fitted_on_training_clips_fools_unseen_ones_mor
         repeat["attacks"][0]["fit_cached"] and repeat["attacks"][0]["fit_seconds"] == universal["fit_seconds"]
     )
     assert again.attempts(repeat["cell"]) == first.attempts(cell["cell"])
+
+
+HIDDEN = (
+    LOUDNESS.replace("eps = [30, 45, 60]", "eps = [30]")
+    .replace('[[threats]]\nnorm = "snr"\neps = [40]\n', "")
+    .replace('name = "pgd"\nsteps = 10', 'name = "hidden-command"\ntarget = 7\nsteps = 60')
+    .replace("samples = 60", "samples = 30")
+)
+
+
+def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model_does_not(
+    fsdd, shared_data_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
+    spec = parse_spec(HIDDEN)
+    store = run_spec(spec, tmp_path, device=CPU, progress=Progress(quiet=True))
+    unrestricted_spec(spec, store, device=CPU, progress=Progress(quiet=True))
+    assert all(cell["attacks"] == [] for cell in store.cells())  # never mixed into robust accuracy
+    [run] = unrestricted_summaries(store)
+    assert run["samples"] == 30 and run["listener"] == "m5"
+    assert run["heard"] >= 0.9 and run["listener_heard"] <= 0.3
+    rows = store.unrestricted("standard", "hidden-command-7")
+    assert all(r["target"] == 7 and r["distance"] <= -10 + 1e-3 for r in rows)  # 10 dB under the noise
+    report = build_report(store, tmp_path / "report").with_suffix(".md").read_text()
+    assert "## Unrestricted attacks" in report and "| standard | hidden-command-7 | " in report

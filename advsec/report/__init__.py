@@ -40,6 +40,7 @@ from advsec.report.tables import (
     sanity_table,
     scorecard,
     transfer_table,
+    unrestricted_table,
 )
 from advsec.results import (
     cell_summaries,
@@ -48,6 +49,7 @@ from advsec.results import (
     defense_summaries,
     replay_summaries,
     transfer_summaries,
+    unrestricted_summaries,
 )
 from advsec.store import Store
 from advsec.threat import GEOMETRY
@@ -132,6 +134,16 @@ TRANSFER = (
 )
 
 
+UNRESTRICTED = (
+    "Inputs an attack made of its own (from noise, a tone, a generative model) rather than test inputs "
+    "perturbed within a budget; they are kept out of every robust accuracy above. “Model hears” is how often "
+    "the evaluated model puts a made input in the class it was aimed at; “listener hears”, how often a "
+    "second model trained independently does, a stand-in for a person; inputs the model already heard as the "
+    "target before any perturbation are left out. A hidden command works when the model hears it and the "
+    "listener does not (near chance). “Level” is the perturbation's peak under the carrier's, in dB."
+)
+
+
 def build_report(store: Store, out_dir: Path) -> Path:
     """Write report.html, report.md and the figures for ``store`` into ``out_dir``; return report.html."""
     meta = store.meta()
@@ -188,6 +200,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
         blocks += _certification(store, certified, cells, styles)
     if replays:
         blocks += _replay(store, replays, meta, styles)
+    if unrestricted := unrestricted_summaries(store):
+        blocks += [Heading("Unrestricted attacks"), Text(UNRESTRICTED), unrestricted_table(unrestricted)]
     blocks += [Heading("How this is scored"), Text(SCORING)]
     if meta.get("spec"):
         blocks.append(Code("Spec (TOML)", meta["spec"], "toml"))

@@ -292,3 +292,26 @@ def transfer_table(defense: str, matrix: list[list[float]]) -> Table:
 def with_interval(value: float, bounds: tuple[float, float]) -> str:
     """A share and its 95 % interval, e.g. ``6.0% [3.5%, 10.2%]``."""
     return f"{percent(value)} [{percent(bounds[0])}, {percent(bounds[1])}]"
+
+
+def unrestricted_table(runs: list[dict[str, Any]]) -> Table:
+    """Per defense and unrestricted attack: the model's and the listener's rate of hearing the target."""
+    header = ["Defense", "Attack", "Made", "Model hears", "Listener hears", "Listener", "Chance",
+              "Level (dB)", "Seconds"]  # fmt: skip
+    rows = [
+        [
+            r["defense"],
+            r["attack"],
+            count(r["aimed"]),
+            "–" if r["heard"] is None else with_interval(r["heard"], r["heard_interval"]),
+            "–"
+            if r["listener_heard"] is None
+            else with_interval(r["listener_heard"], r["listener_interval"]),
+            r["listener"],
+            percent(r["chance"]),
+            "–" if r["median_level_db"] is None else f"{r['median_level_db']:.1f}",
+            seconds(r["wall_seconds"]),
+        ]
+        for r in runs
+    ]
+    return Table(header, rows, numeric=[False, False, True, True, True, False, True, True, True])

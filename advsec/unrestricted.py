@@ -1,0 +1,120 @@
+"""Unrestricted attacks: inputs an attack makes of its own, scored apart from norm-bounded robustness.
+
+An unrestricted attack (``unrestricted = True``, e.g. ``hidden-command``) does not perturb a test input
+within a budget; it makes new inputs (from noise, a tone, a generative model) that the model classifies as
+the attacker wants. Mixing them into robust accuracy would mean nothing, so each defense gets its own
+numbers here: for ``samples`` made inputs aimed at the entry's target, how often the deployed model puts
+them in the target class (any of a random model's draws), and how often a *listener* does: a second model
+trained independently (another seed, or another architecture), standing in for a person. A hidden command
+works when the model hears the target and the listener does not (chance is one in the number of classes).
+Results are written per defense and attack, under a key of everything that determines them, and resume.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import torch
+
+from advsec import registry
+from advsec.attack import Attack
+from advsec.data import Dataset
+from advsec.harness import CellEvaluator, Views, load_dataset, predict, run_meta, trained_model_key
+from advsec.keys import content_key, key_seed, seeded
+from advsec.progress import Progress
+from advsec.spec import AttackSpec, Spec, make_plugin
+from advsec.store import Store
+from advsec.train import TrainedModel, load_or_train
+
+LISTENER_SEED = 1  # the listener's seed is the run's plus this: trained apart from every evaluated model
+
+
+def unrestricted_attacks(spec: Spec) -> list[AttackSpec]:
+    return [a for a in spec.attacks if registry.attacks.get(a.name).unrestricted]
+
+
+def unrestricted_spec(spec: Spec, store: Store, *, device: torch.device, progress: Progress) -> None:
+    """Make and score every unrestricted attack's inputs against every defense not yet done."""
+    dataset = load_dataset(spec.dataset)
+    if "name" not in store.meta():
+        store.set_meta(run_meta(spec, dataset, device))
+    samples = spec.evaluation.samples or 100
+    evaluator = CellEvaluator(spec, dataset, store, device, progress)  # trains or loads each model once
+    listeners: dict[str, TrainedModel] = {}
+    done = store.unrestricted_keys()
+    for defense in spec.defenses:
+        for spec_attack in unrestricted_attacks(spec):
+            attack = make_plugin(
+                registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
+            )
+            architecture = attack.listener or spec.model
+            content = {
+                "model": trained_model_key(spec, dataset, defense),
+                "defense": defense.label,
+                "attack": asdict(spec_attack),
+                "listener": architecture,
+                "samples": samples,
+                "seed": spec.seed,
+            }
+            key = content_key(content)
+            if key in done:
+                continue
+            if architecture not in listeners:
+                listeners[architecture] = load_or_train(
+                    dataset, architecture, "standard", {}, spec.train, spec.seed + LISTENER_SEED,
+                    device=device, progress=progress, label=f"listener {architecture}",
+                )  # fmt: skip
+            trained = evaluator.trained(defense)
+            with seeded(key_seed(key, spec.seed), device):  # random defenses draw from the global generator
+                title = f"{spec_attack.label} vs {defense.label}"
+                rows, seconds = _attack(attack, spec_attack.target, trained, listeners[architecture], dataset,
+                                        spec, samples, title, progress)  # fmt: skip
+            store.save_unrestricted(key, defense.label, spec_attack.label, architecture, seconds, rows)
+
+
+def _attack(
+    attack: Attack,
+    aim: str | int,
+    trained: TrainedModel,
+    listener: TrainedModel,
+    dataset: Dataset,
+    spec: Spec,
+    samples: int,
+    title: str,
+    progress: Progress,
+) -> tuple[list[tuple[int, int, int, int, int, float]], float]:
+    """Per made input: (index, target, what the model heard in the bare carrier, what it hears now, what
+    the listener hears, the perturbation's level under the carrier in dB); and the seconds it took."""
+    views = Views.of(trained, dataset, spec)
+    batch, classes = spec.evaluation.batch_size, dataset.num_classes
+    threat = attack.bound(dataset.bounds)
+    like = dataset.x_test[:1].to(next(trained.network.parameters()).device)
+    started = time.perf_counter()
+    out = []
+    with progress.task(title, total=samples) as task:
+        for start in range(0, samples, batch):
+            n = min(batch, samples - start)
+            carriers = attack.carriers(n, like)
+            heard_before = predict(views.deployed, carriers, batch, classes).argmax(1)
+            target = _aim(aim, n, classes, carriers, views, batch)
+            made = attack.perturb(views.adaptive, carriers, heard_before, threat, target=target)
+            draws = views.predictions(made)
+            heard = torch.where((draws == target).any(0), target, draws[0])  # any draw hearing it counts
+            listened = predict(listener.model, made, batch, classes).argmax(1)
+            levels = threat.distance(carriers, made)
+            out += zip(range(start, start + n), target.tolist(), heard_before.tolist(), heard.tolist(),
+                       listened.tolist(), levels.tolist(), strict=True)  # fmt: skip
+            task.advance(n)
+    return out, time.perf_counter() - started
+
+
+def _aim(
+    mode: str | int, n: int, classes: int, carriers: torch.Tensor, views: Views, batch: int
+) -> torch.Tensor:
+    """The class each made input is aimed at: a chosen one, one drawn at random, or the least likely."""
+    if isinstance(mode, int):
+        return torch.full((n,), mode, dtype=torch.long, device=carriers.device)
+    if mode == "least-likely":
+        return predict(views.deployed, carriers, batch, classes).argmin(1)
+    return torch.randint(0, classes, (n,), device=carriers.device)
