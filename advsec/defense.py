@@ -119,9 +119,14 @@ class AdversarialTraining(Defense):
             raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
 
     def threat(self, bounds: Bounds, progress: float) -> ThreatModel | None:
-        """The training threat model at this point of training; None while the budget is still 0."""
-        eps = self.eps if progress >= self.warmup else self.eps * progress / self.warmup
-        return ThreatModel(self.norm, eps, bounds) if eps > 0 else None
+        """The training threat model at this point of training; None while the budget is still 0.
+
+        The warm-up grows the radius linearly, so a relative (dB) budget starts silent and rises to ``eps``.
+        """
+        full = ThreatModel(self.norm, self.eps, bounds)
+        if progress >= self.warmup:
+            return full
+        return full.scaled(progress / self.warmup) if progress > 0 else None
 
     def loss(
         self,

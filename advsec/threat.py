@@ -14,7 +14,8 @@ The last two are relative: each sample's radius follows its own level, so a quie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -44,6 +45,13 @@ class ThreatModel:
         low, high = self.bounds
         if not low < high:
             raise SpecError(f"bounds: expected low < high, got {self.bounds!r}")
+
+    def scaled(self, factor: float) -> ThreatModel:
+        """The same threat model with every radius multiplied by ``factor`` (> 0): a budget ramping up.
+        For the relative norms that lowers the level in dB by 20·log10(factor), so 0.5 is 6 dB quieter."""
+        if self.norm in ("linf", "l2"):
+            return replace(self, eps=self.eps * factor)
+        return replace(self, eps=self.eps - 20 * math.log10(factor))
 
     @property
     def geometry(self) -> Literal["linf", "l2"]:

@@ -29,7 +29,9 @@ class HiddenCommand(AudioTargeted):
     carrier: Literal["noise", "tone"] = "noise"
     level: float = 0.3  # the carrier's peak amplitude
     below: float = 10.0  # dB: the perturbation's peak at least this far under the carrier's
-    listener: str = ""  # the listener's model architecture; "" is the attacked one's, trained from another seed
+    listener: str = (
+        ""  # the listener's model architecture; "" is the attacked one's, trained from another seed
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

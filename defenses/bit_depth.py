@@ -14,11 +14,11 @@ class BitDepth(InputTransform):
     """Rounds each input value to one of 2^bits levels across the input bounds.
 
     Rounding has zero gradient almost everywhere, so a naive gradient attack gets no signal and the
-    defense looks robust; BPDA (straight-through gradient) shows what it is worth.
+    defense looks robust; BPDA (straight-through gradient) shows what it is worth. On audio it is the
+    sample resolution: 8 bits over [-1, 1] is a step of 2/255.
     """
 
     differentiable = False
-    modalities = ("image",)
 
     bits: int = 1
 

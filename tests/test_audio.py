@@ -9,7 +9,8 @@ import torch
 from advsec import registry
 from advsec.channel import Channel
 from advsec.data.fsdd import FSDD, RECORDINGS, download, read_recordings, verify
-from advsec.errors import DataError
+from advsec.defenses.random_resample import RandomResample
+from advsec.errors import DataError, InputError
 from advsec.harness import run_spec
 from advsec.models.audio import M5, LogMel, LogMelCNN, ShiftAndGain, mel_filterbank
 from advsec.progress import Progress
@@ -263,3 +264,47 @@ def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model
     assert all(r["target"] == 7 and r["distance"] <= -10 + 1e-3 for r in rows)  # 10 dB under the noise
     report = build_report(store, tmp_path / "report").with_suffix(".md").read_text()
     assert "## Unrestricted attacks" in report and "| standard | hidden-command-7 | " in report
+
+
+def test_an_over_the_air_perturbation_survives_rooms_that_undo_plain_pgd(fsdd):
+    trained = load_or_train(fsdd, "m5", "standard", {}, QUICK, 0, device=CPU, progress=Progress(quiet=True))
+    for parameter in trained.network.parameters():
+        parameter.requires_grad_(False)
+    x, y = fsdd.x_test[::10], fsdd.y_test[::10]
+    threat = ThreatModel("db", 30, fsdd.bounds)
+    room = Channel(snr_db=(20.0, 40.0))
+
+    def error_in_rooms(x_adv: torch.Tensor) -> float:
+        with torch.no_grad():
+            return (
+                torch.stack([trained.model(room(x_adv)).argmax(1) != y for _ in range(8)])
+                .float()
+                .mean()
+                .item()
+            )
+
+    torch.manual_seed(0)
+    crafted = {
+        name: make_plugin(registry.attacks.get(name), params, name).perturb(trained.model, x, y, threat)
+        for name, params in (("pgd", {"steps": 20}), ("over-the-air", {"steps": 20, "draws": 4}))
+    }
+    with torch.no_grad():
+        assert all((trained.model(x_adv).argmax(1) != y).float().mean() > 0.9 for x_adv in crafted.values())
+    # both fool the model as it hears a clip directly; played through rooms, plain PGD's partly wears off
+    assert error_in_rooms(crafted["over-the-air"]) > error_in_rooms(crafted["pgd"]) + 0.15
+
+
+def test_random_resampling_is_random_differentiable_and_removes_the_top_of_the_band():
+    defense = RandomResample(min_rate=0.5)
+    t = torch.arange(8000, dtype=torch.float32)
+    low, high = torch.sin(2 * torch.pi * 0.05 * t), torch.sin(2 * torch.pi * 0.49 * t)  # 400 Hz, 3.92 kHz
+    torch.manual_seed(0)
+    x = (0.4 * (low + high)).expand(4, 1, 8000).clone().requires_grad_(True)
+    first, second = defense.transform(x, (-1.0, 1.0)), defense.transform(x, (-1.0, 1.0))
+    assert first.shape == x.shape and not torch.allclose(first, second)  # a fresh rate per clip and call
+    (grad,) = torch.autograd.grad(first.square().sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    power = torch.fft.rfft(first.detach(), dim=-1).abs().square()
+    assert (power[..., 400] > 100 * power[..., 3920]).all()  # above the band of any rate under 0.98: cut
+    with pytest.raises(InputError, match=r"needs waveforms shaped \(N, channels, samples\)"):
+        defense.transform(torch.zeros(2, 8000), (-1.0, 1.0))

@@ -1,6 +1,7 @@
 """Defenses: adversarial training helps, the guard restores, transforms fall to adaptive attacks."""
 
 import copy
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -12,6 +13,7 @@ from advsec.defense import Expectation
 from advsec.defenses.bit_depth import BitDepth
 from advsec.defenses.fast_at import FastAdversarialTraining
 from advsec.defenses.fgsm_at import FGSMAdversarialTraining
+from advsec.defenses.pgd_at import PGDAdversarialTraining
 from advsec.defenses.random_resize_pad import RandomResizePad
 from advsec.defenses.trades import TRADES
 from advsec.harness import plan, run_spec
@@ -98,6 +100,15 @@ def test_eps_warmup_ramps_the_training_budget_linearly():
     assert defense.threat(bounds, 0.0) is None  # no budget yet: train on clean inputs
     assert [defense.threat(bounds, p).eps for p in (0.2, 0.4, 0.9)] == pytest.approx([0.15, 0.3, 0.3])
     assert FastAdversarialTraining(eps=0.3).threat(bounds, 0.0).eps == 0.3
+
+
+def test_a_loudness_budget_warms_up_from_silence_not_from_full_scale():
+    defense, bounds = PGDAdversarialTraining(eps=40, norm="db", warmup=0.5), (-1.0, 1.0)
+    x = torch.full((1, 1, 100), 0.5)
+    radii = [defense.threat(bounds, p).radius(x).item() for p in (0.05, 0.25, 0.5, 0.9)]
+    full = 0.5 * 10 ** (-40 / 20)
+    assert radii == pytest.approx([0.1 * full, 0.5 * full, full, full])  # linear in amplitude, as for linf
+    assert defense.threat(bounds, 0.25).eps == pytest.approx(40 + 20 * math.log10(2))  # 6 dB quieter
 
 
 def test_cyclic_schedule_rises_to_the_peak_then_falls_to_zero():

@@ -1,0 +1,72 @@
+"""Generators: fitted once, cached, within budget, and far stronger than noise once fitted."""
+
+import pytest
+import torch
+
+from advsec.harness import run_spec
+from advsec.progress import Progress
+from advsec.results import cell_summaries
+from advsec.spec import parse_spec
+
+CPU = torch.device("cpu")
+
+DIGITS = """
+seed = 0
+[train]
+epochs = 15
+[[defenses]]
+name = "standard"
+[[threats]]
+norm = "linf"
+eps = [0.3]
+[[attacks]]
+name = "advgan"
+max_steps = 300
+[[attacks]]
+name = "noise"
+[evaluation]
+samples = 200
+cascade = false
+"""
+
+
+def _run(text: str, out):
+    return run_spec(parse_spec(text), out, device=CPU, progress=Progress(quiet=True))
+
+
+def _attacked(store) -> dict:
+    return next(c for c in cell_summaries(store) if c["norm"] == "linf")
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    return _run(DIGITS, tmp_path_factory.mktemp("advgan"))
+
+
+def test_advgan_fits_once_and_then_beats_random_noise_by_a_wide_margin(fitted):
+    advgan, noise = _attacked(fitted)["attacks"]
+    assert advgan["fit_seconds"] > 0 and not advgan["fit_cached"]
+    assert advgan["robust_alone"] < noise["robust_alone"] - 0.4
+    # attacking is one pass of the generator: no gradients of the model, a fraction of the fit's time
+    assert advgan["backwards"] == 0 and advgan["wall_seconds"] < advgan["fit_seconds"] / 10
+
+
+def test_every_generated_input_is_within_budget_and_bounds(fitted):
+    cell = _attacked(fitted)
+    assert all(a["distance"] <= 0.3 + 1e-6 for a in fitted.attempts(cell["cell"]))
+    for _, _, adversarial in fitted.examples(cell["cell"]):
+        assert adversarial.min() >= 0 and adversarial.max() <= 1
+
+
+def test_a_fitted_generator_reloads_from_the_cache_and_gives_identical_outputs(fitted, tmp_path):
+    again = _run(DIGITS, tmp_path)
+    first, second = _attacked(fitted), _attacked(again)
+    assert second["attacks"][0]["fit_cached"]
+    assert second["attacks"][0]["fit_seconds"] == first["attacks"][0]["fit_seconds"]
+    assert again.attempts(second["cell"]) == fitted.attempts(first["cell"])
+
+
+def test_targeted_advgan_hits_its_class_far_more_often_than_chance(tmp_path):
+    store = _run(DIGITS.replace("max_steps = 300", "max_steps = 300\ntarget = 3"), tmp_path)
+    advgan = _attacked(store)["attacks"][0]
+    assert advgan["attack"] == "advgan-3" and advgan["targeted_success"] > 0.5  # chance: 1 in 9
