@@ -28,6 +28,11 @@ def band_pass(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return torch.fft.irfft(spectrum * keep, n=t.shape[-1], dim=-1)
 
 
+def check_band(low: float, high: float) -> None:
+    if not 0 <= low < high <= 1:
+        raise ValueError(f"expected 0 <= low < high <= 1 (fractions of Nyquist), got {low}, {high}")
+
+
 @dataclass
 class BandAscent:
     """Steps of ``step_size`` (per sample, in the threat model's geometry) that never leave the band."""
@@ -65,10 +70,7 @@ class BandNoise(Attack):
     loss: Loss = "ce"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.low < self.high <= 1:
-            raise ValueError(
-                f"expected 0 <= low < high <= 1 (fractions of Nyquist), got {self.low}, {self.high}"
-            )
+        check_band(self.low, self.high)
 
     def perturb(
         self,

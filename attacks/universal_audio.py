@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from advsec.attack import Loss, attack_objective
-from advsec.attacks.band_noise import band_pass
+from advsec.attacks.band_noise import band_pass, check_band
 from advsec.generator import Generator
 from advsec.progress import Progress
 from advsec.threat import ThreatModel, norm_of
@@ -51,10 +51,7 @@ class UniversalAudio(Generator):
     margin: float = 5.0  # a sample already this far past the boundary stops pulling on the perturbation
 
     def __post_init__(self) -> None:
-        if not 0 <= self.low < self.high <= 1:
-            raise ValueError(
-                f"expected 0 <= low < high <= 1 (fractions of Nyquist), got {self.low}, {self.high}"
-            )
+        check_band(self.low, self.high)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         return Shape(input_shape, self.low, self.high)

@@ -234,7 +234,7 @@ def test_audio_examples_are_drawn_as_waveforms_and_can_be_listened_to(tmp_path: 
     assert (tmp_path / "report" / "spectrograms.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "Spectrograms of clean and adversarial audio" in page
     players = re.findall(r'<audio controls preload="none" src="data:audio/wav;base64,([^"]+)"', page)
-    assert len(players) == 2 * 2 * 3  # 2 defenses × 3 stored examples × (clean, adversarial)
+    assert len(players) == 2 * 3 * 3  # 2 defenses × 3 stored examples × (clean, adversarial, perturbation)
     rate, samples = wavfile.read(io.BytesIO(base64.b64decode(players[0])))
     assert rate == 8000 and samples.dtype == np.int16 and samples.shape == (64,)
     example = Store(tmp_path / "results.sqlite").examples("standard/0.1")[0][1]  # the first clean clip
@@ -242,6 +242,14 @@ def test_audio_examples_are_drawn_as_waveforms_and_can_be_listened_to(tmp_path: 
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "[adversarial](example-0-0-adversarial.wav)" in markdown
     assert (tmp_path / "report" / "example-0-0-adversarial.wav").read_bytes().startswith(b"RIFF")
+    # the perturbation alone, raised to the clean clip's peak, and its level beside the players
+    clean, adversarial = (Store(tmp_path / "results.sqlite").examples("standard/0.1")[0][k] for k in (1, 2))
+    delta = (adversarial - clean).reshape(-1)
+    _, heard = wavfile.read(tmp_path / "report" / "example-0-0-perturbation.wav")
+    expected = delta * np.abs(clean).max() / np.abs(delta).max()
+    assert np.allclose(heard / 32767, expected, atol=2 / 32767)
+    level = 20 * np.log10(np.abs(delta).max() / np.abs(clean).max())
+    assert f"perturbation {level:.1f} dB" in markdown
 
 
 def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:

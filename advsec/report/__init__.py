@@ -378,14 +378,36 @@ def _examples(
             )
         )
         blocks += [
-            Players(f"{defense} · {example.caption}", tuple(
-                Audio(f"example-{d}-{i}-{kind}.wav", wav_bytes(clip, rate), kind)
-                for kind, clip in (("clean", example.clean), ("adversarial", example.adversarial))
+            Players(f"{defense} · {example.caption} · perturbation {_level(example)}", tuple(
+                Audio(f"example-{d}-{i}-{kind}.wav", wav_bytes(clip, rate), label)
+                for kind, label, clip in _clips(example)
             ))
             for d, (defense, examples) in enumerate(rows.items())
             for i, example in enumerate(examples)
         ]  # fmt: skip
     return blocks
+
+
+def _level(example: Example) -> str:
+    """The perturbation's peak relative to the clean clip's, in dB (what a ``db`` budget bounds)."""
+    peak = float(np.abs(example.adversarial - example.clean).max())
+    return (
+        "none"
+        if peak == 0
+        else f"{20 * np.log10(peak / max(float(np.abs(example.clean).max()), 1e-10)):.1f} dB"
+    )
+
+
+def _clips(example: Example) -> list[tuple[str, str, np.ndarray]]:
+    """(file part, label, clip): clean, adversarial, and the perturbation alone raised to the clean clip's
+    peak, so it can be heard at all."""
+    delta = example.adversarial - example.clean
+    peak = float(np.abs(delta).max())
+    clips = [("clean", "clean", example.clean), ("adversarial", "adversarial", example.adversarial)]
+    if peak > 0:
+        loud = delta * float(np.abs(example.clean).max()) / peak
+        clips.append(("perturbation", "perturbation, amplified", loud))
+    return clips
 
 
 def wav_bytes(waveform: Any, rate: int) -> bytes:
