@@ -112,7 +112,9 @@ class AdvGAN(Generator):
         progress: Progress,
     ) -> None:
         critic = Discriminator(tuple(x.shape[1:]), self.width).to(x.device)
-        critic(x[:2])  # materialize the lazy layer before its optimizer sees it
+        with torch.no_grad():
+            critic.eval()(x[:1])  # materialize the lazy layer before its optimizer sees it
+        critic.train()
         generator_step = torch.optim.Adam(network.parameters(), lr=self.lr, betas=(0.5, 0.999))
         critic_step = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=(0.5, 0.999))
         recent: list[float] = []

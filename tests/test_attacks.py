@@ -8,6 +8,8 @@ from torch import nn
 
 from advsec import registry
 from advsec.attack import fooled
+from advsec.generator import Generator
+from advsec.progress import Progress
 from advsec.spec import make_plugin
 from advsec.threat import ThreatModel
 
@@ -27,9 +29,8 @@ def _quick(name: str):
     """The attack with its cheapest sensible parameters, so property tests explore inputs, not iterations."""
     cls = registry.attacks.get(name)
     fields = getattr(cls, "__dataclass_fields__", {})
-    params = {
-        key: value for key, value in {"steps": 5, "restarts": 2, "queries": 50}.items() if key in fields
-    }
+    cheap = {"steps": 5, "restarts": 2, "queries": 50, "epochs": 1, "max_steps": 3, "batch_size": 8}
+    params = {key: value for key, value in cheap.items() if key in fields}
     return cls, make_plugin(cls, params, name)
 
 
@@ -46,14 +47,21 @@ def test_attack_output_respects_budget_and_bounds(name, shape, bounds, batch, se
     cls, attack = _quick(name)
     norm = data.draw(st.sampled_from(cls.norms))
     eps = data.draw(st.floats(0.5, 60) if norm in ("db", "snr") else st.floats(0.001, 1.5))  # dB, or a length
-    targeted = cls.targeted and data.draw(st.booleans())
+    targeted = cls.needs_target or (cls.targeted and data.draw(st.booleans()))
     generator = torch.Generator().manual_seed(seed)
     low, high = bounds
     x = low + (high - low) * torch.rand((batch, *shape), generator=generator)
     y = torch.randint(0, 10, (batch,), generator=generator)
     target = (y + 1) % 10 if targeted else None
     threat = ThreatModel(norm, eps, bounds)
-    x_adv = attack.perturb(_random_model(shape, seed), x, y, threat, target=target, generator=generator)
+    model = _random_model(shape, seed)
+    if isinstance(attack, Generator):  # fitted on the same inputs: the budget must hold whatever it learned
+        network = attack.build(shape, 10)
+        attack.fit(
+            network, model, x, y, threat, target=1 if targeted else None, progress=Progress(quiet=True)
+        )
+        attack.network = network.eval()
+    x_adv = attack.perturb(model, x, y, threat, target=target, generator=generator)
     assert x_adv.shape == x.shape
     assert torch.isfinite(x_adv).all()
     slack = 1e-6 * max(1.0, abs(low), abs(high))
