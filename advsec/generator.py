@@ -70,11 +70,13 @@ def fit_generator(
     threat: ThreatModel,
     *,
     target: int | None,
+    view: str,
     model_key: str,
     seed: int,
     progress: Progress,
 ) -> tuple[float, bool]:
-    """Fit ``attack`` against ``model`` (the one under ``model_key``), or load its fit from the cache.
+    """Fit ``attack`` against ``model`` (the one under ``model_key``, as ``view`` names how it is seen: as
+    deployed, or through an adaptive attack's BPDA/EOT view), or load that fit from the cache.
 
     Returns the fit's seconds (as measured when it was fitted) and whether it came from the cache.
     """
@@ -82,7 +84,7 @@ def fit_generator(
     key = content_key(
         {
             "format": FIT_FORMAT,
-            "model": model_key,
+            "model": [model_key, view],
             "generator": [name, asdict(attack)],
             "threat": [threat.norm, threat.eps],
             "target": target,

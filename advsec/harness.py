@@ -328,8 +328,9 @@ def evaluate_cell(
     def fit(attack: Generator, spec_attack: AttackSpec, model: nn.Module) -> tuple[float, bool]:
         with views.counted.paused():  # the fit is charged once, apart from the per-sample passes
             aim = _fitted_target(spec_attack)
-            return fit_generator(attack, spec_attack.name, model, dataset, threat, target=aim,
-                                 model_key=trained.key, seed=seed, progress=progress)  # fmt: skip
+            view = "adaptive" if spec_attack.adaptive else "deployed"
+            return fit_generator(attack, spec_attack.name, model, dataset, threat, target=aim, view=view,
+                                 model_key=trained.key, seed=spec.seed, progress=progress)  # fmt: skip
 
     records, checks = [], []
     with progress.task(cell.title, total=len(cell.attacks)) as task:

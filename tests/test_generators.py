@@ -70,3 +70,13 @@ def test_targeted_advgan_hits_its_class_far_more_often_than_chance(tmp_path):
     store = _run(DIGITS.replace("max_steps = 300", "max_steps = 300\ntarget = 3"), tmp_path)
     advgan = _attacked(store)["attacks"][0]
     assert advgan["attack"] == "advgan-3" and advgan["targeted_success"] > 0.5  # chance: 1 in 9
+
+
+def test_a_generator_fitted_through_bpda_is_its_own_fit_and_breaks_what_the_naive_one_cannot(tmp_path):
+    quantized = DIGITS.replace('name = "standard"', 'name = "bit-depth"\nbits = 2').replace(
+        '[[attacks]]\nname = "noise"\n', ""
+    )
+    naive, adaptive = _attacked(_run(quantized, tmp_path))["attacks"]
+    assert adaptive["attack"] == "advgan+BPDA" and not naive["fit_cached"] and not adaptive["fit_cached"]
+    # rounding hides every gradient from the naive fit; through the straight-through view it learns
+    assert adaptive["robust_alone"] < naive["robust_alone"] - 0.3
