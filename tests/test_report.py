@@ -270,9 +270,15 @@ def test_a_fired_overfitting_guard_is_reported(built: Path) -> None:
 def test_a_generators_break_even_is_its_fit_over_the_per_sample_time_it_saves() -> None:
     from advsec.report.tables import break_even
 
-    def stage(name: str, wall: float, fit: float | None) -> dict:
-        return {"attack": name, "wall_seconds": wall, "attacked": 100, "fit_seconds": fit}
+    def stage(name: str, wall: float, fit: float | None, backwards: int = 0) -> dict:
+        return {
+            "attack": name,
+            "wall_seconds": wall,
+            "attacked": 100,
+            "fit_seconds": fit,
+            "backwards": backwards,
+        }
 
-    attacks = [stage("advgan", 0.1, 10.0), stage("pgd", 1.0, None), stage("noise", 0.05, None)]
-    # 10 s / (0.01 - 0.001) s per sample; noise is cheaper per sample than the generator: never
+    attacks = [stage("advgan", 0.1, 10.0), stage("pgd", 1.0, None, 800), stage("square", 3.0, None)]
+    # 10 s / (0.01 - 0.001) s per sample; a query attack is no gradient attack to amortize against
     assert break_even(attacks) == ["advgan beats pgd on time after 1,111 samples"]

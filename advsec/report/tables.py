@@ -133,15 +133,16 @@ def _stage_table(cell: dict[str, Any]) -> Table:
 
 
 def break_even(attacks: list[dict[str, Any]]) -> list[str]:
-    """For each fitted generator, after how many samples its fit has paid for itself against each
-    slower per-sample attack of the cell: fit seconds / (their seconds per sample − its own)."""
+    """For each fitted generator, after how many samples its fit has paid for itself against each slower
+    gradient attack of the cell: fit seconds / (their seconds per sample − its own)."""
 
     def per_sample(a: dict[str, Any]) -> float:
         return a["wall_seconds"] / max(a["attacked"], 1)
 
     notes = []
     for fitted in (a for a in attacks if a["fit_seconds"] is not None):
-        for other in (a for a in attacks if a["fit_seconds"] is None and per_sample(a) > per_sample(fitted)):
+        slower = [a for a in attacks if a["backwards"] and per_sample(a) > per_sample(fitted)]
+        for other in slower:
             samples = fitted["fit_seconds"] / (per_sample(other) - per_sample(fitted))
             notes.append(f"{fitted['attack']} beats {other['attack']} on time after {samples:,.0f} samples")
     return notes
