@@ -8,6 +8,10 @@ CW margin, capped at ``margin`` so samples already fooled stop dominating), ``al
 hinge on the perturbation's ℓ2 size above ``hinge`` of the ball's. Batch norm in G and the margin loss
 matter: a plain five-layer generator maximizing cross-entropy stayed near 5 % success on MNIST. Fitting
 stops when the success on recent training batches reaches ``stop_at``, or after ``max_steps`` batches.
+
+With ``black_box`` the model is only queried, never differentiated: G trains against a surrogate
+distilled from the model's answers, first on training inputs (``distill_steps`` batches), then on G's own
+outputs as it learns (the paper's dynamic distillation), and success is measured on the model's answers.
 """
 
 from __future__ import annotations
@@ -59,6 +63,55 @@ class PerturbationNet(nn.Module):
         return torch.tanh(out)
 
 
+class Surrogate(nn.Module):
+    """A small classifier to distill the attacked model into: three convolutions, pooled, then two layers."""
+
+    def __init__(self, input_shape: tuple[int, ...], classes: int, width: int = 32) -> None:
+        super().__init__()
+        dims = len(input_shape) - 1
+        conv, _, _ = _layers(dims)
+        pool = nn.AdaptiveAvgPool2d((4, 4)) if dims == 2 else nn.AdaptiveAvgPool1d(16)
+        self.body = nn.Sequential(
+            conv(input_shape[0], width, 3, padding=1),
+            nn.ReLU(),
+            conv(width, 2 * width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            conv(2 * width, 2 * width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            pool,
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, 128),
+            nn.ReLU(),
+            nn.Linear(128, classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Distilled:
+    """A surrogate that learns to answer as the attacked model does, from its answers alone (no gradients)."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, lr: float) -> None:
+        self.model = model
+        with torch.no_grad():
+            classes = model(x[:1]).shape[1]
+        self.surrogate = Surrogate(tuple(x.shape[1:]), classes).to(x.device)
+        self.optimizer = torch.optim.Adam(self.surrogate.parameters(), lr=lr)
+
+    def ask(self, x: torch.Tensor) -> torch.Tensor:
+        """The attacked model's logits for ``x``: a query, nothing more."""
+        with torch.no_grad():
+            return self.model(x.detach())
+
+    def learn(self, x: torch.Tensor, answers: torch.Tensor) -> None:
+        """One step towards the model's output distribution on ``x``."""
+        loss = F.cross_entropy(self.surrogate(x.detach()), answers.softmax(dim=1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
 class Discriminator(nn.Module):
     """Tells clean inputs from perturbed ones: two stride-2 convolutions and a linear score."""
 
@@ -96,6 +149,8 @@ class AdvGAN(Generator):
     margin: float = 5.0
     loss: Loss = "cw"
     width: int = 16
+    black_box: bool = False  # fit against a surrogate distilled from the model's answers: queries only
+    distill_steps: int = 300  # surrogate batches on training inputs before G starts (black box only)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         return PerturbationNet(input_shape, self.width)
@@ -117,6 +172,14 @@ class AdvGAN(Generator):
         critic.train()
         generator_step = torch.optim.Adam(network.parameters(), lr=self.lr, betas=(0.5, 0.999))
         critic_step = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=(0.5, 0.999))
+        distilled = Distilled(model, x, self.lr) if self.black_box else None
+        if distilled is not None:
+            with progress.task("distill a surrogate", total=self.distill_steps) as task:
+                for _ in range(self.distill_steps):
+                    batch = x[torch.randint(0, len(x), (self.batch_size,), device=x.device)]
+                    distilled.learn(batch, distilled.ask(batch))
+                    task.advance()
+            model = distilled.surrogate
         recent: list[float] = []
         with progress.task("fit advgan", total=self.max_steps) as task:
             for _ in range(self.max_steps):
@@ -146,6 +209,9 @@ class AdvGAN(Generator):
                 generator_step.step()
                 task.advance()
 
+                if distilled is not None:  # success is what the attacked model answers, and a lesson
+                    logits = distilled.ask(x_adv)
+                    distilled.learn(x_adv, logits)
                 recent = [*recent[-19:], fooled(logits.detach(), labels, aim).float().mean().item()]
                 if len(recent) == 20 and sum(recent) / 20 >= self.stop_at:
                     break

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
+from advsec import registry
 from advsec.harness import run_spec
 from advsec.progress import Progress
 from advsec.results import cell_summaries
-from advsec.spec import parse_spec
+from advsec.spec import make_plugin, parse_spec
+from advsec.threat import ThreatModel
 
 CPU = torch.device("cpu")
 
@@ -80,3 +82,39 @@ def test_a_generator_fitted_through_bpda_is_its_own_fit_and_breaks_what_the_naiv
     assert adaptive["attack"] == "advgan+BPDA" and not naive["fit_cached"] and not adaptive["fit_cached"]
     # rounding hides every gradient from the naive fit; through the straight-through view it learns
     assert adaptive["robust_alone"] < naive["robust_alone"] - 0.3
+
+
+class QueryOnly(torch.nn.Module):
+    """A model that answers queries and refuses to be differentiated: what a black-box attacker faces."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.queries = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert not torch.is_grad_enabled() and not x.requires_grad, "the black box was differentiated"
+        self.queries += len(x)
+        return self.model(x)
+
+
+def test_black_box_advgan_learns_from_answers_alone_and_still_beats_noise(digits, digits_models):
+    box = QueryOnly(digits_models["standard"])
+    threat = ThreatModel("linf", 0.3, digits.bounds)
+    attack = make_plugin(registry.attacks.get("advgan"), {"black_box": True, "max_steps": 300}, "advgan")
+    network = attack.build(digits.input_shape, digits.num_classes)
+    torch.manual_seed(0)
+    attack.fit(
+        network, box, digits.x_train, digits.y_train, threat, target=None, progress=Progress(quiet=True)
+    )
+    attack.network = network.eval()
+    assert box.queries > 0
+    x, y = digits.x_test, digits.y_test
+    noise = make_plugin(registry.attacks.get("noise"), {}, "noise")
+    with torch.no_grad():
+        correct = box(x).argmax(1) == y
+        fooled_by = {
+            name: ((box(a.perturb(box, x, y, threat)).argmax(1) != y) & correct).sum() / correct.sum()
+            for name, a in (("advgan", attack), ("noise", noise))
+        }
+    assert fooled_by["advgan"] > fooled_by["noise"] + 0.4
