@@ -267,18 +267,20 @@ def test_a_fired_overfitting_guard_is_reported(built: Path) -> None:
     assert page.count("overfitting guard fired") == 1
 
 
-def test_a_generators_break_even_is_its_fit_over_the_per_sample_time_it_saves() -> None:
-    from advsec.report.tables import break_even
+def test_a_generator_sits_beside_each_gradient_attack_with_its_break_even() -> None:
+    from advsec.report.tables import generator_table
 
-    def stage(name: str, wall: float, fit: float | None, backwards: int = 0) -> dict:
-        return {
-            "attack": name,
-            "wall_seconds": wall,
-            "attacked": 100,
-            "fit_seconds": fit,
-            "backwards": backwards,
-        }
+    def stage(name: str, wall: float, fit: float | None, robust: float, backwards: int = 0) -> dict:
+        return {"attack": name, "wall_seconds": wall, "attacked": 100, "fit_seconds": fit,
+                "backwards": backwards, "robust_alone": robust}  # fmt: skip
 
-    attacks = [stage("advgan", 0.1, 10.0), stage("pgd", 1.0, None, 800), stage("square", 3.0, None)]
-    # 10 s / (0.01 - 0.001) s per sample; a query attack is no gradient attack to amortize against
-    assert break_even(attacks) == ["advgan beats pgd on time after 1,111 samples"]
+    attacks = [
+        stage("advgan", 0.1, 10.0, 0.02),
+        stage("pgd", 1.0, None, 0.0, 800),
+        stage("square", 3.0, None, 0.1),
+    ]
+    table = generator_table([{"defense": "standard", "norm": "linf", "eps": 0.3, "attacks": attacks}])
+    # 10 s / (0.01 - 0.001) s per sample = 1,111; a query attack is no gradient attack to amortize against
+    [row] = table.rows
+    assert row[2:6] == ["advgan", "2.0%", "pgd", "0.0%"] and row[-2:] == ["10.0×", "1,111"]
+    assert generator_table([{"defense": "d", "norm": "linf", "eps": 0.3, "attacks": attacks[1:]}]) is None

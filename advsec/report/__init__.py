@@ -35,6 +35,7 @@ from advsec.report.tables import (
     attack_tables,
     budgets,
     certified_table,
+    generator_table,
     repeats_table,
     replay_table,
     sanity_table,
@@ -134,6 +135,14 @@ TRANSFER = (
 )
 
 
+GENERATORS = (
+    "A generator is fitted once per model, budget and target, then attacks with one pass of its own network; "
+    "each gradient attack of the same cell is beside it. Per-sample times include scoring the result. "
+    "Break-even: after that many samples, the fit plus the generator's passes cost less time than the "
+    "gradient attack on its own. Fits are charged as measured when they were made, even when loaded from "
+    "the cache."
+)
+
 UNRESTRICTED = (
     "Inputs an attack made of its own (from noise, a tone, a generative model) rather than test inputs "
     "perturbed within a budget; they are kept out of every robust accuracy above. “Model hears” is how often "
@@ -189,6 +198,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
         blocks += [Heading("Sanity checks"), Text(SANITY), *sanity]
     if repeated := repeats_table(defenses, meta.get("repeats", 1)):
         blocks += [Heading("Repeated evaluation of random defenses"), Text(REPEATS), repeated]
+    if generators := generator_table(cells):
+        blocks += [Heading("Generators against gradient attacks"), Text(GENERATORS), generators]
     if shown:
         blocks += [
             Heading("Attacks, stage by stage"),

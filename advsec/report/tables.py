@@ -122,30 +122,39 @@ def _stage_table(cell: dict[str, Any]) -> Table:
             row.append("–" if fitted is None else seconds(fitted) + " (cached)" * a["fit_cached"])
         rows.append(row)
     header = _STAGE_HEADER[:6] + ["Hit target"] * aims + _STAGE_HEADER[6:] + ["Fit seconds"] * fits
-    caption = " · ".join([
-        f"{budget_name(cell['norm'], cell['eps'])}",
-        f"n={cell['n']}",
-        f"clean {percent(cell['clean_accuracy'])} → robust {percent(cell['robust_accuracy'])}",
-        f"{seconds(cell['wall_seconds'])} s",
-        *break_even(attacks),
-    ])  # fmt: skip
+    caption = (
+        f"{budget_name(cell['norm'], cell['eps'])} · n={cell['n']} · "
+        f"clean {percent(cell['clean_accuracy'])} → robust {percent(cell['robust_accuracy'])} · "
+        f"{seconds(cell['wall_seconds'])} s"
+    )
     return Table(header, rows, numeric=[True, False] + [True] * (len(header) - 2), caption=caption)
 
 
-def break_even(attacks: list[dict[str, Any]]) -> list[str]:
-    """For each fitted generator, after how many samples its fit has paid for itself against each slower
-    gradient attack of the cell: fit seconds / (their seconds per sample − its own)."""
+def generator_table(cells: list[dict[str, Any]]) -> Table | None:
+    """Each generator next to each gradient attack of its cell: what each left robust, what each sample
+    cost, and after how many samples the generator's one-off fit has paid for itself (fit seconds ÷ the
+    per-sample seconds it saves); None without generators."""
+    rows = []
+    for cell in cells:
+        for fitted in (a for a in cell["attacks"] if a["fit_seconds"] is not None):
+            for other in (a for a in cell["attacks"] if a["backwards"]):
+                saved = _per_sample(other) - _per_sample(fitted)
+                rows.append([
+                    cell["defense"], budget_name(cell["norm"], cell["eps"]), fitted["attack"],
+                    percent(fitted["robust_alone"]), other["attack"], percent(other["robust_alone"]),
+                    seconds(fitted["fit_seconds"]), f"{1000 * _per_sample(fitted):.3g}",
+                    f"{1000 * _per_sample(other):.3g}", f"{_per_sample(other) / _per_sample(fitted):.1f}×",
+                    f"{fitted['fit_seconds'] / saved:,.0f}" if saved > 0 else "never",
+                ])  # fmt: skip
+    if not rows:
+        return None
+    header = ["Defense", "Budget", "Generator", "Robust", "Gradient attack", "Robust", "Fit s", "ms/sample",
+              "ms/sample", "Speed-up", "Break-even samples"]  # fmt: skip
+    return Table(header, rows, numeric=[False, False, False, True, False] + [True] * 6)
 
-    def per_sample(a: dict[str, Any]) -> float:
-        return a["wall_seconds"] / max(a["attacked"], 1)
 
-    notes = []
-    for fitted in (a for a in attacks if a["fit_seconds"] is not None):
-        slower = [a for a in attacks if a["backwards"] and per_sample(a) > per_sample(fitted)]
-        for other in slower:
-            samples = fitted["fit_seconds"] / (per_sample(other) - per_sample(fitted))
-            notes.append(f"{fitted['attack']} beats {other['attack']} on time after {samples:,.0f} samples")
-    return notes
+def _per_sample(attack: dict[str, Any]) -> float:
+    return attack["wall_seconds"] / max(attack["attacked"], 1)
 
 
 def _method(summary: dict[str, Any]) -> str:
