@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS unrestricted_runs (
 CREATE TABLE IF NOT EXISTS unrestricted (
     defense TEXT, attack TEXT, idx INTEGER, target INTEGER, carrier_pred INTEGER, pred INTEGER,
     listener_pred INTEGER, distance REAL, PRIMARY KEY (defense, attack, idx));
+CREATE TABLE IF NOT EXISTS unrestricted_examples (
+    defense TEXT, attack TEXT, idx INTEGER, shape TEXT, source BLOB, made BLOB,
+    PRIMARY KEY (defense, attack, idx));
 CREATE TABLE IF NOT EXISTS transfers (
     defense TEXT, source INTEGER, target INTEGER, fooled INTEGER, samples INTEGER,
     PRIMARY KEY (defense, source, target));
@@ -242,6 +245,7 @@ class Store:
                 "transfers",
                 "unrestricted_runs",
                 "unrestricted",
+                "unrestricted_examples",
             ):
                 self.db.execute(f"DELETE FROM {table}")  # fmt: skip
 
@@ -403,10 +407,12 @@ class Store:
         listener: str,
         wall_seconds: float,
         rows: list[tuple[int, int, int, int, int, float]],
+        examples: list[tuple[int, np.ndarray, np.ndarray]],
     ) -> None:
-        """One unrestricted attack's made inputs against one defense, per input, in one transaction."""
+        """One unrestricted attack's made inputs against one defense, per input, in one transaction, and a
+        few of them with what each was made from (a carrier, a test input) for the report."""
         with self._transaction():
-            for table in ("unrestricted_runs", "unrestricted"):
+            for table in ("unrestricted_runs", "unrestricted", "unrestricted_examples"):
                 self.db.execute(f"DELETE FROM {table} WHERE defense = ? AND attack = ?", (defense, attack))
             self.db.execute(
                 "INSERT INTO unrestricted_runs VALUES (?, ?, ?, ?, ?)",
@@ -416,6 +422,11 @@ class Store:
                 "INSERT INTO unrestricted VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(defense, attack, *r) for r in rows],
             )
+            self.db.executemany(
+                "INSERT INTO unrestricted_examples VALUES (?, ?, ?, ?, ?, ?)",
+                [(defense, attack, i, json.dumps(list(source.shape)), source.astype("<f4").tobytes(),
+                  made.astype("<f4").tobytes()) for i, source, made in examples],
+            )  # fmt: skip
 
     def unrestricted_keys(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT key FROM unrestricted_runs")}
@@ -460,15 +471,15 @@ class Store:
         return self._rows("SELECT * FROM attempts WHERE cell = ? ORDER BY position, idx", (cell,))
 
     def examples(self, cell: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        out = []
-        for idx, shape, clean, adv in self.db.execute(
-            "SELECT idx, shape, clean, adversarial FROM examples WHERE cell = ? ORDER BY idx", (cell,)
-        ):
-            dims = json.loads(shape)
-            out.append(
-                (idx, np.frombuffer(clean, "<f4").reshape(dims), np.frombuffer(adv, "<f4").reshape(dims))
-            )
-        return out
+        query = "SELECT idx, shape, clean, adversarial FROM examples WHERE cell = ? ORDER BY idx"
+        return _arrays(self.db.execute(query, (cell,)))
+
+    def unrestricted_examples(self, defense: str, attack: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        query = (
+            "SELECT idx, shape, source, made FROM unrestricted_examples WHERE defense = ? AND attack = ? "
+            "ORDER BY idx"
+        )
+        return _arrays(self.db.execute(query, (defense, attack)))
 
     def certifications(self) -> list[dict[str, Any]]:
         """Each defense's certification in the last certify plan (meta ``certify_plan``), in plan order."""
@@ -506,3 +517,14 @@ class Store:
         cursor = self.db.execute(query, args)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def _arrays(rows: Iterable[tuple[int, str, bytes, bytes]]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(index, before, after) pairs of stored float32 arrays, reshaped as recorded."""
+    out = []
+    for idx, shape, before, after in rows:
+        dims = json.loads(shape)
+        out.append(
+            (idx, np.frombuffer(before, "<f4").reshape(dims), np.frombuffer(after, "<f4").reshape(dims))
+        )
+    return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
+import numpy as np
 import torch
 
 from advsec import registry
@@ -65,12 +66,15 @@ def unrestricted_spec(spec: Spec, store: Store, *, device: torch.device, progres
                     dataset, architecture, "standard", {}, spec.train, spec.seed + LISTENER_SEED,
                     device=device, progress=progress, label=f"listener {architecture}",
                 )  # fmt: skip
-            trained = evaluator.trained(defense)
+            trained, listener = evaluator.trained(defense), listeners[architecture]
             with seeded(key_seed(key, spec.seed), device):  # random defenses draw from the global generator
                 title = f"{spec_attack.label} vs {defense.label}"
-                rows, seconds = _attack(attack, spec_attack.target, trained, listeners[architecture], dataset,
-                                        spec, samples, title, progress)  # fmt: skip
-            store.save_unrestricted(key, defense.label, spec_attack.label, architecture, seconds, rows)
+                made = _attack(attack, spec_attack.target, trained, listener, dataset, spec, samples, title,
+                               progress)  # fmt: skip
+            rows, examples, seconds = made
+            store.save_unrestricted(
+                key, defense.label, spec_attack.label, architecture, seconds, rows, examples
+            )
 
 
 def _attack(
@@ -83,15 +87,16 @@ def _attack(
     samples: int,
     title: str,
     progress: Progress,
-) -> tuple[list[tuple[int, int, int, int, int, float]], float]:
+) -> tuple[list[tuple[int, int, int, int, int, float]], list[tuple[int, np.ndarray, np.ndarray]], float]:
     """Per made input: (index, target, what the model heard in the bare carrier, what it hears now, what
-    the listener hears, the perturbation's level under the carrier in dB); and the seconds it took."""
+    the listener hears, the perturbation's level under the carrier in dB); the first few as (index,
+    carrier, made input) for the report; and the seconds it took."""
     views = Views.of(trained, dataset, spec)
     batch, classes = spec.evaluation.batch_size, dataset.num_classes
     threat = attack.bound(dataset.bounds)
     like = dataset.x_test[:1].to(next(trained.network.parameters()).device)
     started = time.perf_counter()
-    out = []
+    out, examples = [], []
     with progress.task(title, total=samples) as task:
         for start in range(0, samples, batch):
             n = min(batch, samples - start)
@@ -105,8 +110,10 @@ def _attack(
             levels = threat.distance(carriers, made)
             out += zip(range(start, start + n), target.tolist(), heard_before.tolist(), heard.tolist(),
                        listened.tolist(), levels.tolist(), strict=True)  # fmt: skip
+            shown = range(min(spec.evaluation.examples - len(examples), n))
+            examples += [(start + i, carriers[i].cpu().numpy(), made[i].cpu().numpy()) for i in shown]
             task.advance(n)
-    return out, time.perf_counter() - started
+    return out, examples, time.perf_counter() - started
 
 
 def _aim(

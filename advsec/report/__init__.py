@@ -213,6 +213,7 @@ def build_report(store: Store, out_dir: Path) -> Path:
         blocks += _replay(store, replays, meta, styles)
     if unrestricted := unrestricted_summaries(store):
         blocks += [Heading("Unrestricted attacks"), Text(UNRESTRICTED), unrestricted_table(unrestricted)]
+        blocks += _made_players(store, unrestricted, meta)
     blocks += [Heading("How this is scored"), Text(SCORING)]
     if meta.get("spec"):
         blocks.append(Code("Spec (TOML)", meta["spec"], "toml"))
@@ -399,6 +400,28 @@ def _examples(
     return blocks
 
 
+def _made_players(store: Store, runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[Block]:
+    """Players for the first made clips of each audio run: what it was made from, what was made, and the
+    difference raised to be audible."""
+    if meta.get("domain") != "audio":
+        return []
+    rate, classes = int(meta.get("sample_rate") or 8000), meta.get("classes") or []
+    blocks: list[Block] = []
+    for r, run in enumerate(runs):
+        rows = {row["idx"]: row for row in store.unrestricted(run["defense"], run["attack"])}
+        for idx, source, made in store.unrestricted_examples(run["defense"], run["attack"])[:2]:
+            row = rows[idx]
+            heard = classes[row["pred"]] if row["pred"] < len(classes) else row["pred"]
+            example = Example(source, made, f"heard as {heard}", broken=row["pred"] == row["target"])
+            title = f"{run['defense']} · {run['attack']} · {example.caption} · perturbation {_level(example)}"
+            names = ("carrier", "made")
+            blocks.append(Players(title, tuple(
+                Audio(f"made-{r}-{idx}-{kind}.wav", wav_bytes(clip, rate), label)
+                for kind, label, clip in _clips(example, names)
+            )))  # fmt: skip
+    return blocks
+
+
 def _level(example: Example) -> str:
     """The perturbation's peak relative to the clean clip's, in dB (what a ``db`` budget bounds)."""
     peak = float(np.abs(example.adversarial - example.clean).max())
@@ -409,12 +432,14 @@ def _level(example: Example) -> str:
     )
 
 
-def _clips(example: Example) -> list[tuple[str, str, np.ndarray]]:
-    """(file part, label, clip): clean, adversarial, and the perturbation alone raised to the clean clip's
-    peak, so it can be heard at all."""
+def _clips(
+    example: Example, names: tuple[str, str] = ("clean", "adversarial")
+) -> list[tuple[str, str, np.ndarray]]:
+    """(file part, label, clip): the clip before and after the attack (``names``), and the perturbation
+    alone raised to the first clip's peak, so it can be heard at all."""
     delta = example.adversarial - example.clean
     peak = float(np.abs(delta).max())
-    clips = [("clean", "clean", example.clean), ("adversarial", "adversarial", example.adversarial)]
+    clips = [(names[0], names[0], example.clean), (names[1], names[1], example.adversarial)]
     if peak > 0:
         loud = delta * float(np.abs(example.clean).max()) / peak
         clips.append(("perturbation", "perturbation, amplified", loud))
