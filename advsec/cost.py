@@ -88,11 +88,14 @@ def attack_passes(spec_attack: AttackSpec) -> int:
 
 
 def fit_passes(spec_attack: AttackSpec, dataset: Dataset) -> int:
-    """A generator's fit: a forward and a backward per training sample and epoch (0 for other attacks)."""
-    attack: Attack = make_plugin(
-        registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
-    )
-    return 2 * _field(attack, "epochs", 1) * len(dataset.x_train) if attack.kind == "generator" else 0
+    """A generator's fit: a forward and a backward per sample it trains on, over its ``epochs`` of the
+    training split or its ``max_steps`` batches (0 for other attacks)."""
+    cls = registry.attacks.get(spec_attack.name)
+    attack: Attack = make_plugin(cls, spec_attack.params, spec_attack.label)
+    if attack.kind != "generator":
+        return 0
+    batches = _field(attack, "max_steps") * _field(attack, "batch_size", 1)
+    return 2 * (batches or _field(attack, "epochs", 1) * len(dataset.x_train))
 
 
 def gradient_steps(attack: Attack) -> int:

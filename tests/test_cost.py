@@ -5,8 +5,9 @@ import json
 from click.testing import CliRunner
 
 from advsec.cli import main
-from advsec.cost import attack_passes, training_passes
-from advsec.spec import parse_spec
+from advsec.cost import attack_passes, fit_passes, training_passes
+from advsec.harness import load_dataset
+from advsec.spec import AttackSpec, parse_spec
 from advsec.train import cache_dir
 
 SPEC = """
@@ -42,6 +43,14 @@ def test_each_plugin_is_priced_from_its_own_budget_fields():
     assert (attack_passes(fgsm), attack_passes(pgd), attack_passes(square)) == (2 * 2, 2 * 11 * 2, 200)
     standard, _, pgd_at, ensemble = spec.defenses
     assert (training_passes(standard), training_passes(pgd_at), training_passes(ensemble)) == (2, 8, 6)
+    digits = load_dataset("digits")  # generators are charged their fit once: steps × batch, or epochs
+    advgan = AttackSpec("advgan", "advgan", {"max_steps": 50, "batch_size": 16})
+    universal = AttackSpec("universal-audio", "universal-audio", {"epochs": 3})
+    assert (fit_passes(advgan, digits), fit_passes(universal, digits), fit_passes(pgd, digits)) == (
+        2 * 50 * 16,
+        2 * 3 * len(digits.x_train),
+        0,
+    )
 
 
 def test_the_estimate_is_printed_bounds_what_the_run_spends_and_drops_to_zero_once_done(tmp_path):
