@@ -14,21 +14,48 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from advsec import registry
-from advsec.attack import Attack
 from advsec.data import Dataset
-from advsec.harness import CellEvaluator, Views, load_dataset, predict, run_meta, trained_model_key
+from advsec.harness import (
+    CellEvaluator,
+    Views,
+    check_output,
+    load_dataset,
+    predict,
+    run_meta,
+    trained_model_key,
+)
 from advsec.keys import content_key, key_seed, seeded
 from advsec.progress import Progress
 from advsec.spec import AttackSpec, Spec, make_plugin
 from advsec.store import Store
+from advsec.threat import ThreatModel
 from advsec.train import TrainedModel, load_or_train
 
 LISTENER_SEED = 1  # the listener's seed is the run's plus this: trained apart from every evaluated model
+
+
+class MakesInputs(Protocol):
+    """What an unrestricted attack plugin provides besides :meth:`Attack.perturb` (``hidden-command``)."""
+
+    listener: str  # the listener's architecture; "" for the evaluated model's
+
+    def carriers(self, n: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` inputs to start from, shaped like one input of ``like``."""
+        ...
+
+    def bound(self, bounds: tuple[float, float]) -> ThreatModel:
+        """How far the attack may move a carrier."""
+        ...
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
+                target: torch.Tensor | None = None) -> torch.Tensor: ...  # fmt: skip
 
 
 def unrestricted_attacks(spec: Spec) -> list[AttackSpec]:
@@ -78,7 +105,7 @@ def unrestricted_spec(spec: Spec, store: Store, *, device: torch.device, progres
 
 
 def _attack(
-    attack: Attack,
+    attack: MakesInputs,
     aim: str | int,
     trained: TrainedModel,
     listener: TrainedModel,
@@ -104,6 +131,7 @@ def _attack(
             heard_before = predict(views.deployed, carriers, batch, classes).argmax(1)
             target = _aim(aim, n, classes, carriers, views, batch)
             made = attack.perturb(views.adaptive, carriers, heard_before, threat, target=target)
+            check_output(title, threat, carriers, made)
             draws = views.predictions(made)
             heard = torch.where((draws == target).any(0), target, draws[0])  # any draw hearing it counts
             listened = predict(listener.model, made, batch, classes).argmax(1)
