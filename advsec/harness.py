@@ -394,7 +394,8 @@ class Views:
 
     def redraw(self, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Predictions of every evaluation of ``x`` shaped (draws, n); ``first`` is the first one's."""
-        return _redraw(first, self.deployed, x, self.batch, self.classes, self.draws)
+        more = [predict(self.deployed, x, self.batch, self.classes).argmax(1) for _ in range(self.draws - 1)]
+        return torch.stack([first, *more])
 
     def predictions(self, x: torch.Tensor) -> torch.Tensor:
         return self.redraw(predict(self.deployed, x, self.batch, self.classes).argmax(1), x)
@@ -462,16 +463,16 @@ def _attack_stage(
     )
     record = AttackRecord(spec_attack.label, spec_attack.name, spec_attack.params, spec_attack.target,
                           spec_attack.adaptive)  # fmt: skip
+    if isinstance(spec_attack.target, int):  # a sample of the chosen class already is what it aims for
+        todo = todo[y[todo] != spec_attack.target]
     model = views.adaptive if spec_attack.adaptive else views.deployed
-    if isinstance(attack, Generator) and len(todo):
+    if isinstance(attack, Generator) and len(todo):  # nothing left to attack: nothing to fit for
         record.fit_seconds, record.fit_cached = fit(attack, spec_attack, model)
     counted = views.counted
     forwards, backwards, started = counted.forwards, counted.backwards, time.perf_counter()
     # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
     climbs = attack.kind == "gradient" and gradient_steps(attack) > 1
     stalled = 0
-    if isinstance(spec_attack.target, int):  # a sample of the chosen class already is what it aims for
-        todo = todo[y[todo] != spec_attack.target]
     for chunk in todo.split(views.batch) if len(todo) else ():  # split() of nothing yields one empty chunk
         target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
         x_adv = attack.perturb(model, x[chunk], y[chunk], threat, target=target, generator=generator)
@@ -550,14 +551,6 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int, num_classes: int) -> 
             f"but the dataset has {num_classes} classes"
         )
     return logits
-
-
-def _redraw(
-    first: torch.Tensor, model: nn.Module, x: torch.Tensor, batch: int, num_classes: int, draws: int
-) -> torch.Tensor:
-    """Predictions of ``draws`` independent evaluations, shaped (draws, n); ``first`` is the first one's."""
-    more = [predict(model, x, batch, num_classes).argmax(1) for _ in range(draws - 1)]
-    return torch.stack([first, *more])
 
 
 def _worst(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

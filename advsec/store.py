@@ -322,12 +322,8 @@ class Store:
                 )
             self.db.executemany(
                 "INSERT INTO examples VALUES (?, ?, ?, ?, ?)",
-                [
-                    (result.cell, i, json.dumps(list(clean.shape)), clean.astype("<f4").tobytes(),
-                     adv.astype("<f4").tobytes())
-                    for i, clean, adv in result.examples
-                ],
-            )  # fmt: skip
+                [(result.cell, *_packed(*example)) for example in result.examples],
+            )
             self.db.executemany(
                 "INSERT INTO sanity VALUES (?, ?, ?, ?, ?, ?)",
                 [(result.cell, i, c.name, c.value, int(c.flagged), c.detail)
@@ -424,9 +420,8 @@ class Store:
             )
             self.db.executemany(
                 "INSERT INTO unrestricted_examples VALUES (?, ?, ?, ?, ?, ?)",
-                [(defense, attack, i, json.dumps(list(source.shape)), source.astype("<f4").tobytes(),
-                  made.astype("<f4").tobytes()) for i, source, made in examples],
-            )  # fmt: skip
+                [(defense, attack, *_packed(*example)) for example in examples],
+            )
 
     def unrestricted_keys(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT key FROM unrestricted_runs")}
@@ -517,6 +512,11 @@ class Store:
         cursor = self.db.execute(query, args)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def _packed(idx: int, before: np.ndarray, after: np.ndarray) -> tuple[int, str, bytes, bytes]:
+    """(index, shape, before, after) as stored: the arrays as little-endian float32 bytes; see _arrays."""
+    return idx, json.dumps(list(before.shape)), before.astype("<f4").tobytes(), after.astype("<f4").tobytes()
 
 
 def _arrays(rows: Iterable[tuple[int, str, bytes, bytes]]) -> list[tuple[int, np.ndarray, np.ndarray]]:

@@ -128,8 +128,9 @@ def _attack(
         for start in range(0, samples, batch):
             n = min(batch, samples - start)
             carriers = attack.carriers(n, like)
-            heard_before = predict(views.deployed, carriers, batch, classes).argmax(1)
-            target = _aim(aim, n, classes, carriers, views, batch)
+            carrier_logits = predict(views.deployed, carriers, batch, classes)
+            heard_before = carrier_logits.argmax(1)
+            target = _aim(aim, carrier_logits)
             made = attack.perturb(views.adaptive, carriers, heard_before, threat, target=target)
             check_output(title, threat, carriers, made)
             draws = views.predictions(made)
@@ -144,12 +145,12 @@ def _attack(
     return out, examples, time.perf_counter() - started
 
 
-def _aim(
-    mode: str | int, n: int, classes: int, carriers: torch.Tensor, views: Views, batch: int
-) -> torch.Tensor:
-    """The class each made input is aimed at: a chosen one, one drawn at random, or the least likely."""
+def _aim(mode: str | int, carrier_logits: torch.Tensor) -> torch.Tensor:
+    """The class each made input is aimed at: a chosen one, one drawn at random, or the one the model
+    finds least likely in the bare carrier."""
+    n, classes = carrier_logits.shape
     if isinstance(mode, int):
-        return torch.full((n,), mode, dtype=torch.long, device=carriers.device)
+        return torch.full((n,), mode, dtype=torch.long, device=carrier_logits.device)
     if mode == "least-likely":
-        return predict(views.deployed, carriers, batch, classes).argmin(1)
-    return torch.randint(0, classes, (n,), device=carriers.device)
+        return carrier_logits.argmin(1)
+    return torch.randint(0, classes, (n,), device=carrier_logits.device)

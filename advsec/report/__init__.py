@@ -390,13 +390,10 @@ def _examples(
             )
         )
         blocks += [
-            Players(f"{defense} · {example.caption} · perturbation {_level(example)}", tuple(
-                Audio(f"example-{d}-{i}-{kind}.wav", wav_bytes(clip, rate), label)
-                for kind, label, clip in _clips(example)
-            ))
+            _players(defense, f"example-{d}-{i}", example, rate)
             for d, (defense, examples) in enumerate(rows.items())
             for i, example in enumerate(examples)
-        ]  # fmt: skip
+        ]
     return blocks
 
 
@@ -413,12 +410,8 @@ def _made_players(store: Store, runs: list[dict[str, Any]], meta: dict[str, Any]
             row = rows[idx]
             heard = classes[row["pred"]] if row["pred"] < len(classes) else row["pred"]
             example = Example(source, made, f"heard as {heard}", broken=row["pred"] == row["target"])
-            title = f"{run['defense']} · {run['attack']} · {example.caption} · perturbation {_level(example)}"
-            names = ("carrier", "made")
-            blocks.append(Players(title, tuple(
-                Audio(f"made-{r}-{idx}-{kind}.wav", wav_bytes(clip, rate), label)
-                for kind, label, clip in _clips(example, names)
-            )))  # fmt: skip
+            title = f"{run['defense']} · {run['attack']}"
+            blocks.append(_players(title, f"made-{r}-{idx}", example, rate, ("carrier", "made")))
     return blocks
 
 
@@ -432,18 +425,22 @@ def _level(example: Example) -> str:
     )
 
 
-def _clips(
-    example: Example, names: tuple[str, str] = ("clean", "adversarial")
-) -> list[tuple[str, str, np.ndarray]]:
-    """(file part, label, clip): the clip before and after the attack (``names``), and the perturbation
-    alone raised to the first clip's peak, so it can be heard at all."""
+def _players(
+    title: str, stem: str, example: Example, rate: int, names: tuple[str, str] = ("clean", "adversarial")
+) -> Players:
+    """Players for the clip before and after the attack (called ``names``; files ``<stem>-<name>.wav``)
+    and for the perturbation alone raised to the first clip's peak, so it can be heard at all; the title
+    gets the caption and the perturbation's level."""
     delta = example.adversarial - example.clean
     peak = float(np.abs(delta).max())
     clips = [(names[0], names[0], example.clean), (names[1], names[1], example.adversarial)]
     if peak > 0:
         loud = delta * float(np.abs(example.clean).max()) / peak
         clips.append(("perturbation", "perturbation, amplified", loud))
-    return clips
+    return Players(
+        f"{title} · {example.caption} · perturbation {_level(example)}",
+        tuple(Audio(f"{stem}-{kind}.wav", wav_bytes(clip, rate), label) for kind, label, clip in clips),
+    )
 
 
 def wav_bytes(waveform: Any, rate: int) -> bytes:
