@@ -15,11 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advsec.data import Dataset
 from advsec.defense import Expectation
+from advsec.progress import Progress
 from advsec.threat import ThreatModel
 
 Loss = Literal["ce", "cw", "dlr"]
 Kind = Literal["gradient", "query", "generator"]
+Source = Literal["carrier", "test"]  # inputs of the attack's own (carriers()), or the test inputs
 
 
 class Attack:
@@ -31,6 +34,7 @@ class Attack:
     # Makes inputs of its own rather than perturbing test inputs within a budget: scored apart from robust
     # accuracy (advsec.unrestricted), never mixed into it.
     unrestricted: ClassVar[bool] = False
+    source: ClassVar[Source] = "carrier"  # what an unrestricted attack makes its inputs from
     # "gradient" needs input gradients, "query" only forward passes, "generator" learns first (generator.py)
     kind: ClassVar[Kind] = "gradient"
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
@@ -47,6 +51,11 @@ class Attack:
     ) -> torch.Tensor:
         """Adversarial versions of ``x`` (labels ``y``) inside ``threat``; aim at ``target`` if given."""
         raise NotImplementedError
+
+    def prepare(self, dataset: Dataset, *, seed: int, device: torch.device, progress: Progress) -> float:
+        """Fit what the attack needs that does not depend on the attacked model (``natural-gan``'s GAN);
+        returns the seconds that fit took. Called for unrestricted attacks only; nothing by default."""
+        return 0.0
 
 
 def attack_objective(

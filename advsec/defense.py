@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advsec.data import Dataset
+from advsec.progress import Progress
 from advsec.threat import Norm, ThreatModel
 
 Bounds = tuple[float, float]
@@ -68,6 +70,11 @@ class Defense:
     ) -> float:
         """Robust accuracy on held-out samples after an epoch; a sharp drop means training collapsed."""
         raise NotImplementedError(f"{type(self).__name__} sets guard_samples but has no check")
+
+    def prepare(self, dataset: Dataset, *, seed: int, device: torch.device, progress: Progress) -> float:
+        """Fit what the deployed model needs besides the trained network (``defense-gan``'s GAN), before
+        :meth:`wrap`; returns the seconds that fit took. Nothing by default."""
+        return 0.0
 
     def network(self, build: Callable[[int], nn.Module]) -> nn.Module:
         """The network this defense trains; ``build(i)`` makes the i-th freshly initialized model.

@@ -555,8 +555,12 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int, num_classes: int) -> 
 
 def _worst(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per sample, the first wrong prediction among the draws, else the (correct) first one."""
-    wrong = predictions != y
-    return predictions.gather(0, wrong.int().argmax(0, keepdim=True)).squeeze(0)
+    return first_hit(predictions, predictions != y)
+
+
+def first_hit(predictions: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+    """Per sample (column), the first of the draws (rows) where ``hit`` holds, else the first draw."""
+    return predictions.gather(0, hit.int().argmax(0, keepdim=True)).squeeze(0)
 
 
 def _fitted_target(spec_attack: AttackSpec) -> int | None:

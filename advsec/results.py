@@ -197,37 +197,63 @@ def replay_summaries(store: Store) -> list[dict[str, Any]]:
     return out
 
 
+# The rates an unrestricted run is scored by, per source of its inputs, with their column titles.
+UNRESTRICTED_RATES = {
+    "carrier": {"heard": "model hears", "listener_heard": "listener hears", "hidden": "hidden"},
+    "test": {"fooled": "model fooled", "listener_kept": "listener keeps class", "natural": "natural"},
+}
+
+
+def distance_text(value: float | None, norm: str) -> str:
+    """A made input's distance from its source, in the unit of ``norm``."""
+    if value is None:
+        return "–"
+    return f"{value:.1f} dB" if norm in ("db", "snr") else f"{value:.2f} ({norm})"
+
+
 def unrestricted_summaries(store: Store) -> list[dict[str, Any]]:
-    """Per defense and unrestricted attack (advsec.unrestricted): how often the model and the listener hear
-    the target in the made inputs. Inputs whose bare carrier the model already heard as the target are left
-    out of both rates (nothing was hidden in them); ``chance`` is the listener's rate if it guessed."""
+    """Per defense and unrestricted attack (advsec.unrestricted), with intervals: for inputs made from
+    carriers, how often the model hears the target, how often the listener does, and how often only the
+    model does (hidden); for inputs made from test inputs, how often the model is fooled, how often the
+    listener still sees the test input's class, and how often both (natural adversarial examples).
+
+    Left out of every rate: carriers the model already heard as the target, and test inputs it already got
+    wrong (nothing was made in them). ``chance`` is the listener's rate were it guessing."""
     classes = len(store.meta().get("classes", [])) or None
     out = []
     for run in store.unrestricted_runs():
         rows = store.unrestricted(run["defense"], run["attack"])
-        made = [r for r in rows if r["carrier_pred"] != r["target"]]
-        heard = sum(r["pred"] == r["target"] for r in made)
-        listened = sum(r["listener_pred"] == r["target"] for r in made)
-        hidden = sum(r["pred"] == r["target"] != r["listener_pred"] for r in made)
-        levels = sorted(r["distance"] for r in made)
-        n = len(made)
-        out.append(
-            {
-                "defense": run["defense"],
-                "attack": run["attack"],
-                "listener": run["listener"],
-                "samples": len(rows),
-                "aimed": n,  # made inputs whose carrier was not already heard as the target
-                "heard": heard / n if n else None,
-                "heard_interval": wilson_interval(heard, n) if n else None,
-                "listener_heard": listened / n if n else None,
-                "listener_interval": wilson_interval(listened, n) if n else None,
-                "hidden": hidden / n if n else None,  # the model hears it and the listener does not
-                "chance": 1 / classes if classes else None,
-                "median_level_db": levels[len(levels) // 2] if levels else None,
-                "wall_seconds": run["wall_seconds"],
-            }
-        )
+        if run["source"] == "test":
+            made = [r for r in rows if r["carrier_pred"] == r["label"]]
+            hits = [(r["pred"] != r["label"], r["listener_pred"] == r["label"]) for r in made]
+        else:
+            made = [r for r in rows if r["carrier_pred"] != r["target"]]
+            hits = [(r["pred"] == r["target"], r["listener_pred"] == r["target"]) for r in made]
+        model, listener, both = UNRESTRICTED_RATES[run["source"]]
+        rates = {
+            model: [m for m, _ in hits],
+            listener: [h for _, h in hits],
+            both: [m and h for m, h in hits] if run["source"] == "test" else [m and not h for m, h in hits],
+        }
+        distances = sorted(r["distance"] for r in made)
+        summary = {
+            "defense": run["defense"],
+            "attack": run["attack"],
+            "source": run["source"],
+            "listener": run["listener"],
+            "samples": len(rows),
+            "aimed": len(made),  # made inputs whose source the model did not already answer as wanted
+            "chance": 1 / classes if classes else None,
+            "norm": run["norm"],
+            "median_distance": distances[len(distances) // 2] if distances else None,
+            "fit_seconds": run["fit_seconds"],
+            "wall_seconds": run["wall_seconds"],
+        }
+        for name, hits in rates.items():
+            k, n = sum(hits), len(hits)
+            summary[name] = k / n if n else None
+            summary[f"{name}_interval"] = wilson_interval(k, n) if n else None
+        out.append(summary)
     return out
 
 

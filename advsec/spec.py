@@ -251,7 +251,8 @@ def spec_from_dict(
                 f"threats[{i}].eps: expected a non-empty list of numbers > 0, got {list(threat.eps)}"
             )
         for j, attack in enumerate(attacks):
-            _check_capabilities(attack, threat, f"attacks[{j}]", f"threats[{i}]")
+            if not registry.attacks.get(attack.name).unrestricted:  # they bring their own bound
+                _check_capabilities(attack, threat, f"attacks[{j}]", f"threats[{i}]")
 
     spec = Spec(
         name=coerce(raw.get("name", default_name), str, "name"),

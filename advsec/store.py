@@ -22,7 +22,7 @@ from advsec.errors import AdvsecError
 from advsec.privacy import MembershipInference
 from advsec.sanity import Check
 
-FORMAT = 2  # the store's PRAGMA user_version: raised whenever a table changes shape
+FORMAT = 3  # the store's PRAGMA user_version: raised whenever a table changes shape
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plan (position INTEGER PRIMARY KEY, cell TEXT NOT NULL);
@@ -63,9 +63,10 @@ CREATE TABLE IF NOT EXISTS replay_trials (
     defense TEXT, position INTEGER, delay INTEGER, repeat INTEGER, fooled INTEGER, clean_wrong INTEGER,
     PRIMARY KEY (defense, position, delay, repeat));
 CREATE TABLE IF NOT EXISTS unrestricted_runs (
-    defense TEXT, attack TEXT, key TEXT, listener TEXT, wall_seconds REAL, PRIMARY KEY (defense, attack));
+    defense TEXT, attack TEXT, key TEXT, listener TEXT, source TEXT, norm TEXT, fit_seconds REAL,
+    wall_seconds REAL, PRIMARY KEY (defense, attack));
 CREATE TABLE IF NOT EXISTS unrestricted (
-    defense TEXT, attack TEXT, idx INTEGER, target INTEGER, carrier_pred INTEGER, pred INTEGER,
+    defense TEXT, attack TEXT, idx INTEGER, target INTEGER, label INTEGER, carrier_pred INTEGER, pred INTEGER,
     listener_pred INTEGER, distance REAL, PRIMARY KEY (defense, attack, idx));
 CREATE TABLE IF NOT EXISTS unrestricted_examples (
     defense TEXT, attack TEXT, idx INTEGER, shape TEXT, source BLOB, made BLOB,
@@ -401,21 +402,25 @@ class Store:
         defense: str,
         attack: str,
         listener: str,
+        source: str,
+        norm: str,
+        fit_seconds: float,
         wall_seconds: float,
-        rows: list[tuple[int, int, int, int, int, float]],
+        rows: list[tuple[int, int, int, int, int, int, float]],
         examples: list[tuple[int, np.ndarray, np.ndarray]],
     ) -> None:
         """One unrestricted attack's made inputs against one defense, per input, in one transaction, and a
-        few of them with what each was made from (a carrier, a test input) for the report."""
+        few of them with what each was made from (a carrier, a test input) for the report. ``source`` says
+        which of the two, ``norm`` what the rows' distance measures."""
         with self._transaction():
             for table in ("unrestricted_runs", "unrestricted", "unrestricted_examples"):
                 self.db.execute(f"DELETE FROM {table} WHERE defense = ? AND attack = ?", (defense, attack))
             self.db.execute(
-                "INSERT INTO unrestricted_runs VALUES (?, ?, ?, ?, ?)",
-                (defense, attack, key, listener, wall_seconds),
+                "INSERT INTO unrestricted_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (defense, attack, key, listener, source, norm, fit_seconds, wall_seconds),
             )
             self.db.executemany(
-                "INSERT INTO unrestricted VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO unrestricted VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(defense, attack, *r) for r in rows],
             )
             self.db.executemany(

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from advsec import registry
 from advsec.errors import PluginError
-from advsec.results import CERTIFIED_RADIUS
+from advsec.results import CERTIFIED_RADIUS, UNRESTRICTED_RATES, distance_text
 
 _CAPABILITIES: dict[str, list[str]] = {
     "attacks": ["norms", "targeted", "kind", "modalities"],
@@ -144,18 +144,24 @@ def print_replays(replays: list[dict[str, Any]]) -> None:
 
 
 def print_unrestricted(runs: list[dict[str, Any]]) -> None:
-    """Unrestricted attacks (%): how often the model, and an independent listener, hear the target."""
-    table = Table(title="unrestricted attacks (%): made inputs heard as the target", title_justify="left",
-                  box=box.SIMPLE_HEAD)  # fmt: skip
-    for column in ("defense", "attacker"):
-        table.add_column(column, no_wrap=True)
-    for column in ("aimed", "model hears", "listener hears", "chance", "median dB", "seconds"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for r in runs:
-        level = "" if r["median_level_db"] is None else f"{r['median_level_db']:.1f}"
-        shares = [_share(r[k]) for k in ("heard", "listener_heard", "chance")]
-        table.add_row(r["defense"], r["attack"], str(r["aimed"]), *shares, level, f"{r['wall_seconds']:.1f}")
-    _console().print(table)
+    """Unrestricted attacks (%), a table per source of the made inputs: the model's and the listener's
+    rates (:data:`UNRESTRICTED_RATES`), chance, the median distance from the source, the seconds."""
+    titles = {"carrier": "made from carriers, aimed at a target", "test": "made from test inputs"}
+    for source, rates in UNRESTRICTED_RATES.items():
+        if not (mine := [r for r in runs if r["source"] == source]):
+            continue
+        table = Table(title=f"unrestricted attacks (%): {titles[source]}", title_justify="left",
+                      box=box.SIMPLE_HEAD)  # fmt: skip
+        for column in ("defense", "attacker"):
+            table.add_column(column, no_wrap=True)
+        for column in ("made", *rates.values(), "chance", "median distance", "seconds"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for r in mine:
+            shares = [_share(r[k]) for k in (*rates, "chance")]
+            distance = distance_text(r["median_distance"], r["norm"])
+            seconds = f"{r['wall_seconds']:.1f}"
+            table.add_row(r["defense"], r["attack"], str(r["aimed"]), *shares, distance, seconds)
+        _console().print(table)
 
 
 def _share(value: float | None) -> str:

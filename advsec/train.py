@@ -122,7 +122,8 @@ def load_or_train(
     progress: Progress,
     label: str | None = None,
 ) -> TrainedModel:
-    """The trained model from the cache, or trained now (and cached) when absent."""
+    """The trained model from the cache, or trained now (and cached) when absent, with what its defense
+    needs besides (:meth:`Defense.prepare`); its training seconds include that fit's."""
     defense = make_plugin(registry.defenses.get(defense_name), params, defense_name)
     key = model_key(dataset, model_name, defense_name, params, config, seed)
     model = defense.network(lambda member: build_model(model_name, dataset, seed + member))
@@ -137,12 +138,13 @@ def load_or_train(
         save_checkpoint(model, path, meta)
         cached = False
     model.to(device).eval()
+    prepared_seconds = defense.prepare(dataset, seed=seed, device=device, progress=progress)
     return TrainedModel(
         network=model,
         defense=defense,
         bounds=dataset.bounds,
         key=key,
-        train_seconds=meta["train_seconds"],
+        train_seconds=meta["train_seconds"] + prepared_seconds,
         cached=cached,
         history=meta["history"],
     )

@@ -1,12 +1,19 @@
 """Unrestricted attacks: inputs an attack makes of its own, scored apart from norm-bounded robustness.
 
-An unrestricted attack (``unrestricted = True``, e.g. ``hidden-command``) does not perturb a test input
-within a budget; it makes new inputs (from noise, a tone, a generative model) that the model classifies as
-the attacker wants. Mixing them into robust accuracy would mean nothing, so each defense gets its own
-numbers here: for ``samples`` made inputs aimed at the entry's target, how often the deployed model puts
-them in the target class (any of a random model's draws), and how often a *listener* does: a second model
-trained independently (another seed, or another architecture), standing in for a person. A hidden command
-works when the model hears the target and the listener does not (chance is one in the number of classes).
+An unrestricted attack (``unrestricted = True``) does not perturb a test input within a budget; it makes
+new inputs that the model classifies as the attacker wants. Mixing them into robust accuracy would mean
+nothing, so each defense gets its own numbers here, for ``samples`` made inputs, next to what a *listener*
+makes of them: a second model trained independently (another seed, or another architecture), standing in
+for a person. An attack makes its inputs from one of two sources (its ``source``):
+
+- ``carrier``: inputs of its own (noise, a tone), aimed at the entry's target (``hidden-command``). How
+  often the model puts them in the target class (any of a random model's draws), and how often the
+  listener does: a hidden command works when the model hears the target and the listener does not.
+- ``test``: from each test input (``natural-gan``, through a GAN). How often the model gets the made input
+  wrong (any draw), and how often the listener still sees the test input's class in it: a natural
+  adversarial example is one the model gets wrong and the listener does not. Its distance from the test
+  input is kept beside it.
+
 Results are written per defense and attack, under a key of everything that determines them, and resume.
 """
 
@@ -21,11 +28,13 @@ import torch
 from torch import nn
 
 from advsec import registry
+from advsec.attack import Source
 from advsec.data import Dataset
 from advsec.harness import (
     CellEvaluator,
     Views,
     check_output,
+    first_hit,
     load_dataset,
     predict,
     run_meta,
@@ -42,9 +51,11 @@ LISTENER_SEED = 1  # the listener's seed is the run's plus this: trained apart f
 
 
 class MakesInputs(Protocol):
-    """What an unrestricted attack plugin provides besides :meth:`Attack.perturb` (``hidden-command``)."""
+    """What an unrestricted attack plugin provides besides :meth:`Attack.perturb` and
+    :meth:`Attack.prepare`; ``carriers`` only where its ``source`` is "carrier"."""
 
     listener: str  # the listener's architecture; "" for the evaluated model's
+    source: Source
 
     def carriers(self, n: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` inputs to start from, shaped like one input of ``like``."""
@@ -56,6 +67,8 @@ class MakesInputs(Protocol):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
                 target: torch.Tensor | None = None) -> torch.Tensor: ...  # fmt: skip
+
+    def prepare(self, dataset: Dataset, *, seed: int, device: torch.device, progress: Progress) -> float: ...
 
 
 def unrestricted_attacks(spec: Spec) -> list[AttackSpec]:
@@ -94,14 +107,15 @@ def unrestricted_spec(spec: Spec, store: Store, *, device: torch.device, progres
                     device=device, progress=progress, label=f"listener {architecture}",
                 )  # fmt: skip
             trained, listener = evaluator.trained(defense), listeners[architecture]
+            fit_seconds = attack.prepare(dataset, seed=spec.seed, device=device, progress=progress)
             with seeded(key_seed(key, spec.seed), device):  # random defenses draw from the global generator
                 title = f"{spec_attack.label} vs {defense.label}"
                 made = _attack(attack, spec_attack.target, trained, listener, dataset, spec, samples, title,
                                progress)  # fmt: skip
             rows, examples, seconds = made
-            store.save_unrestricted(
-                key, defense.label, spec_attack.label, architecture, seconds, rows, examples
-            )
+            norm = attack.bound(dataset.bounds).norm
+            store.save_unrestricted(key, defense.label, spec_attack.label, architecture, attack.source, norm,
+                                    fit_seconds, seconds, rows, examples)  # fmt: skip
 
 
 def _attack(
@@ -114,33 +128,44 @@ def _attack(
     samples: int,
     title: str,
     progress: Progress,
-) -> tuple[list[tuple[int, int, int, int, int, float]], list[tuple[int, np.ndarray, np.ndarray]], float]:
-    """Per made input: (index, target, what the model heard in the bare carrier, what it hears now, what
-    the listener hears, the perturbation's level under the carrier in dB); the first few as (index,
-    carrier, made input) for the report; and the seconds it took."""
+) -> tuple[list[tuple[int, int, int, int, int, int, float]], list[tuple[int, np.ndarray, np.ndarray]], float]:
+    """Per made input: (index, target or -1, the test input's label or -1, what the model made of what it
+    was made from, what it makes of it now, what the listener does, its distance from what it was made
+    from in the attack's norm); the first few as (index, source, made input) for the report; the seconds.
+
+    A random model's answer is the first of its draws that hits (the target, or any wrong class), else its
+    first draw: a made input counts if any draw is fooled, as in the grid."""
     views = Views.of(trained, dataset, spec)
     batch, classes = spec.evaluation.batch_size, dataset.num_classes
     threat = attack.bound(dataset.bounds)
-    like = dataset.x_test[:1].to(next(trained.network.parameters()).device)
+    device = next(trained.network.parameters()).device
+    if attack.source == "test":
+        samples = min(samples, len(dataset.x_test))
     started = time.perf_counter()
     out, examples = [], []
     with progress.task(title, total=samples) as task:
         for start in range(0, samples, batch):
             n = min(batch, samples - start)
-            carriers = attack.carriers(n, like)
-            carrier_logits = predict(views.deployed, carriers, batch, classes)
-            heard_before = carrier_logits.argmax(1)
-            target = _aim(aim, carrier_logits)
-            made = attack.perturb(views.adaptive, carriers, heard_before, threat, target=target)
-            check_output(title, threat, carriers, made)
+            if attack.source == "test":
+                sources, labels = (t[start : start + n].to(device) for t in (dataset.x_test, dataset.y_test))
+            else:
+                sources, labels = attack.carriers(n, dataset.x_test[:1].to(device)), None
+            logits = predict(views.deployed, sources, batch, classes)
+            before = logits.argmax(1)
+            target = None if aim == "none" else _aim(aim, logits)
+            made = attack.perturb(views.adaptive, sources, before if labels is None else labels, threat,
+                                  target=target)  # fmt: skip
+            check_output(title, threat, sources, made)
             draws = views.predictions(made)
-            heard = torch.where((draws == target).any(0), target, draws[0])  # any draw hearing it counts
+            pred = first_hit(draws, draws != labels if target is None else draws == target)
             listened = predict(listener.model, made, batch, classes).argmax(1)
-            levels = threat.distance(carriers, made)
-            out += zip(range(start, start + n), target.tolist(), heard_before.tolist(), heard.tolist(),
-                       listened.tolist(), levels.tolist(), strict=True)  # fmt: skip
+            distances = threat.distance(sources, made)
+            unset = torch.full_like(before, -1)
+            out += zip(range(start, start + n), (unset if target is None else target).tolist(),
+                       (unset if labels is None else labels).tolist(), before.tolist(), pred.tolist(),
+                       listened.tolist(), distances.tolist(), strict=True)  # fmt: skip
             shown = range(min(spec.evaluation.examples - len(examples), n))
-            examples += [(start + i, carriers[i].cpu().numpy(), made[i].cpu().numpy()) for i in shown]
+            examples += [(start + i, sources[i].cpu().numpy(), made[i].cpu().numpy()) for i in shown]
             task.advance(n)
     return out, examples, time.perf_counter() - started
 

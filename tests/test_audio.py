@@ -266,10 +266,10 @@ def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model
     assert all(r["target"] == 7 and r["distance"] <= -10 + 1e-3 for r in rows)  # 10 dB under the noise
     report = build_report(store, tmp_path / "report").with_suffix(".md").read_text()
     assert "## Unrestricted attacks" in report and "| standard | hidden-command-7 | " in report
-    _, carrier, made = store.unrestricted_examples("standard", "hidden-command-7")[0]
-    assert (
-        "standard · hidden-command-7 · heard as 7" in report and "[carrier](made-0-0-carrier.wav)" in report
-    )
+    idx, carrier, made = store.unrestricted_examples("standard", "hidden-command-7")[0]
+    first = rows[idx]
+    heard = f"{first['carrier_pred']} → {first['pred']} (listener {first['listener_pred']})"
+    assert f"standard · hidden-command-7 · {heard}" in report and "[carrier](made-0-0-carrier.wav)" in report
     _, played = wavfile.read(tmp_path / "report" / "made-0-0-made.wav")  # the made clip, as stored
     assert np.allclose(played / 32767, made.reshape(-1), atol=1 / 32767) and not np.allclose(made, carrier)
 

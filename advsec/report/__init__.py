@@ -145,12 +145,25 @@ GENERATORS = (
 
 UNRESTRICTED = (
     "Inputs an attack made of its own (from noise, a tone, a generative model) rather than test inputs "
-    "perturbed within a budget; they are kept out of every robust accuracy above. “Model hears” is how often "
-    "the evaluated model puts a made input in the class it was aimed at; “listener hears”, how often a "
-    "second model trained independently does, a stand-in for a person; inputs the model already heard as the "
-    "target before any perturbation are left out. A hidden command works when the model hears it and the "
-    "listener does not (near chance). “Level” is the perturbation's peak under the carrier's, in dB."
+    "perturbed within a budget; they are kept out of every robust accuracy above. Each made input is also "
+    "shown to a listener: a second model trained independently, a stand-in for a person. Distances are from "
+    "what each input was made from: the carrier's peak in dB for audio, the ℓ2 distance from the test "
+    "input for images. “Fit” is what the attack learned before making anything (a GAN), charged once."
 )
+UNRESTRICTED_SOURCES = {
+    "carrier": (
+        "Made from carriers (noise, a tone) and aimed at a class. “Model hears” is how often the evaluated "
+        "model puts a made input in that class; “listener hears”, how often the listener does; carriers the "
+        "model already heard as the target are left out. A hidden command works when the model hears it and "
+        "the listener does not (near chance)."
+    ),
+    "test": (
+        "Made from test inputs the model got right. “Model fooled” is how often the model gets the made "
+        "input wrong; “listener keeps class”, how often the listener still sees the test input's class in "
+        "it. A natural adversarial example is both: the model is fooled, the listener is not. When the "
+        "listener is fooled too, the attack changed the input's class rather than fooling the model."
+    ),
+}
 
 
 def build_report(store: Store, out_dir: Path) -> Path:
@@ -212,8 +225,11 @@ def build_report(store: Store, out_dir: Path) -> Path:
     if replays:
         blocks += _replay(store, replays, meta, styles)
     if unrestricted := unrestricted_summaries(store):
-        blocks += [Heading("Unrestricted attacks"), Text(UNRESTRICTED), unrestricted_table(unrestricted)]
-        blocks += _made_players(store, unrestricted, meta)
+        blocks += [Heading("Unrestricted attacks"), Text(UNRESTRICTED)]
+        for source, text in UNRESTRICTED_SOURCES.items():
+            if any(r["source"] == source for r in unrestricted):
+                blocks += [Text(text), unrestricted_table(unrestricted, source)]
+        blocks += _made_examples(store, unrestricted, meta)
     blocks += [Heading("How this is scored"), Text(SCORING)]
     if meta.get("spec"):
         blocks.append(Code("Spec (TOML)", meta["spec"], "toml"))
@@ -397,22 +413,46 @@ def _examples(
     return blocks
 
 
-def _made_players(store: Store, runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[Block]:
-    """Players for the first made clips of each audio run: what it was made from, what was made, and the
-    difference raised to be audible."""
-    if meta.get("domain") != "audio":
+def _made_examples(store: Store, runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[Block]:
+    """The first made inputs of each run beside what each was made from: a grid of images, captioned with
+    the model's and the listener's answers; for audio, players (the carrier, the made clip, and the
+    difference raised to be audible)."""
+    classes = meta.get("classes") or []
+
+    def name(label: int) -> str:
+        return str(classes[label]) if 0 <= label < len(classes) else str(label)
+
+    rows: dict[str, list[Example]] = {}
+    for run in runs:
+        answers = {row["idx"]: row for row in store.unrestricted(run["defense"], run["attack"])}
+        made = []
+        for idx, source, example in store.unrestricted_examples(run["defense"], run["attack"]):
+            row = answers[idx]
+            hit = row["pred"] != row["label"] if run["source"] == "test" else row["pred"] == row["target"]
+            was = name(row["label"] if run["source"] == "test" else row["carrier_pred"])
+            caption = f"{was} → {name(row['pred'])} (listener {name(row['listener_pred'])})"
+            made.append(Example(source, example, caption, broken=hit))
+        if made:
+            rows[f"{run['defense']} · {run['attack']}"] = made
+    if not rows:
         return []
-    rate, classes = int(meta.get("sample_rate") or 8000), meta.get("classes") or []
-    blocks: list[Block] = []
-    for r, run in enumerate(runs):
-        rows = {row["idx"]: row for row in store.unrestricted(run["defense"], run["attack"])}
-        for idx, source, made in store.unrestricted_examples(run["defense"], run["attack"])[:2]:
-            row = rows[idx]
-            heard = classes[row["pred"]] if row["pred"] < len(classes) else row["pred"]
-            example = Example(source, made, f"heard as {heard}", broken=row["pred"] == row["target"])
-            title = f"{run['defense']} · {run['attack']}"
-            blocks.append(_players(title, f"made-{r}-{idx}", example, rate, ("carrier", "made")))
-    return blocks
+    if meta.get("domain") == "audio":
+        rate = int(meta.get("sample_rate") or 8000)
+        return [
+            _players(title, f"made-{r}-{i}", example, rate, ("carrier", "made"))
+            for r, (title, examples) in enumerate(rows.items())
+            for i, example in enumerate(examples[:2])
+        ]
+    bounds = tuple(meta.get("bounds", (0.0, 1.0)))
+    png = examples_png({title: made[:EXAMPLES_PER_DEFENSE] for title, made in rows.items()},
+                       defense_styles(list(rows)), domain="image", bounds=bounds,
+                       title="Made inputs")  # fmt: skip
+    caption = (
+        "Per defense and unrestricted attack, what each input was made from (left) and the made input "
+        "(right); captions give the source's class → the model's answer, and the listener's; the model "
+        "fooled is in vermillion."
+    )
+    return [Image("made.png", png, "Inputs made by unrestricted attacks", caption)]
 
 
 def _level(example: Example) -> str:

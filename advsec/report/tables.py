@@ -6,7 +6,7 @@ from typing import Any
 
 from advsec.report.figures import budget_name
 from advsec.report.render import Block, Heading, Table
-from advsec.results import CERTIFIED_RADIUS
+from advsec.results import CERTIFIED_RADIUS, UNRESTRICTED_RATES, distance_text
 
 MISSING = "—"
 
@@ -304,24 +304,25 @@ def with_interval(value: float, bounds: tuple[float, float]) -> str:
     return f"{percent(value)} [{percent(bounds[0])}, {percent(bounds[1])}]"
 
 
-def unrestricted_table(runs: list[dict[str, Any]]) -> Table:
-    """Per defense and unrestricted attack: the model's and the listener's rate of hearing the target."""
-    header = ["Defense", "Attack", "Made", "Model hears", "Listener hears", "Listener", "Chance",
-              "Level (dB)", "Seconds"]  # fmt: skip
+def unrestricted_table(runs: list[dict[str, Any]], source: str) -> Table:
+    """Per defense and unrestricted attack making inputs from ``source``: its three rates (see
+    :data:`UNRESTRICTED_RATES`) with intervals, the listener, chance, the median distance and the costs."""
+    rates = UNRESTRICTED_RATES[source]
+    header = ["Defense", "Attack", "Made", *(title.capitalize() for title in rates.values()), "Listener",
+              "Chance", "Median distance", "Fit", "Seconds"]  # fmt: skip
     rows = [
         [
             r["defense"],
             r["attack"],
             count(r["aimed"]),
-            "–" if r["heard"] is None else with_interval(r["heard"], r["heard_interval"]),
-            "–"
-            if r["listener_heard"] is None
-            else with_interval(r["listener_heard"], r["listener_interval"]),
+            *("–" if r[k] is None else with_interval(r[k], r[f"{k}_interval"]) for k in rates),
             r["listener"],
             percent(r["chance"]),
-            "–" if r["median_level_db"] is None else f"{r['median_level_db']:.1f}",
+            distance_text(r["median_distance"], r["norm"]),
+            seconds(r["fit_seconds"]),
             seconds(r["wall_seconds"]),
         ]
         for r in runs
+        if r["source"] == source
     ]
-    return Table(header, rows, numeric=[False, False, True, True, True, False, True, True, True])
+    return Table(header, rows, numeric=[False, False, True, True, True, True, False, True, True, True, True])
