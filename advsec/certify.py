@@ -24,7 +24,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from advsec.errors import InputError, ParameterError
-from advsec.harness import CellEvaluator, load_dataset, run_meta, trained_model_key
+from advsec.harness import CellEvaluator, deployed_key, load_dataset, run_meta
 from advsec.keys import content_key, key_seed
 from advsec.progress import Progress, Task
 from advsec.spec import CertifyConfig, Spec, certifiable
@@ -176,7 +176,7 @@ def certify_spec(
         store.set_meta(run_meta(spec, dataset, device))
     keys = {
         d.label: content_key(
-            {"model": trained_model_key(spec, dataset, d), "defense": d.label, "settings": asdict(settings)}
+            {"model": deployed_key(spec, dataset, d), "defense": d.label, "settings": asdict(settings)}
         )
         for d in defenses
     }

@@ -49,12 +49,16 @@ def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[D
     )
     attacks = 0
     for cell in pending:
-        defense = registry.defenses.get(cell.defense.name)
+        defense = make_plugin(
+            registry.defenses.get(cell.defense.name), cell.defense.params, cell.defense.label
+        )
         draws = spec.evaluation.repeats if defense.stochastic else 1
-        attacks += samples * (1 + draws)  # the clean predictions and their redraws
+        per_pass = defense.passes_per_pass()
+        attacks += per_pass * samples * (1 + draws)  # the clean predictions and their redraws
         for attack in cell.attacks:
             eot = spec.evaluation.eot_draws if attack.adaptive and defense.stochastic else 1
-            attacks += samples * (eot * attack_passes(attack) + draws) + fit_passes(attack, dataset)
+            passes = samples * (eot * attack_passes(attack) + draws)
+            attacks += per_pass * passes + fit_passes(attack, dataset)
     certify = 0
     if spec.certify is not None:
         per_sample = spec.certify.n0 + spec.certify.n

@@ -35,6 +35,9 @@ class Defense:
     # to its smoothed classifier (:mod:`advsec.certify`); such a defense has a ``sigma`` field.
     certifiable: ClassVar[bool] = False
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
+    # The defense whose training this one's is, exactly (same loss, no fields of its own that matter): the
+    # trained network is shared with it through the cache. None: trained as itself.
+    trained_like: ClassVar[str | None] = None
 
     # Training samples held out for a per-epoch robustness check (see :meth:`check`); 0 turns it off.
     # A check more than `guard_drop` below the best epoch's means training collapsed: the best epoch is
@@ -75,6 +78,11 @@ class Defense:
         """Fit what the deployed model needs besides the trained network (``defense-gan``'s GAN), before
         :meth:`wrap`; returns the seconds that fit took. Nothing by default."""
         return 0.0
+
+    def passes_per_pass(self) -> int:
+        """Network passes one pass of the deployed model costs, for the cost estimate: more than one for a
+        defense that computes before classifying (``defense-gan``'s projection)."""
+        return 1
 
     def network(self, build: Callable[[int], nn.Module]) -> nn.Module:
         """The network this defense trains; ``build(i)`` makes the i-th freshly initialized model.

@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -110,12 +110,12 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
             )
     cells = []
     for defense in spec.defenses:
-        trained_key = trained_model_key(spec, dataset, defense)
+        model = deployed_key(spec, dataset, defense)
         attacks = bounded(spec.attacks) + adaptive_attacks(defense, spec)
         grid = [(CLEAN, 0.0, ())] + [(t.norm, eps, attacks) for t in spec.threats for eps in t.eps]
         for norm, eps, cell_attacks in grid:
             content = {
-                "model": trained_key,
+                "model": model,
                 "defense": defense.label,
                 "norm": norm,
                 "eps": eps,
@@ -130,6 +130,17 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
 def trained_model_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
     """The model cache's key for ``defense`` as ``spec`` trains it."""
     return model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
+
+
+def deployed_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
+    """The key of the model as deployed: the trained network's, and every field of its defense, defaults
+    included, since they decide its inference-time behaviour even where training shares a network
+    (``Defense.trained_like``). Results about a deployed model are stored under it."""
+    plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
+    fields = asdict(plugin) if is_dataclass(plugin) else defense.params
+    return content_key(
+        {"model": trained_model_key(spec, dataset, defense), "defense": [defense.name, fields]}
+    )
 
 
 def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]:

@@ -34,10 +34,10 @@ from advsec.harness import (
     CellEvaluator,
     CountingModel,
     check_output,
+    deployed_key,
     load_dataset,
     predict,
     run_meta,
-    trained_model_key,
 )
 from advsec.keys import content_key, key_seed, seeded
 from advsec.progress import Progress
@@ -66,7 +66,7 @@ def replay_spec(spec: Spec, store: Store, *, device: torch.device, progress: Pro
         "eot_draws": spec.evaluation.eot_draws,
     }
     keys = {
-        d.label: content_key({"model": trained_model_key(spec, dataset, d), "defense": d.label, **protocol})
+        d.label: content_key({"model": deployed_key(spec, dataset, d), "defense": d.label, **protocol})
         for d in spec.defenses
     }
     store.set_meta({"replay_plan": list(keys.values()), "replay_threat": [threat.norm, threat.eps]})

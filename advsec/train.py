@@ -74,6 +74,8 @@ def model_key(
     The defense enters with all its fields, defaults included, so changing a default retrains.
     """
     defense = make_plugin(registry.defenses.get(defense_name), params, defense_name)
+    if defense.trained_like is not None:
+        return model_key(dataset, model_name, defense.trained_like, {}, config, seed)
     fields = asdict(defense) if is_dataclass(defense) else params
     content = {
         "format": CACHE_FORMAT,

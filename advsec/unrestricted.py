@@ -34,11 +34,11 @@ from advsec.harness import (
     CellEvaluator,
     Views,
     check_output,
+    deployed_key,
     first_hit,
     load_dataset,
     predict,
     run_meta,
-    trained_model_key,
 )
 from advsec.keys import content_key, key_seed, seeded
 from advsec.progress import Progress
@@ -91,7 +91,7 @@ def unrestricted_spec(spec: Spec, store: Store, *, device: torch.device, progres
             )
             architecture = attack.listener or spec.model
             content = {
-                "model": trained_model_key(spec, dataset, defense),
+                "model": deployed_key(spec, dataset, defense),
                 "defense": defense.label,
                 "attack": asdict(spec_attack),
                 "listener": architecture,

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from advsec import registry
 from advsec.attack import fooled
+from advsec.gan import Gan, UsesGan
 from advsec.generator import Generator
 from advsec.progress import Progress
 from advsec.spec import make_plugin
@@ -54,6 +55,12 @@ def test_attack_output_respects_budget_and_bounds(name, shape, bounds, batch, se
     y = torch.randint(0, 10, (batch,), generator=generator)
     target = (y + 1) % 10 if targeted else None
     threat = ThreatModel(norm, eps, bounds)
+    if cls.unrestricted:  # it brings its own bound
+        threat = attack.bound(bounds)
+        norm, eps = threat.norm, threat.eps
+    if isinstance(attack, UsesGan):  # an unfitted GAN: its images must be in bounds whatever its weights
+        assume(len(shape) == 3 and shape[1] % 4 == 0)
+        attack.gan = Gan(shape, bounds, attack.latent, attack.gan_width).eval()
     model = _random_model(shape, seed)
     if isinstance(attack, Generator):  # fitted on the same inputs: the budget must hold whatever it learned
         network = attack.build(shape, 10)

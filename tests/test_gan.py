@@ -6,7 +6,7 @@ import torch
 from advsec import registry
 from advsec.errors import InputError
 from advsec.gan import UsesGan
-from advsec.harness import load_dataset, run_spec
+from advsec.harness import deployed_key, load_dataset, run_spec, trained_model_key
 from advsec.progress import Progress
 from advsec.report import build_report
 from advsec.results import cell_summaries, unrestricted_summaries
@@ -27,8 +27,6 @@ name = "standard"
 [[defenses]]
 name = "defense-gan"
 {GAN}
-steps = 30
-restarts = 2
 [[threats]]
 norm = "linf"
 eps = [0.3]
@@ -78,6 +76,14 @@ def test_defense_gan_stops_naive_gradients_and_falls_under_bpda(fought):
     assert defended["clean_accuracy"] > 0.7  # the projection keeps most digits readable
     assert defended["naive_robust_accuracy"] > cells["standard"]["robust_accuracy"] + 0.3
     assert defended["robust_accuracy"] < defended["naive_robust_accuracy"] - 0.3
+
+
+def test_defense_gan_deploys_the_standard_network_but_its_results_are_keyed_by_its_own_settings(digits):
+    spec = parse_spec(DEFENDED)
+    standard, defended = spec.defenses
+    fewer = parse_spec(DEFENDED.replace("inverter_epochs = 10", "inverter_epochs = 10\nsteps = 5", 1))
+    assert trained_model_key(spec, digits, defended) == trained_model_key(spec, digits, standard)
+    assert deployed_key(spec, digits, defended) != deployed_key(fewer, digits, fewer.defenses[1])
 
 
 def test_natural_gan_fools_the_model_with_images_the_listener_still_reads(fought):

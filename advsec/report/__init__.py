@@ -422,7 +422,7 @@ def _made_examples(store: Store, runs: list[dict[str, Any]], meta: dict[str, Any
     def name(label: int) -> str:
         return str(classes[label]) if 0 <= label < len(classes) else str(label)
 
-    rows: dict[str, list[Example]] = {}
+    rows: dict[tuple[str, str], list[Example]] = {}
     for run in runs:
         answers = {row["idx"]: row for row in store.unrestricted(run["defense"], run["attack"])}
         made = []
@@ -433,20 +433,19 @@ def _made_examples(store: Store, runs: list[dict[str, Any]], meta: dict[str, Any
             caption = f"{was} → {name(row['pred'])} (listener {name(row['listener_pred'])})"
             made.append(Example(source, example, caption, broken=hit))
         if made:
-            rows[f"{run['defense']} · {run['attack']}"] = made
+            rows[run["defense"], run["attack"]] = made
     if not rows:
         return []
     if meta.get("domain") == "audio":
         rate = int(meta.get("sample_rate") or 8000)
         return [
-            _players(title, f"made-{r}-{i}", example, rate, ("carrier", "made"))
-            for r, (title, examples) in enumerate(rows.items())
+            _players(" · ".join(run), f"made-{r}-{i}", example, rate, ("carrier", "made"))
+            for r, (run, examples) in enumerate(rows.items())
             for i, example in enumerate(examples[:2])
         ]
     bounds = tuple(meta.get("bounds", (0.0, 1.0)))
-    png = examples_png({title: made[:EXAMPLES_PER_DEFENSE] for title, made in rows.items()},
-                       defense_styles(list(rows)), domain="image", bounds=bounds,
-                       title="Made inputs")  # fmt: skip
+    grid = {"\n".join(run): made[:EXAMPLES_PER_DEFENSE] for run, made in rows.items()}
+    png = examples_png(grid, defense_styles(list(grid)), domain="image", bounds=bounds, title="Made inputs")
     caption = (
         "Per defense and unrestricted attack, what each input was made from (left) and the made input "
         "(right); captions give the source's class → the model's answer, and the listener's; the model "
