@@ -23,7 +23,7 @@ from advsec.progress import Progress
 from advsec.threat import ThreatModel
 from advsec.train import cache_dir, load_checkpoint, save_checkpoint
 
-FIT_FORMAT = 1  # part of every fit's cache key: raised when fitting changes
+FIT_FORMAT = 2  # part of every fit's cache key: raised when fitting changes
 
 
 class Generator(Attack):

@@ -44,7 +44,7 @@ class UniversalAudio(Generator):
 
     epochs: int = 10
     batch_size: int = 128
-    lr: float = 0.005
+    lr: float = 0.02
     low: float = 0.0  # the band, as fractions of Nyquist: the whole spectrum by default
     high: float = 1.0
     loss: Loss = "cw"
@@ -67,7 +67,9 @@ class UniversalAudio(Generator):
         target: int | None,
         progress: Progress,
     ) -> None:
-        nn.init.normal_(network.raw, std=0.1)
+        # Start on the ball's boundary: from deep inside it, the steps of a few epochs left some models'
+        # perturbation at half the budget, fooling no more than noise (a 4-epoch M5: 92 % robust, noise 83 %).
+        nn.init.normal_(network.raw, std=1.0)
         optimizer = torch.optim.Adam(network.parameters(), lr=self.lr)
         aim = None if target is None else torch.full_like(y, target)
         batches = -(-len(x) // self.batch_size)
