@@ -31,7 +31,7 @@ bits = 3
 name = "random-resize-pad"
 [[defenses]]
 name = "weight-noise"
-sigma = 0.3
+sigma = 0.5  # at 0.3 an unbounded single-draw attack left 4.7-9.4 % robust by the draws: too near 5 %
 [[threats]]
 norm = "linf"
 eps = [0.1]
