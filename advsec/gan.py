@@ -10,7 +10,6 @@ set, settings and seed: every plugin with the same settings in a run shares one 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +18,9 @@ from torch import nn
 
 from advsec.data import Dataset
 from advsec.errors import InputError
-from advsec.keys import content_key, seeded
+from advsec.keys import content_key
 from advsec.progress import Progress
-from advsec.train import cache_dir, load_checkpoint, save_checkpoint
+from advsec.train import cache_dir, load_or_fit
 
 GAN_FORMAT = 1  # part of every GAN's cache key: raised when fitting changes
 
@@ -137,14 +136,8 @@ def load_or_fit_gan(
     }
     gan = Gan(dataset.input_shape, dataset.bounds, settings.latent, settings.gan_width)
     path = cache_dir() / f"gan-{content_key(content)}.safetensors"
-    if path.exists():
-        meta = load_checkpoint(gan, path)
-    else:
-        started = time.perf_counter()
-        with seeded(seed, device):
-            _fit(gan, dataset.x_train.to(device), settings, device, progress)
-        meta = {"fit_seconds": time.perf_counter() - started}
-        save_checkpoint(gan, path, meta)
+    fit = lambda: _fit(gan, dataset.x_train.to(device), settings, device, progress)  # noqa: E731
+    meta, _ = load_or_fit(gan, path, fit, seed, device)
     gan.to(device).eval().requires_grad_(False)
     return gan, meta["fit_seconds"]
 

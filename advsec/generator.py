@@ -9,7 +9,6 @@ samples the generator is cheaper than an iterative attack (its break-even point)
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from typing import ClassVar
 
@@ -18,10 +17,10 @@ from torch import nn
 
 from advsec.attack import Attack, Kind
 from advsec.data import Dataset
-from advsec.keys import content_key, seeded
+from advsec.keys import content_key
 from advsec.progress import Progress
 from advsec.threat import ThreatModel
-from advsec.train import cache_dir, load_checkpoint, save_checkpoint
+from advsec.train import cache_dir, load_or_fit
 
 FIT_FORMAT = 2  # part of every fit's cache key: raised when fitting changes
 
@@ -93,16 +92,12 @@ def fit_generator(
     )
     network = attack.build(dataset.input_shape, dataset.num_classes)
     path = cache_dir() / f"fit-{key}.safetensors"
-    cached = path.exists()
-    if cached:
-        meta = load_checkpoint(network, path)
-    else:
-        started = time.perf_counter()
-        with seeded(seed, device):
-            network.to(device).train()
-            attack.fit(network, model, dataset.x_train.to(device), dataset.y_train.to(device), threat,
-                       target=target, progress=progress)  # fmt: skip
-        meta = {"fit_seconds": time.perf_counter() - started}
-        save_checkpoint(network, path, meta)
+
+    def fit() -> None:
+        network.to(device).train()
+        attack.fit(network, model, dataset.x_train.to(device), dataset.y_train.to(device), threat,
+                   target=target, progress=progress)  # fmt: skip
+
+    meta, cached = load_or_fit(network, path, fit, seed, device)
     attack.network = network.to(device).eval()
     return meta["fit_seconds"], cached

@@ -295,6 +295,21 @@ def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     partial.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the real name
 
 
+def load_or_fit(
+    module: nn.Module, path: Path, fit: Callable[[], None], seed: int, device: torch.device
+) -> tuple[dict[str, Any], bool]:
+    """``module`` loaded from ``path``, or fitted in place by ``fit`` (torch's generators seeded with
+    ``seed``) and saved there with its ``fit_seconds``; its metadata, and whether it came from the cache."""
+    if path.exists():
+        return load_checkpoint(module, path), True
+    started = time.perf_counter()
+    with seeded(seed, device):
+        fit()
+    meta = {"fit_seconds": time.perf_counter() - started}
+    save_checkpoint(module, path, meta)
+    return meta, False
+
+
 def load_checkpoint(model: nn.Module, path: Path) -> dict[str, Any]:
     try:
         state = load_file(path)
