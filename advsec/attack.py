@@ -7,6 +7,7 @@ bounds come from the :class:`~advsec.threat.ThreatModel`, losses and the loop fr
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
@@ -38,6 +39,10 @@ class Attack:
     # "gradient" needs input gradients, "query" only forward passes, "generator" learns first (generator.py)
     kind: ClassVar[Kind] = "gradient"
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
+    # Takes any number of samples, attacking ``batch`` at a time itself (the harness sets it): an attack
+    # that stops early on each sample can then keep its batch full (gradient_attack's refill).
+    streams: ClassVar[bool] = False
+    batch: int | None = None
 
     def perturb(
         self,
@@ -168,6 +173,7 @@ def gradient_attack(
     eot: int = 1,
     early_stop: bool = True,
     keep_worst: bool = True,
+    batch: int | None = None,
 ) -> torch.Tensor:
     """The iterative gradient loop every gradient attack is built on.
 
@@ -179,7 +185,12 @@ def gradient_attack(
     highest-loss final iterate of its restarts. With ``early_stop`` a fooled sample leaves the batch at
     once, and each restart attacks only the samples no earlier restart fooled. With ``keep_worst=False``
     it returns the last iterate of one run for every sample, as adversarial training uses it.
+
+    With ``batch`` (default stepper only) at most that many samples are attacked at once, and a row whose
+    sample leaves is refilled with the next one at once: the batch stays full while samples wait, instead
+    of the last few survivors of each batch iterating at sizes where per-step fixed costs dominate.
     """
+    stepper_given = stepper is not None
     if eot > 1:
         model = Expectation(model, eot)
     if stepper is None:
@@ -191,46 +202,47 @@ def gradient_attack(
             return SteepestAscent(threat, size if fraction is None else fraction * threat.radius(x0))
 
     if not keep_worst:
-        x_adv = threat.random_start(x, generator) if random_start else x.detach().clone()
+        x_adv = _start(x, threat, random_start, generator)
         moves = stepper(x)
         for t in range(steps):
             _, value, grad = _measure(model, x_adv, y, target, loss)
             x_adv = moves.step(t, x, x_adv, grad, value)
         return x_adv
 
+    if batch is not None and stepper_given:
+        raise ValueError("gradient_attack refills its batch only with the default stepper")
     worst = WorstCase(x)
     for _ in range(restarts):
-        active = worst.unfooled()
-        if len(active) == 0:
+        queue = worst.unfooled()
+        if len(queue) == 0:
             break
-        x0, y0 = x[active], y[active]
-        t0 = None if target is None else target[active]
-        x_adv = threat.random_start(x0, generator) if random_start else x0.detach().clone()
-        moves = stepper(x0)
-        live = torch.ones(len(active), dtype=torch.bool, device=x.device)  # rows still being attacked
-        for t in range(steps + 1):
-            if t == steps:  # the last iterate needs no gradient
+        rows = Rows(x, y, target, queue)
+        rows.start(batch or len(queue), threat, random_start, generator)
+        moves = stepper(rows.x0)
+        for t in itertools.count():
+            final = rows.taken == steps
+            if (final | ~rows.live).all():  # the last iterates need no gradient
                 with torch.no_grad():
-                    logits = model(x_adv)
-                    value = attack_objective(logits, y0, t0, loss)
-                worst.update(active[live], x_adv[live], value[live], fooled(logits, y0, t0)[live])
+                    logits = model(rows.x_adv)
+                    value, grad = attack_objective(logits, rows.y, rows.target, loss), None
+            else:
+                logits, value, grad = _measure(model, rows.x_adv, rows.y, rows.target, loss)
+            hit = fooled(logits, rows.y, rows.target) & rows.live
+            # Keep only fooling or final iterates: copying every iterate costs a step's worth.
+            if (seen := hit | (final & rows.live)).any():
+                worst.update(rows.index[seen], rows.x_adv[seen], value[seen], hit[seen])
+            rows.live &= ~(final | hit) if early_stop else ~final
+            if not rows.live.any() and not len(rows.queue):
                 break
-            logits, value, grad = _measure(model, x_adv, y0, t0, loss)
-            hit = fooled(logits, y0, t0) & live
-            if hit.any():  # keep only fooling iterates mid-run: copying every iterate costs a step's worth
-                worst.update(active[hit], x_adv[hit], value[hit], hit[hit])
-            if early_stop and hit.any():
-                live &= ~hit
-                if not live.any():
-                    break
-                keep = _rows_to_keep(live)
-                if keep is not None:
-                    active, x0, y0, x_adv, grad, value, live = (
-                        v[keep] for v in (active, x0, y0, x_adv, grad, value, live)
-                    )
-                    t0 = None if t0 is None else t0[keep]
-                    moves.keep(keep)
-            x_adv = moves.step(t, x0, x_adv, grad, value)
+            if not len(rows.queue) and (keep := _rows_to_keep(rows.live)) is not None:
+                rows.keep(keep)
+                grad, value = (None if grad is None else grad[keep]), value[keep]
+                moves.keep(keep)
+            if grad is not None:
+                rows.x_adv = moves.step(t, rows.x0, rows.x_adv, grad, value)
+                rows.taken += 1
+            if rows.refill(threat, random_start, generator):
+                moves = stepper(rows.x0)
     return worst.best
 
 
@@ -272,6 +284,64 @@ def _measure(
     value = attack_objective(logits, y, target, loss)
     (grad,) = torch.autograd.grad(value.sum(), x_adv)
     return logits.detach(), value.detach(), grad
+
+
+@dataclass
+class Rows:
+    """The samples in flight (``index`` into the attacked inputs ``x``, ``y``, ``aims``), the ones in
+    ``queue`` waiting for a free row, and each row's steps taken. Rows no longer ``live`` ride along
+    unrecorded until refilled or dropped."""
+
+    x: torch.Tensor
+    y_all: torch.Tensor
+    aims: torch.Tensor | None
+    queue: torch.Tensor
+    index: torch.Tensor = field(init=False)
+    x0: torch.Tensor = field(init=False)
+    y: torch.Tensor = field(init=False)
+    target: torch.Tensor | None = field(init=False)
+    x_adv: torch.Tensor = field(init=False)
+    taken: torch.Tensor = field(init=False)
+    live: torch.Tensor = field(init=False)
+
+    def start(self, size: int, threat: ThreatModel, random_start: bool, gen: torch.Generator | None) -> None:
+        """Take the first ``size`` waiting samples in, at their start."""
+        self.index, self.queue = self.queue[:size].clone(), self.queue[size:]
+        self.x0, self.y = self.x[self.index], self.y_all[self.index]
+        self.target = None if self.aims is None else self.aims[self.index]
+        self.x_adv = _start(self.x0, threat, random_start, gen)
+        self.taken = torch.zeros_like(self.index)
+        self.live = torch.ones(len(self.index), dtype=torch.bool, device=self.x.device)
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Drop the rows where ``mask`` is False."""
+        for name in ("index", "x0", "y", "target", "x_adv", "taken", "live"):
+            if (value := getattr(self, name)) is not None:
+                setattr(self, name, value[mask])
+
+    def refill(self, threat: ThreatModel, random_start: bool, gen: torch.Generator | None) -> bool:
+        """Put waiting samples into the rows no longer live, at their start; whether any came in."""
+        if not len(self.queue):
+            return False
+        free = (~self.live).nonzero().squeeze(1)[: len(self.queue)]
+        if not len(free):
+            return False
+        incoming, self.queue = self.queue[: len(free)], self.queue[len(free) :]
+        self.index[free] = incoming
+        self.x0[free] = self.x[incoming]
+        self.y[free] = self.y_all[incoming]
+        if self.target is not None:
+            self.target[free] = self.aims[incoming]
+        self.x_adv[free] = _start(self.x[incoming], threat, random_start, gen)
+        self.taken[free] = 0
+        self.live[free] = True
+        return True
+
+
+def _start(
+    x: torch.Tensor, threat: ThreatModel, random_start: bool, generator: torch.Generator | None
+) -> torch.Tensor:
+    return threat.random_start(x, generator) if random_start else x.detach().clone()
 
 
 class WorstCase:

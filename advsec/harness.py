@@ -484,9 +484,8 @@ def _attack_stage(
     # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
     climbs = attack.kind == "gradient" and gradient_steps(attack) > 1
     stalled = 0
-    for chunk in todo.split(views.batch) if len(todo) else ():  # split() of nothing yields one empty chunk
-        target = _targets(spec_attack.target, y[chunk], clean_logits[chunk], generator)
-        x_adv = attack.perturb(model, x[chunk], y[chunk], threat, target=target, generator=generator)
+    for chunk, target, x_adv in _perturbed(attack, model, spec_attack.target, todo, views.batch, x, y,
+                                           clean_logits, threat, generator):  # fmt: skip
         check_output(spec_attack.label, threat, x[chunk], x_adv)
         if climbs:
             with counted.paused():
@@ -501,6 +500,31 @@ def _attack_stage(
     record.backwards = counted.backwards - backwards
     record.wall_seconds = time.perf_counter() - started
     return record, loss_check(spec_attack.label, stalled, len(todo)) if climbs and len(todo) else None
+
+
+def _perturbed(
+    attack: Attack,
+    model: nn.Module,
+    aim: str | int,
+    todo: torch.Tensor,
+    batch: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clean_logits: torch.Tensor,
+    threat: ThreatModel,
+    generator: torch.Generator,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    """The attack's outputs on the samples ``todo``, as (samples, targets, outputs) per batch. An attack
+    that streams is called once for them all and keeps ``batch`` in flight itself; any other, per batch."""
+    if attack.streams:
+        attack.batch = batch
+    for call in [todo] if attack.streams else todo.split(batch):
+        if not len(call):
+            continue
+        target = _targets(aim, y[call], clean_logits[call], generator)
+        x_adv = attack.perturb(model, x[call], y[call], threat, target=target, generator=generator)
+        for rows in torch.arange(len(call)).split(batch):
+            yield call[rows], None if target is None else target[rows], x_adv[rows]
 
 
 def _membership(

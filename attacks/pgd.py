@@ -17,6 +17,7 @@ class PGD(Attack):
     """Projected gradient descent; restarts keep each sample's worst case."""
 
     targeted = True
+    streams = True
     default_reach: ClassVar[float] = 2.5  # steps × step size ÷ eps when step_fraction is unset (Madry et al.)
     steps: int = 20
     step_fraction: float | None = None  # step size as a fraction of eps; default default_reach / steps
@@ -47,4 +48,5 @@ class PGD(Attack):
             loss=self.loss,
             target=target,
             generator=generator,
+            batch=self.batch,
         )

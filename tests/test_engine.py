@@ -170,3 +170,36 @@ def test_early_exit_shrinks_the_batch_to_a_few_reused_sizes(digits, digits_model
     # Sizes above 16 are multiples of an eighth of their octave, so the batch never takes odd shapes.
     assert all(s <= 16 or s % (1 << (s.bit_length() - 4)) == 0 for s in shrunk)
     assert len(set(seen)) <= 12
+
+
+def test_a_refilled_batch_stays_full_and_finds_what_separate_batches_find(digits, digits_models):
+    seen: list[int] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(len(x))
+            return digits_models["standard"](x)
+
+    threat = ThreatModel("linf", 0.05, digits.bounds)
+    x, y = digits.x_test[:200], digits.y_test[:200]
+    settings = {"steps": 20, "step_size": 0.005, "random_start": False}
+    streamed = gradient_attack(Recorder(), x, y, threat, batch=32, **settings)
+    separate = torch.cat([
+        gradient_attack(digits_models["standard"], xb, yb, threat, **settings)
+        for xb, yb in zip(x.split(32), y.split(32), strict=True)
+    ])  # fmt: skip
+    assert max(seen) == 32
+    first_short = next(i for i, size in enumerate(seen) if size < 32)
+    assert sum(seen[:first_short]) >= len(x)  # full batches until every sample has come in
+    assert first_short < 20 * len(x) / 32  # early exit: fewer full passes than batches × steps
+    robust = (digits_models["standard"](streamed).argmax(1) == y).float().mean().item()
+    assert robust == pytest.approx(_accuracy(digits_models["standard"], separate, y), abs=0.01)
+    assert (streamed - x).abs().max() <= 0.05 + 1e-6
+
+
+def test_only_the_default_stepper_refills(digits, digits_models):
+    threat = ThreatModel("linf", 0.05, digits.bounds)
+    x, y = digits.x_test[:8], digits.y_test[:8]
+    with pytest.raises(ValueError, match="default stepper"):
+        gradient_attack(digits_models["standard"], x, y, threat, steps=2, batch=4,
+                        stepper=lambda x0: APGDStepper(threat, 2))  # fmt: skip
