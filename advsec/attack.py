@@ -305,13 +305,14 @@ class Rows:
     live: torch.Tensor = field(init=False)
 
     def start(self, size: int, threat: ThreatModel, random_start: bool, gen: torch.Generator | None) -> None:
-        """Take the first ``size`` waiting samples in, at their start."""
-        self.index, self.queue = self.queue[:size].clone(), self.queue[size:]
-        self.x0, self.y = self.x[self.index], self.y_all[self.index]
-        self.target = None if self.aims is None else self.aims[self.index]
-        self.x_adv = _start(self.x0, threat, random_start, gen)
-        self.taken = torch.zeros_like(self.index)
-        self.live = torch.ones(len(self.index), dtype=torch.bool, device=self.x.device)
+        """Make ``size`` rows (fewer if fewer wait) and fill them with waiting samples, at their start."""
+        size = min(size, len(self.queue))
+        self.index, self.taken = self.queue.new_empty(size), self.queue.new_zeros(size)
+        self.x0, self.y = self.x.new_empty((size, *self.x.shape[1:])), self.y_all.new_empty(size)
+        self.target = None if self.aims is None else self.aims.new_empty(size)
+        self.x_adv = torch.empty_like(self.x0)
+        self.live = torch.zeros(size, dtype=torch.bool, device=self.x.device)
+        self.refill(threat, random_start, gen)
 
     def keep(self, mask: torch.Tensor) -> None:
         """Drop the rows where ``mask`` is False."""

@@ -1,12 +1,15 @@
 """AdvGAN (Xiao et al. 2018): a generator network learns to perturb, so attacking is one forward pass.
 
-The generator G maps an input to a perturbation direction; a sample's perturbation is its budget radius
+The generator G (the paper's: two stride-2 convolutions down, four residual blocks, two up, with batch
+norm) maps an input to a perturbation direction; a sample's perturbation is its budget radius
 times tanh(G(x)), projected by the threat model, so every output is within budget and bounds by
 construction. G is trained against the fixed target model with the paper's loss: an adversarial term (the
 CW margin, capped at ``margin`` so samples already fooled stop dominating), ``alpha`` times a GAN term
 (a discriminator D tells clean inputs from adversarial ones; least-squares GAN), and ``beta`` times a
 hinge on the perturbation's ℓ2 size above ``hinge`` of the ball's. Batch norm in G and the margin loss
-matter: a plain five-layer generator maximizing cross-entropy stayed near 5 % success on MNIST. Fitting
+matter: a plain five-layer generator maximizing cross-entropy stayed near 5 % success on MNIST. So do
+the residual blocks: on Fashion-MNIST at linf 0.1 they raised test success from 82 to 88 % at a lower
+cost per sample (width 8 with four blocks, against width 16 without). Fitting
 stops when the success on recent training batches reaches ``stop_at``, or after ``max_steps`` batches.
 
 With ``black_box`` the model is only queried, never differentiated: G trains against a surrogate
@@ -35,10 +38,26 @@ def _layers(dims: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module
     return nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d
 
 
-class PerturbationNet(nn.Module):
-    """An encoder-decoder (two stride-2 stages down, two up) from an input to a direction in [-1, 1]."""
+class Residual(nn.Module):
+    """Two convolutions with batch norm, added to their input: the paper's generator has four."""
 
-    def __init__(self, input_shape: tuple[int, ...], width: int = 16) -> None:
+    def __init__(self, channels: int, dims: int) -> None:
+        super().__init__()
+        conv, _, norm = _layers(dims)
+        self.body = nn.Sequential(
+            conv(channels, channels, 3, padding=1), norm(channels), nn.ReLU(),
+            conv(channels, channels, 3, padding=1), norm(channels),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class PerturbationNet(nn.Module):
+    """An encoder-decoder (two stride-2 stages down, ``blocks`` residual blocks, two up) from an input to a
+    direction in [-1, 1]."""
+
+    def __init__(self, input_shape: tuple[int, ...], width: int = 16, blocks: int = 0) -> None:
         super().__init__()
         channels, dims = input_shape[0], len(input_shape) - 1
         conv, up, norm = _layers(dims)
@@ -50,6 +69,7 @@ class PerturbationNet(nn.Module):
             *block(conv(channels, width, 3, padding=1), width),
             *block(conv(width, 2 * width, 4, stride=2, padding=1), 2 * width),
             *block(conv(2 * width, 4 * width, 4, stride=2, padding=1), 4 * width),
+            *(Residual(4 * width, dims) for _ in range(blocks)),
             *block(up(4 * width, 2 * width, 4, stride=2, padding=1), 2 * width),
             *block(up(2 * width, width, 4, stride=2, padding=1), width),
             conv(width, channels, 3, padding=1),
@@ -148,12 +168,13 @@ class AdvGAN(Generator):
     hinge: float = 0.5  # ℓ2 size allowed before the hinge bites, as a fraction of the ball's largest
     margin: float = 5.0
     loss: Loss = "cw"
-    width: int = 16
+    width: int = 8  # the generator's first layer's channels, doubled twice down to its residual blocks
+    blocks: int = 4  # residual blocks between encoder and decoder
     black_box: bool = False  # fit against a surrogate distilled from the model's answers: queries only
     distill_steps: int = 300  # surrogate batches on training inputs before G starts (black box only)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        return PerturbationNet(input_shape, self.width)
+        return PerturbationNet(input_shape, self.width, self.blocks)
 
     def fit(
         self,
