@@ -190,7 +190,8 @@ def gradient_attack(
     sample leaves is refilled with the next one at once: the batch stays full while samples wait, instead
     of the last few survivors of each batch iterating at sizes where per-step fixed costs dominate.
     """
-    stepper_given = stepper is not None
+    if batch is not None and stepper is not None:
+        raise ValueError("gradient_attack refills its batch only with the default stepper")
     if eot > 1:
         model = Expectation(model, eot)
     if stepper is None:
@@ -209,8 +210,6 @@ def gradient_attack(
             x_adv = moves.step(t, x, x_adv, grad, value)
         return x_adv
 
-    if batch is not None and stepper_given:
-        raise ValueError("gradient_attack refills its batch only with the default stepper")
     worst = WorstCase(x)
     for _ in range(restarts):
         queue = worst.unfooled()

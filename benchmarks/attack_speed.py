@@ -160,7 +160,7 @@ def _ours(model, x, y, eps: float) -> tuple[float, float, float]:
 
     attack.batch = 256  # as the harness sets it: 256 in flight, each row refilled as its sample leaves
 
-    def run() -> torch.Tensor:
+    def run() -> float:
         generator = torch.Generator().manual_seed(0)
         return _robust(model, attack.perturb(counted, x, y, threat, generator=generator), y)
 

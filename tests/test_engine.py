@@ -154,17 +154,24 @@ def test_cascade_gives_the_same_worst_case_as_every_attack_on_every_sample(tmp_p
         assert robust == [s["robust"] for s in stores["false"].samples(cell_b["cell"])]
 
 
+class BatchSizes(torch.nn.Module):
+    """``model``, noting the batch size of every call in ``seen``."""
+
+    def __init__(self, model: torch.nn.Module, seen: list[int]) -> None:
+        super().__init__()
+        self.model, self.seen = model, seen
+
+    def forward(self, x):
+        self.seen.append(len(x))
+        return self.model(x)
+
+
 def test_early_exit_shrinks_the_batch_to_a_few_reused_sizes(digits, digits_models):
     seen: list[int] = []
-
-    class Recorder(torch.nn.Module):
-        def forward(self, x):
-            seen.append(len(x))
-            return digits_models["standard"](x)
-
     threat = ThreatModel("linf", 0.1, digits.bounds)
     x, y = digits.x_test[:300], digits.y_test[:300]
-    gradient_attack(Recorder(), x, y, threat, steps=20, step_size=0.01, random_start=True)
+    model = BatchSizes(digits_models["standard"], seen)
+    gradient_attack(model, x, y, threat, steps=20, step_size=0.01, random_start=True)
     shrunk = [s for s in seen if s != len(x)]
     assert shrunk  # samples did drop out
     # Sizes above 16 are multiples of an eighth of their octave, so the batch never takes odd shapes.
@@ -174,16 +181,11 @@ def test_early_exit_shrinks_the_batch_to_a_few_reused_sizes(digits, digits_model
 
 def test_a_refilled_batch_stays_full_and_finds_what_separate_batches_find(digits, digits_models):
     seen: list[int] = []
-
-    class Recorder(torch.nn.Module):
-        def forward(self, x):
-            seen.append(len(x))
-            return digits_models["standard"](x)
-
     threat = ThreatModel("linf", 0.05, digits.bounds)
     x, y = digits.x_test[:200], digits.y_test[:200]
     settings = {"steps": 20, "step_size": 0.005, "random_start": False}
-    streamed = gradient_attack(Recorder(), x, y, threat, batch=32, **settings)
+    model = BatchSizes(digits_models["standard"], seen)
+    streamed = gradient_attack(model, x, y, threat, batch=32, **settings)
     separate = torch.cat([
         gradient_attack(digits_models["standard"], xb, yb, threat, **settings)
         for xb, yb in zip(x.split(32), y.split(32), strict=True)
