@@ -25,6 +25,14 @@ from advsec.threat import Norm, ThreatModel
 Bounds = tuple[float, float]
 
 
+@dataclass(frozen=True)
+class Check:
+    """What the overfitting guard learns from one held-out check of a model in training."""
+
+    robust: float  # accuracy under the check's attack
+    overfit: bool = False  # the defense sees catastrophic overfitting's sign, drop or no drop
+
+
 class Defense:
     """Base class of defense plugins. The default is standard training and an unchanged model."""
 
@@ -70,7 +78,7 @@ class Defense:
         *,
         bounds: Bounds,
         generator: torch.Generator,
-    ) -> float:
+    ) -> Check:
         """Robust accuracy on held-out samples after an epoch; a sharp drop means training collapsed."""
         raise NotImplementedError(f"{type(self).__name__} sets guard_samples but has no check")
 

@@ -19,6 +19,11 @@ class Task:
         if self._bars is not None and self._id is not None:
             self._bars.advance(self._id, steps)
 
+    def reset(self) -> None:
+        """Back to no steps done: the work starts over."""
+        if self._bars is not None and self._id is not None:
+            self._bars.reset(self._id)
+
 
 class Progress:
     """Progress bars and log lines for a long operation; everything goes to stderr."""

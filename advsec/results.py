@@ -276,11 +276,18 @@ def _budget(cell: dict[str, Any]) -> str:
     return f"{cell['norm']}:{cell['eps']:g}"
 
 
-def _guard(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    """Each time the overfitting guard fired: the collapsed epoch, the epoch restored, and their checks."""
+def _guard(history: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """Each time the overfitting guard fired: the collapsed epoch, the epoch restored (0: the initial
+    weights, never checked), their checks, and whether the defense saw overfitting's sign."""
     checks = {h["epoch"]: h.get("check") for h in history}
     return [
-        {"epoch": h["epoch"], "check": h["check"], "restored": h["restored"], "best": checks[h["restored"]]}
+        {
+            "epoch": h["epoch"],
+            "check": h["check"],
+            "restored": h["restored"],
+            "best": checks.get(h["restored"]),
+            "overfit": bool(h.get("overfit")),
+        }
         for h in history
         if "restored" in h
     ]

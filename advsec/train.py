@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -184,9 +184,10 @@ def train(
         steps = config.epochs * batches
         learning_rate = _schedule(config, steps)
         history: list[dict[str, float]] = []
-        step = 0
+        step = epoch = 0
         with progress.task(f"train {name}", total=steps) as task:
-            for epoch in range(1, config.epochs + 1):
+            while epoch < config.epochs:
+                epoch += 1
                 permutation = torch.randperm(len(x), generator=generator).to(device)
                 total = 0.0
                 for start in range(0, len(x), config.batch_size):
@@ -202,8 +203,12 @@ def train(
                     step += 1
                     task.advance()
                 history.append({"epoch": epoch, "loss": total / len(x)})
-                if guard is not None and guard.after_epoch(epoch, history[-1]):
+                verdict = "train on" if guard is None else guard.after_epoch(epoch, history[-1])
+                if verdict == "stop":
                     break
+                if verdict == "start over":  # from the initial weights, learning rate schedule and all
+                    step = epoch = 0
+                    task.reset()
         model.eval()
         return history
 
@@ -220,12 +225,16 @@ def trained_on(dataset: Dataset, defense: Defense, seed: int) -> torch.Tensor:
     return training_split(len(dataset.x_train), defense.guard_samples, torch.Generator().manual_seed(seed))[1]
 
 
+Verdict = Literal["train on", "stop", "start over"]  # the overfitting guard's word after an epoch
+
+
 class OverfittingGuard:
     """Keeps the best epoch by robust accuracy on held-out samples, and puts it back after a collapse.
 
-    When the check falls more than ``guard_drop`` below the best epoch's, training has collapsed
-    (catastrophic overfitting, Wong et al. 2020). The best epoch's weights and optimizer state are
-    restored and training goes on, the learning rate following its schedule; after more than
+    When the check falls more than ``guard_drop`` below the best epoch's, or the defense sees the sign of
+    collapse in it, training has collapsed (catastrophic overfitting, Wong et al. 2020). The best epoch's
+    weights and optimizer state are restored and training goes on, the learning rate following its
+    schedule; when no epoch was good yet, training starts over from the initial weights. After more than
     ``guard_retries`` collapses it stops (with 0 retries this is Wong et al.'s early stopping).
     """
 
@@ -242,33 +251,42 @@ class OverfittingGuard:
     ) -> None:
         self.defense, self.model, self.optimizer = defense, model, optimizer
         self.held_out, self.bounds, self.generator, self.log = held_out, bounds, generator, log
-        self.best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None  # check, epoch, states
+        self.best = (float("-inf"), 0, *self._states())  # check, epoch, weights, optimizer state
         self.collapses = 0
 
-    def after_epoch(self, epoch: int, record: dict[str, float]) -> bool:
-        """Check the model, note the result in ``record``, restore on a collapse; True means stop."""
+    def _states(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict())
+
+    def after_epoch(self, epoch: int, record: dict[str, float]) -> Verdict:
+        """Check the model, note the result in ``record``, and restore it on a collapse."""
         self.model.eval()
         check = self.defense.check(self.model, *self.held_out, bounds=self.bounds, generator=self.generator)
         self.model.train()
-        record["check"] = check
-        if self.best is None or check >= self.best[0]:
-            states = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
-            self.best = (check, epoch, *states)
-            return False
+        record["check"] = check.robust
         best, best_epoch, weights, optimizer_state = self.best
-        if check >= best - self.defense.guard_drop:
-            return False
+        if not check.overfit and check.robust >= best:
+            self.best = (check.robust, epoch, *self._states())
+            return "train on"
+        if not check.overfit and check.robust >= best - self.defense.guard_drop:
+            return "train on"
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(optimizer_state)
         record["restored"] = best_epoch
+        if check.overfit:
+            record["overfit"] = True
         self.collapses += 1
         stop = self.collapses > self.defense.guard_retries
-        self.log(
-            f"robust accuracy on held-out samples fell from {best:.1%} (epoch {best_epoch}) to {check:.1%} "
-            f"at epoch {epoch}: catastrophic overfitting; restored epoch {best_epoch}"
-            + (" and stopped" if stop else " and carried on")
+        sign = (
+            "the training attack no longer hurts it while PGD does"
+            if check.overfit
+            else f"robust accuracy on held-out samples fell from {best:.1%} (epoch {best_epoch})"
         )
-        return stop
+        self.log(
+            f"{sign}, {check.robust:.1%} at epoch {epoch}: catastrophic overfitting; "
+            + (f"restored epoch {best_epoch}" if best_epoch else "restored the initial weights")
+            + (" and stopped" if stop else " and carried on" if best_epoch else " and started over")
+        )
+        return "stop" if stop else "train on" if best_epoch else "start over"
 
 
 def _schedule(config: TrainConfig, steps: int) -> Callable[[int], float]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import robust_accuracy
-from advsec.defense import AdversarialTraining, Bounds
+from advsec.defense import AdversarialTraining, Bounds, Check
 from advsec.threat import ThreatModel
 
 
@@ -22,7 +22,10 @@ class FastAdversarialTraining(AdversarialTraining):
     learn to defeat FGSM alone while PGD accuracy falls to zero: the check attacks ``guard_samples``
     held-out training samples with PGD-``guard_steps``, and a drop of more than ``guard_drop`` below the
     best epoch restores that epoch; after ``guard_retries`` restores the next collapse also stops training.
-    Pair it with ``schedule = "cyclic"`` in ``[train]``.
+    A run can also collapse before any epoch was good, so no drop ever shows: with ``guard_fgsm`` the check
+    also attacks with the training attack, and a model that FGSM no longer hurts while PGD more than halves
+    its accuracy has learnt FGSM's pattern, not robustness; that restores the best epoch too, or starts
+    training over when no epoch was good yet. Pair it with ``schedule = "cyclic"`` in ``[train]``.
     """
 
     step_fraction: float = 1.25
@@ -30,6 +33,7 @@ class FastAdversarialTraining(AdversarialTraining):
     guard_steps: int = 10
     guard_drop: float = 0.2
     guard_retries: int = 2
+    guard_fgsm: bool = True
 
     def adversarial_loss(
         self,
@@ -39,13 +43,24 @@ class FastAdversarialTraining(AdversarialTraining):
         threat: ThreatModel,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
+        return F.cross_entropy(model(self.example(model, x, y, threat, generator)), y)
+
+    def example(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The training attack: one FGSM step from a random start, the gradient taken in eval mode."""
         start = (x + threat.random_delta(x, generator)).requires_grad_(True)
+        training = model.training
         model.eval()
         (grad,) = torch.autograd.grad(F.cross_entropy(model(start), y), start)
-        model.train()
+        model.train(training)
         step = self.step_fraction * threat.radius(x)
-        x_adv = threat.project(x, threat.ascend(start.detach(), grad, step))
-        return F.cross_entropy(model(x_adv), y)
+        return threat.project(x, threat.ascend(start.detach(), grad, step))
 
     def check(
         self,
@@ -55,14 +70,24 @@ class FastAdversarialTraining(AdversarialTraining):
         *,
         bounds: Bounds,
         generator: torch.Generator,
-    ) -> float:
-        return robust_accuracy(
+    ) -> Check:
+        threat = self.threat(bounds, progress=1.0)
+        robust = robust_accuracy(
             model,
             x,
             y,
-            self.threat(bounds, progress=1.0),
+            threat,
             steps=self.guard_steps,
             step_size=2.5 * self.eps / self.guard_steps,
             random_start=True,
             generator=generator,
         )
+        if not self.guard_fgsm:
+            return Check(robust)
+        x_fgsm = self.example(model, x, y, threat, generator)
+        with torch.no_grad():
+            clean, fgsm = ((model(inputs).argmax(1) == y).float().mean().item() for inputs in (x, x_fgsm))
+        # Measured on MNIST at eps 0.3 (wong-cnn, Wong's recipe): in a run that collapsed in its first
+        # epoch (PGD-10 under 12 % for all ten), FGSM accuracy was 3-38 points above clean at every check;
+        # in healthy runs (five seeds) 3-35 points below it.
+        return Check(robust, overfit=fgsm >= clean and robust < fgsm / 2)

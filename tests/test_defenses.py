@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from advsec.attack import gradient_attack, robust_accuracy
-from advsec.defense import Expectation
+from advsec.defense import Check, Expectation
 from advsec.defenses.bit_depth import BitDepth
 from advsec.defenses.fast_at import FastAdversarialTraining
 from advsec.defenses.fgsm_at import FGSMAdversarialTraining
@@ -85,6 +85,36 @@ def test_overfitting_guard_restores_the_best_epoch_then_stops_after_its_retries(
     assert fired["restored"] == history[best]["epoch"] <= 6
     assert fired["check"] < checks[best] - defense.guard_drop
     assert all(torch.equal(v, defense.weights[best][k]) for k, v in model.state_dict().items())
+
+
+@dataclass
+class OverfitFromTheStart(FastAdversarialTraining):
+    """Fast AT whose first ``overfit_checks`` checks show catastrophic overfitting's sign, with no drop."""
+
+    overfit_checks: int = 1
+
+    def check(self, model, x, y, *, bounds, generator):
+        self.overfit_checks -= 1
+        robust = super().check(model, x, y, bounds=bounds, generator=generator).robust
+        return Check(robust, overfit=self.overfit_checks >= 0)
+
+
+def test_guard_starts_over_on_overfitting_before_any_good_epoch(digits):
+    model = build_model("mlp", digits, 0)
+    history = train(model, digits, OverfitFromTheStart(eps=0.1), TrainConfig(epochs=3), 0, device=CPU,
+                    progress=QUIET)  # fmt: skip
+    assert [h["epoch"] for h in history] == [1, 1, 2, 3]  # the first epoch again, with the whole schedule
+    assert history[0]["restored"] == 0 and history[0]["overfit"]
+    assert not any("restored" in h for h in history[1:])
+
+
+def test_guard_stops_with_the_initial_weights_when_overfitting_never_ends(digits):
+    model = build_model("mlp", digits, 0)
+    initial = copy.deepcopy(model.state_dict())
+    defense = OverfitFromTheStart(eps=0.1, overfit_checks=10)
+    history = train(model, digits, defense, TrainConfig(epochs=4), 0, device=CPU, progress=QUIET)
+    assert [h.get("restored") for h in history] == [0] * (defense.guard_retries + 1)
+    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
 
 
 def test_guard_stays_quiet_when_training_is_healthy(digits):

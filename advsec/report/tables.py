@@ -166,13 +166,18 @@ def _method(summary: dict[str, Any]) -> str:
     if summary["stochastic"]:
         parts.append("(stochastic)")
     if events := summary.get("guard"):
-        fired = "; ".join(
-            f"held-out robust accuracy {percent(e['check'])} at epoch {e['epoch']}, "
-            f"restored epoch {e['restored']} at {percent(e['best'])}"
-            for e in events
-        )
-        parts.append(f"(overfitting guard fired: {fired})")
+        parts.append(f"(overfitting guard fired: {'; '.join(map(_guard_event, events))})")
     return " ".join(parts)
+
+
+def _guard_event(event: dict[str, Any]) -> str:
+    restored = (
+        f"restored epoch {event['restored']} at {percent(event['best'])}"
+        if event["restored"]
+        else "started over from the initial weights"
+    )
+    sign = ", FGSM no longer hurting" if event.get("overfit") else ""
+    return f"held-out robust accuracy {percent(event['check'])} at epoch {event['epoch']}{sign}, {restored}"
 
 
 def adaptive_table(defenses: list[dict[str, Any]]) -> Table | None:
