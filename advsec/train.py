@@ -234,8 +234,9 @@ class OverfittingGuard:
     When the check falls more than ``guard_drop`` below the best epoch's, or the defense sees the sign of
     collapse in it, training has collapsed (catastrophic overfitting, Wong et al. 2020). The best epoch's
     weights and optimizer state are restored and training goes on, the learning rate following its
-    schedule; when no epoch was good yet, training starts over from the initial weights. After more than
-    ``guard_retries`` collapses it stops (with 0 retries this is Wong et al.'s early stopping).
+    schedule; when no epoch was good yet, training starts over from freshly drawn weights (the initial ones
+    had led into the collapse). After more than ``guard_retries`` collapses it stops (with 0 retries this
+    is Wong et al.'s early stopping).
     """
 
     def __init__(
@@ -251,7 +252,9 @@ class OverfittingGuard:
     ) -> None:
         self.defense, self.model, self.optimizer = defense, model, optimizer
         self.held_out, self.bounds, self.generator, self.log = held_out, bounds, generator, log
-        self.best = (float("-inf"), 0, *self._states())  # check, epoch, weights, optimizer state
+        # check, epoch, weights, optimizer state; before any epoch, no weights worth going back to
+        self.best: tuple[float, int, dict[str, Any] | None, dict[str, Any]]
+        self.best = (float("-inf"), 0, None, copy.deepcopy(optimizer.state_dict()))
         self.collapses = 0
 
     def _states(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -269,7 +272,10 @@ class OverfittingGuard:
             return "train on"
         if not check.overfit and check.robust >= best - self.defense.guard_drop:
             return "train on"
-        self.model.load_state_dict(weights)
+        if weights is None:
+            _reinitialize(self.model, self.generator)
+        else:
+            self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(optimizer_state)
         record["restored"] = best_epoch
         if check.overfit:
@@ -283,10 +289,20 @@ class OverfittingGuard:
         )
         self.log(
             f"{sign}, {check.robust:.1%} at epoch {epoch}: catastrophic overfitting; "
-            + (f"restored epoch {best_epoch}" if best_epoch else "restored the initial weights")
+            + (f"restored epoch {best_epoch}" if best_epoch else "drew fresh weights")
             + (" and stopped" if stop else " and carried on" if best_epoch else " and started over")
         )
         return "stop" if stop else "train on" if best_epoch else "start over"
+
+
+def _reinitialize(model: nn.Module, generator: torch.Generator) -> None:
+    """Fresh weights, drawn by each layer's own initializer under a seed drawn from ``generator``: torch's
+    global generator, seeded as when the model was built, would draw the very same weights again."""
+    device = next(model.parameters()).device
+    with seeded(int(torch.randint(2**62, (1,), generator=generator)), device):
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
 
 def _schedule(config: TrainConfig, steps: int) -> Callable[[int], float]:

@@ -25,7 +25,8 @@ class FastAdversarialTraining(AdversarialTraining):
     A run can also collapse before any epoch was good, so no drop ever shows: with ``guard_fgsm`` the check
     also attacks with the training attack, and a model that FGSM no longer hurts while PGD more than halves
     its accuracy has learnt FGSM's pattern, not robustness; that restores the best epoch too, or starts
-    training over when no epoch was good yet. Pair it with ``schedule = "cyclic"`` in ``[train]``.
+    training over from fresh weights when no epoch was good yet. Pair it with ``schedule = "cyclic"`` in
+    ``[train]``.
     """
 
     step_fraction: float = 1.25

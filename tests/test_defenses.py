@@ -108,13 +108,16 @@ def test_guard_starts_over_on_overfitting_before_any_good_epoch(digits):
     assert not any("restored" in h for h in history[1:])
 
 
-def test_guard_stops_with_the_initial_weights_when_overfitting_never_ends(digits):
-    model = build_model("mlp", digits, 0)
+def test_guard_draws_fresh_weights_each_time_and_stops_when_overfitting_never_ends(digits):
+    model = build_model("wong-cnn", digits, 0)  # no dropout: training leaves torch's global generator alone
     initial = copy.deepcopy(model.state_dict())
+    defense = OverfitFromTheStart(eps=0.1, overfit_checks=10, guard_retries=0)
+    history = train(model, digits, defense, TrainConfig(epochs=4), 0, device=CPU, progress=QUIET)
+    assert [h.get("restored") for h in history] == [0]
+    assert not any(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
     defense = OverfitFromTheStart(eps=0.1, overfit_checks=10)
     history = train(model, digits, defense, TrainConfig(epochs=4), 0, device=CPU, progress=QUIET)
     assert [h.get("restored") for h in history] == [0] * (defense.guard_retries + 1)
-    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
 
 
 def test_guard_stays_quiet_when_training_is_healthy(digits):

@@ -84,8 +84,8 @@ def make_cell(
 
 PRIVACY = {"standard": 0.05, "pgd-at": 0.25}  # membership-inference advantage measured in the clean cell
 
-# A training run whose overfitting guard fired twice: at epoch 1 on FGSM's sign (back to the initial
-# weights, training started over), at epoch 3 on a drop (back to epoch 2).
+# A training run whose overfitting guard fired twice: at epoch 1 on FGSM's sign (training started over
+# from fresh weights), at epoch 3 on a drop (back to epoch 2).
 GUARDED = [
     {"epoch": 1, "loss": 1.0, "check": 0.02, "restored": 0, "overfit": True},
     {"epoch": 2, "loss": 0.8, "check": 0.6},
@@ -265,7 +265,7 @@ def test_a_fired_overfitting_guard_is_reported(built: Path) -> None:
     page = built.read_text()
     fired = (
         "overfitting guard fired: held-out robust accuracy 2.0% at epoch 1, FGSM no longer hurting, started "
-        "over from the initial weights; held-out robust accuracy 10.0% at epoch 3, restored epoch 2 at 60.0%"
+        "over from fresh weights; held-out robust accuracy 10.0% at epoch 3, restored epoch 2 at 60.0%"
     )
     assert fired in page
     assert page.count("overfitting guard fired") == 1

@@ -174,7 +174,7 @@ def _guard_event(event: dict[str, Any]) -> str:
     restored = (
         f"restored epoch {event['restored']} at {percent(event['best'])}"
         if event["restored"]
-        else "started over from the initial weights"
+        else "started over from fresh weights"
     )
     sign = ", FGSM no longer hurting" if event.get("overfit") else ""
     return f"held-out robust accuracy {percent(event['check'])} at epoch {event['epoch']}{sign}, {restored}"
