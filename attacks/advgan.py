@@ -12,6 +12,11 @@ the residual blocks: on Fashion-MNIST at linf 0.1 they raised test success from 
 cost per sample (width 8 with four blocks, against width 16 without). Fitting
 stops when the success on recent training batches reaches ``stop_at``, or after ``max_steps`` batches.
 
+G also sees each sample's label (``labelled``), as any untargeted attack does: from the image alone it
+cannot tell which way is away from the true class when classes look alike. On Fashion-MNIST at linf 0.1
+it fooled 60 % of shirts (look-alikes of T-shirts, pullovers and coats) without the label and 96 % with
+it (all classes: 88.6 to 93.9 %), for one embedding added to G's code between encoder and decoder.
+
 With ``black_box`` the model is only queried, never differentiated: G trains against a surrogate
 distilled from the model's answers, first on training inputs (``distill_steps`` batches), then on G's own
 outputs as it learns (the paper's dynamic distillation), and success is measured on the model's answers.
@@ -55,9 +60,11 @@ class Residual(nn.Module):
 
 class PerturbationNet(nn.Module):
     """An encoder-decoder (two stride-2 stages down, ``blocks`` residual blocks, two up) from an input to a
-    direction in [-1, 1]."""
+    direction in [-1, 1]; with ``classes``, each sample's label is added to its code between the two."""
 
-    def __init__(self, input_shape: tuple[int, ...], width: int = 16, blocks: int = 0) -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], width: int = 16, blocks: int = 0, classes: int | None = None
+    ) -> None:
         super().__init__()
         channels, dims = input_shape[0], len(input_shape) - 1
         conv, up, norm = _layers(dims)
@@ -65,10 +72,13 @@ class PerturbationNet(nn.Module):
         def block(layer: nn.Module, out: int) -> list[nn.Module]:
             return [layer, norm(out), nn.ReLU()]
 
-        self.body = nn.Sequential(
+        self.encode = nn.Sequential(
             *block(conv(channels, width, 3, padding=1), width),
             *block(conv(width, 2 * width, 4, stride=2, padding=1), 2 * width),
             *block(conv(2 * width, 4 * width, 4, stride=2, padding=1), 4 * width),
+        )
+        self.label = None if classes is None else nn.Embedding(classes, 4 * width)
+        self.decode = nn.Sequential(
             *(Residual(4 * width, dims) for _ in range(blocks)),
             *block(up(4 * width, 2 * width, 4, stride=2, padding=1), 2 * width),
             *block(up(2 * width, width, 4, stride=2, padding=1), width),
@@ -76,8 +86,13 @@ class PerturbationNet(nn.Module):
         )
         self.size = input_shape[1:]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        code = self.encode(x)
+        if self.label is not None:
+            if y is None:
+                raise ValueError("this generator is conditioned on labels: pass each sample's label")
+            code = code + self.label(y).view(*code.shape[:2], *[1] * (code.dim() - 2))
+        out = self.decode(code)
         if out.shape[2:] != self.size:  # sizes not divisible by 4 come back a little off
             out = F.interpolate(out, size=self.size, mode="bilinear" if len(self.size) == 2 else "linear")
         return torch.tanh(out)
@@ -169,12 +184,13 @@ class AdvGAN(Generator):
     margin: float = 5.0
     loss: Loss = "cw"
     width: int = 8  # the generator's first layer's channels, doubled twice down to its residual blocks
+    labelled: bool = True  # G sees each sample's label as well as the sample (see the module's docstring)
     blocks: int = 4  # residual blocks between encoder and decoder
     black_box: bool = False  # fit against a surrogate distilled from the model's answers: queries only
     distill_steps: int = 300  # surrogate batches on training inputs before G starts (black box only)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        return PerturbationNet(input_shape, self.width, self.blocks)
+        return PerturbationNet(input_shape, self.width, self.blocks, num_classes if self.labelled else None)
 
     def fit(
         self,
@@ -207,7 +223,7 @@ class AdvGAN(Generator):
                 batch = torch.randint(0, len(x), (self.batch_size,), device=x.device)
                 clean, labels = x[batch], y[batch]
                 aim = None if target is None else torch.full_like(labels, target)
-                delta = threat.radius(clean) * network(clean)
+                delta = threat.radius(clean) * network(clean, labels)
                 x_adv = threat.project(clean, clean + delta)
 
                 real, fake = critic(clean), critic(x_adv.detach())
@@ -248,4 +264,4 @@ class AdvGAN(Generator):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         with torch.no_grad():
-            return threat.project(x, x + threat.radius(x) * self.fitted()(x))
+            return threat.project(x, x + threat.radius(x) * self.fitted()(x, y))
