@@ -277,8 +277,8 @@ def _budget(cell: dict[str, Any]) -> str:
 
 
 def _guard(history: list[dict[str, float]]) -> list[dict[str, Any]]:
-    """Each time the overfitting guard fired: the collapsed epoch, the epoch restored (0: the initial
-    weights, never checked), their checks, and whether the defense saw overfitting's sign."""
+    """Each time the overfitting guard fired: the collapsed epoch, the epoch restored (0: none, training
+    started over from fresh weights), their checks, and whether the defense saw overfitting's sign."""
     checks = {h["epoch"]: h.get("check") for h in history}
     return [
         {

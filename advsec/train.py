@@ -206,7 +206,7 @@ def train(
                 verdict = "train on" if guard is None else guard.after_epoch(epoch, history[-1])
                 if verdict == "stop":
                     break
-                if verdict == "start over":  # from the initial weights, learning rate schedule and all
+                if verdict == "start over":  # from fresh weights, learning rate schedule and all
                     step = epoch = 0
                     task.reset()
         model.eval()

@@ -184,8 +184,8 @@ class AdvGAN(Generator):
     margin: float = 5.0
     loss: Loss = "cw"
     width: int = 8  # the generator's first layer's channels, doubled twice down to its residual blocks
-    labelled: bool = True  # G sees each sample's label as well as the sample (see the module's docstring)
     blocks: int = 4  # residual blocks between encoder and decoder
+    labelled: bool = True  # G sees each sample's label as well as the sample (see the module's docstring)
     black_box: bool = False  # fit against a surrogate distilled from the model's answers: queries only
     distill_steps: int = 300  # surrogate batches on training inputs before G starts (black box only)
 
