@@ -9,8 +9,10 @@ CW margin, capped at ``margin`` so samples already fooled stop dominating), ``al
 hinge on the perturbation's ℓ2 size above ``hinge`` of the ball's. Batch norm in G and the margin loss
 matter: a plain five-layer generator maximizing cross-entropy stayed near 5 % success on MNIST. So do
 the residual blocks: on Fashion-MNIST at linf 0.1 they raised test success from 82 to 88 % at a lower
-cost per sample (width 8 with four blocks, against width 16 without). Fitting
-stops when the success on recent training batches reaches ``stop_at``, or after ``max_steps`` batches.
+cost per sample (width 8 with four blocks, against width 16 without). Fitting stops when the success on
+``stop_samples`` held-out training samples, checked every ``check_every`` batches, reaches ``stop_at``,
+or after ``max_steps`` batches. Success on the training batches themselves runs ahead of the test
+set's on small data: on digits it stopped a fit at 99 % that fooled 92.5 % of the test digits.
 
 G also sees each sample's label (``labelled``), as any untargeted attack does: from the image alone it
 cannot tell which way is away from the true class when classes look alike. On Fashion-MNIST at linf 0.1
@@ -177,7 +179,9 @@ class AdvGAN(Generator):
     batch_size: int = 128
     lr: float = 1e-3
     max_steps: int = 1000  # training batches at most
-    stop_at: float = 0.99  # stop once this share of the last 20 training batches' samples is fooled
+    stop_at: float = 0.99  # stop once this share of the held-out samples is fooled
+    stop_samples: int = 256  # training samples held out to decide when to stop (at most a quarter)
+    check_every: int = 20  # training batches between two looks at them
     alpha: float = 0.1  # the GAN term's weight
     beta: float = 0.01  # the hinge term's weight
     hinge: float = 0.5  # ℓ2 size allowed before the hinge bites, as a fraction of the ball's largest
@@ -209,6 +213,9 @@ class AdvGAN(Generator):
         critic.train()
         generator_step = torch.optim.Adam(network.parameters(), lr=self.lr, betas=(0.5, 0.999))
         critic_step = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=(0.5, 0.999))
+        held = min(self.stop_samples, len(x) // 4)
+        held_out, kept = torch.randperm(len(x), device=x.device).tensor_split([held])
+        attacked = model
         distilled = Distilled(model, x, self.lr) if self.black_box else None
         if distilled is not None:
             with progress.task("distill a surrogate", total=self.distill_steps) as task:
@@ -217,10 +224,9 @@ class AdvGAN(Generator):
                     distilled.learn(batch, distilled.ask(batch))
                     task.advance()
             model = distilled.surrogate
-        recent: list[float] = []
         with progress.task("fit advgan", total=self.max_steps) as task:
-            for _ in range(self.max_steps):
-                batch = torch.randint(0, len(x), (self.batch_size,), device=x.device)
+            for step in range(1, self.max_steps + 1):
+                batch = kept[torch.randint(0, len(kept), (self.batch_size,), device=x.device)]
                 clean, labels = x[batch], y[batch]
                 aim = None if target is None else torch.full_like(labels, target)
                 delta = threat.radius(clean) * network(clean, labels)
@@ -246,12 +252,30 @@ class AdvGAN(Generator):
                 generator_step.step()
                 task.advance()
 
-                if distilled is not None:  # success is what the attacked model answers, and a lesson
-                    logits = distilled.ask(x_adv)
-                    distilled.learn(x_adv, logits)
-                recent = [*recent[-19:], fooled(logits.detach(), labels, aim).float().mean().item()]
-                if len(recent) == 20 and sum(recent) / 20 >= self.stop_at:
-                    break
+                if distilled is not None:  # the surrogate learns from the attacked model's answers
+                    distilled.learn(x_adv, distilled.ask(x_adv))
+                if step % self.check_every == 0:
+                    x_check, y_check = x[held_out], y[held_out]
+                    aim = None if target is None else torch.full_like(y_check, target)
+                    if self._success(network, attacked, x_check, y_check, threat, aim) >= self.stop_at:
+                        break
+
+    @staticmethod
+    def _success(
+        network: nn.Module,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        aim: torch.Tensor | None,
+    ) -> float:
+        """The share of ``x`` that G's perturbations take out of their class (or into ``aim``'s): what the
+        attacked model answers, even when G trains against a surrogate."""
+        network.eval()
+        with torch.no_grad():
+            logits = model(threat.project(x, x + threat.radius(x) * network(x, y)))
+        network.train()
+        return fooled(logits, y, aim).float().mean().item()
 
     def perturb(
         self,
