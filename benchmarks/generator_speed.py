@@ -5,7 +5,8 @@
 Runs the spec (fits and models go through the advsec cache; its cells into a fresh temporary store, so the
 attacks are timed now) and prints, for every generator of every cell, each gradient attack of the same
 cell beside it: what each left robust, milliseconds per sample (scoring included), the speed-up and the
-number of samples after which the generator's one-off fit has paid for itself. AdvGAN's target (issue 8):
+number of samples after which the generator's one-off fit has paid for itself; then, on the standard
+model, each attack's own time without the scoring the harness adds to all. AdvGAN's target (issue 8):
 ≥ 95 % success on undefended MNIST at linf 0.3, a fit ≤ 3 minutes, ≥ 50× faster per sample than PGD-40.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -46,6 +48,52 @@ def main() -> None:
     print(" | ".join(table.header))
     for row in table.rows:
         print(" | ".join(row))
+    _attack_alone(spec)
+
+
+def _attack_alone(spec) -> None:
+    """Milliseconds per image of each attack's ``perturb`` alone, no scoring: the harness's per-sample
+    times above include a model forward, distances and records for every attack, which is most of a
+    generator's time. Standard models and plain norms only; generators come from the cache the run filled."""
+    from advsec import registry
+    from advsec.generator import Generator, fit_generator
+    from advsec.harness import load_dataset
+    from advsec.progress import Progress
+    from advsec.spec import make_plugin
+    from advsec.threat import ThreatModel
+    from advsec.train import load_or_train
+
+    cpu, quiet = torch.device("cpu"), Progress(quiet=True)
+    dataset = load_dataset(spec.dataset)
+    x, y = dataset.x_test[: spec.evaluation.samples], dataset.y_test[: spec.evaluation.samples]
+    print("\nattack alone (perturb, no scoring): ms per image, fastest of 3; its time ÷ each generator's")
+    for defense in (d for d in spec.defenses if d.name == "standard"):
+        trained = load_or_train(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed,
+                                device=cpu, progress=quiet)  # fmt: skip
+        model = trained.model.requires_grad_(False)  # as the harness has it: input gradients only
+        for threat in (ThreatModel(t.norm, eps, dataset.bounds) for t in spec.threats for eps in t.eps):
+            seconds, generators = {}, []
+            for entry in (a for a in spec.attacks if a.target == "none" and not a.adaptive):
+                attack = make_plugin(registry.attacks.get(entry.name), entry.params, entry.label)
+                if isinstance(attack, Generator):
+                    fit_generator(attack, entry.name, model, dataset, threat, target=None, view="deployed",
+                                  model_key=trained.key, seed=spec.seed, progress=quiet)  # fmt: skip
+                    generators.append(entry.label)
+                attack.batch = 256  # a streaming attack keeps this many in flight, as the harness has it
+                seconds[entry.label] = min(_timed(attack, model, x, y, threat) for _ in range(3))
+            for label, taken in seconds.items():
+                ratios = " ".join(f"{taken / seconds[g]:7.1f}x {g}" for g in generators if g != label)
+                print(f"   {defense.label} {threat.norm} {threat.eps:g} {label:20s} "
+                      f"{1000 * taken / len(x):8.3f}  {ratios}")  # fmt: skip
+
+
+def _timed(attack, model, x: torch.Tensor, y: torch.Tensor, threat) -> float:
+    """Seconds ``attack`` takes to perturb ``x``: at once if it streams, else in batches of 256."""
+    generator, started = torch.Generator().manual_seed(0), time.perf_counter()
+    calls = [(x, y)] if attack.streams else zip(x.split(256), y.split(256), strict=True)
+    for xb, yb in calls:
+        attack.perturb(model, xb, yb, threat, generator=generator)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":
