@@ -272,7 +272,8 @@ class OverfittingGuard:
             return "train on"
         if not check.overfit and check.robust >= best - self.defense.guard_drop:
             return "train on"
-        if weights is None:
+        fresh = weights is None  # no epoch was good yet: nothing to go back to
+        if fresh:
             _reinitialize(self.model, self.generator)
         else:
             self.model.load_state_dict(weights)
@@ -289,10 +290,10 @@ class OverfittingGuard:
         )
         self.log(
             f"{sign}, {check.robust:.1%} at epoch {epoch}: catastrophic overfitting; "
-            + (f"restored epoch {best_epoch}" if best_epoch else "drew fresh weights")
-            + (" and stopped" if stop else " and carried on" if best_epoch else " and started over")
+            + ("drew fresh weights" if fresh else f"restored epoch {best_epoch}")
+            + (" and stopped" if stop else " and started over" if fresh else " and carried on")
         )
-        return "stop" if stop else "train on" if best_epoch else "start over"
+        return "stop" if stop else "start over" if fresh else "train on"
 
 
 def _reinitialize(model: nn.Module, generator: torch.Generator) -> None:

@@ -45,6 +45,28 @@ def _layers(dims: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module
     return nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d
 
 
+def _perturbed(network: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """``x`` moved by G: each sample's budget radius times G's direction, projected into the threat model."""
+    return threat.project(x, x + threat.radius(x) * network(x, y))
+
+
+def _success(
+    network: nn.Module,
+    model: nn.Module,
+    threat: ThreatModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    aim: torch.Tensor | None,
+) -> float:
+    """The share of ``x`` that G's perturbations take out of their class (or into ``aim``'s): what the
+    attacked model answers, even when G trains against a surrogate."""
+    network.eval()
+    with torch.no_grad():
+        logits = model(_perturbed(network, x, y, threat))
+    network.train()
+    return fooled(logits, y, aim).float().mean().item()
+
+
 class Residual(nn.Module):
     """Two convolutions with batch norm, added to their input: the paper's generator has four."""
 
@@ -215,6 +237,7 @@ class AdvGAN(Generator):
         critic_step = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=(0.5, 0.999))
         held = min(self.stop_samples, len(x) // 4)
         held_out, kept = torch.randperm(len(x), device=x.device).tensor_split([held])
+        check = (x[held_out], y[held_out], None if target is None else torch.full_like(y[held_out], target))
         attacked = model
         distilled = Distilled(model, x, self.lr) if self.black_box else None
         if distilled is not None:
@@ -229,8 +252,7 @@ class AdvGAN(Generator):
                 batch = kept[torch.randint(0, len(kept), (self.batch_size,), device=x.device)]
                 clean, labels = x[batch], y[batch]
                 aim = None if target is None else torch.full_like(labels, target)
-                delta = threat.radius(clean) * network(clean, labels)
-                x_adv = threat.project(clean, clean + delta)
+                x_adv = _perturbed(network, clean, labels, threat)
 
                 real, fake = critic(clean), critic(x_adv.detach())
                 critic_loss = F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(
@@ -254,28 +276,9 @@ class AdvGAN(Generator):
 
                 if distilled is not None:  # the surrogate learns from the attacked model's answers
                     distilled.learn(x_adv, distilled.ask(x_adv))
-                if step % self.check_every == 0:
-                    x_check, y_check = x[held_out], y[held_out]
-                    aim = None if target is None else torch.full_like(y_check, target)
-                    if self._success(network, attacked, x_check, y_check, threat, aim) >= self.stop_at:
-                        break
-
-    @staticmethod
-    def _success(
-        network: nn.Module,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        aim: torch.Tensor | None,
-    ) -> float:
-        """The share of ``x`` that G's perturbations take out of their class (or into ``aim``'s): what the
-        attacked model answers, even when G trains against a surrogate."""
-        network.eval()
-        with torch.no_grad():
-            logits = model(threat.project(x, x + threat.radius(x) * network(x, y)))
-        network.train()
-        return fooled(logits, y, aim).float().mean().item()
+                due = step % self.check_every == 0
+                if due and _success(network, attacked, threat, *check) >= self.stop_at:
+                    break
 
     def perturb(
         self,
@@ -288,4 +291,4 @@ class AdvGAN(Generator):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         with torch.no_grad():
-            return threat.project(x, x + threat.radius(x) * self.fitted()(x, y))
+            return _perturbed(self.fitted(), x, y, threat)

@@ -13,13 +13,11 @@ and a PGD-trained wong-cnn, and an undefended madry-cnn. Prints three tables and
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import benchmark_parser, parse_benchmark_args
+from common import benchmark_parser, fastest, parse_benchmark_args
 
 EPS, ALPHA, STEPS = 0.3, 0.01, 40  # Madry et al.'s MNIST evaluation; the step stays ALPHA / EPS of the budget
 # PGD training at eps 0.3 from scratch collapses to a constant classifier in a few epochs (measured): the
@@ -117,16 +115,6 @@ def _train(dataset, model: str, defense: str, params: dict, epochs: int) -> torc
                          progress=Progress()).model  # fmt: skip
 
 
-def _fastest(run, repeats: int = 3) -> tuple[float, Any]:
-    """The fastest of ``repeats`` runs (timing noise on a shared machine only ever adds), and its result."""
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - started)
-    return min(times), result
-
-
 def _overhead(model, x, y) -> float:
     """PGD-40 (early stop off) ÷ 40 forward+backward passes run back to back, each the fastest of 5 runs."""
     from advsec.attack import gradient_attack
@@ -143,7 +131,7 @@ def _overhead(model, x, y) -> float:
         gradient_attack(model, x, y, threat, steps=STEPS, step_size=ALPHA, random_start=True,
                         early_stop=False)  # fmt: skip
 
-    return _fastest(pgd, repeats=5)[0] / _fastest(forward_backward, repeats=5)[0]
+    return fastest(pgd, repeats=5)[0] / fastest(forward_backward, repeats=5)[0]
 
 
 def _robust(model, x_adv, y) -> float:
@@ -168,7 +156,7 @@ def _ours(model, x, y, eps: float) -> tuple[float, float, float]:
         generator = torch.Generator().manual_seed(0)
         return _robust(model, attack.perturb(counted, x, y, threat, generator=generator), y)
 
-    seconds, accuracy = _fastest(run)
+    seconds, accuracy = fastest(run)
     return seconds, accuracy, 3 * STEPS * len(x) / counted.backwards
 
 
@@ -182,7 +170,7 @@ def _torchattacks(model, x, y, eps: float) -> tuple[float, float]:
         x_adv = torch.cat([attack(xb, yb) for xb, yb in zip(x.split(256), y.split(256), strict=True)])
         return _robust(model, x_adv, y)
 
-    return _fastest(run)
+    return fastest(run)
 
 
 def _plain(model, x, y, eps: float) -> tuple[float, float]:
@@ -210,7 +198,7 @@ def _plain(model, x, y, eps: float) -> tuple[float, float]:
         torch.manual_seed(0)
         return _robust(model, torch.cat([batch(*b) for b in zip(x.split(256), y.split(256), strict=True)]), y)
 
-    return _fastest(run)
+    return fastest(run)
 
 
 def _cascade(dataset, name: str, images: int) -> tuple[dict[str, int], int, float]:

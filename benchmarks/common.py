@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,3 +29,13 @@ def parse_benchmark_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     if "ADVSEC_DATA" not in os.environ and SHARED_DATA.is_dir():
         os.environ["ADVSEC_DATA"] = str(SHARED_DATA)
     return args
+
+
+def fastest(run: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
+    """The fastest of ``repeats`` runs (timing noise on a shared machine only ever adds), and its result."""
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - started)
+    return min(times), result

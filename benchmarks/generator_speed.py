@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from common import REPO, benchmark_parser, parse_benchmark_args
+from common import REPO, benchmark_parser, fastest, parse_benchmark_args
 
 
 def main() -> None:
@@ -80,20 +80,19 @@ def _attack_alone(spec) -> None:
                                   model_key=trained.key, seed=spec.seed, progress=quiet)  # fmt: skip
                     generators.append(entry.label)
                 attack.batch = 256  # a streaming attack keeps this many in flight, as the harness has it
-                seconds[entry.label] = min(_timed(attack, model, x, y, threat) for _ in range(3))
+                seconds[entry.label] = fastest(partial(_perturb_all, attack, model, x, y, threat))[0]
             for label, taken in seconds.items():
                 ratios = " ".join(f"{taken / seconds[g]:7.1f}x {g}" for g in generators if g != label)
                 print(f"   {defense.label} {threat.norm} {threat.eps:g} {label:20s} "
                       f"{1000 * taken / len(x):8.3f}  {ratios}")  # fmt: skip
 
 
-def _timed(attack, model, x: torch.Tensor, y: torch.Tensor, threat) -> float:
-    """Seconds ``attack`` takes to perturb ``x``: at once if it streams, else in batches of 256."""
-    generator, started = torch.Generator().manual_seed(0), time.perf_counter()
+def _perturb_all(attack, model, x: torch.Tensor, y: torch.Tensor, threat) -> None:
+    """``attack`` perturbs ``x``: at once if it streams, else in batches of 256."""
+    generator = torch.Generator().manual_seed(0)
     calls = [(x, y)] if attack.streams else zip(x.split(256), y.split(256), strict=True)
     for xb, yb in calls:
         attack.perturb(model, xb, yb, threat, generator=generator)
-    return time.perf_counter() - started
 
 
 if __name__ == "__main__":
