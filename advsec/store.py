@@ -23,6 +23,7 @@ from advsec.privacy import MembershipInference
 from advsec.sanity import Check
 
 FORMAT = 3  # the store's PRAGMA user_version: raised whenever a table changes shape
+SIDE_PLANS = ("certify_plan", "replay_plan", "unrestricted_plan")  # meta keys: what each protocol last ran
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plan (position INTEGER PRIMARY KEY, cell TEXT NOT NULL);
@@ -260,9 +261,12 @@ class Store:
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
 
     def set_plan(self, cells: list[str]) -> None:
+        """The run's grid, in order. The side protocols' plans are emptied: each one the spec runs sets its
+        own, so what an earlier spec left in a reused store stays out of this run's report."""
         with self._transaction():
             self.db.execute("DELETE FROM plan")
             self.db.executemany("INSERT INTO plan VALUES (?, ?)", enumerate(cells))
+            self.db.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in SIDE_PLANS])
 
     def finished(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT cell FROM cells")}
@@ -432,7 +436,8 @@ class Store:
         return {row[0] for row in self.db.execute("SELECT key FROM unrestricted_runs")}
 
     def unrestricted_runs(self) -> list[dict[str, Any]]:
-        return self._rows("SELECT * FROM unrestricted_runs ORDER BY rowid")
+        """Each run of the last unrestricted plan (meta ``unrestricted_plan``), in plan order."""
+        return self._planned("unrestricted_runs", "unrestricted_plan")
 
     def unrestricted(self, defense: str, attack: str) -> list[dict[str, Any]]:
         query = "SELECT * FROM unrestricted WHERE defense = ? AND attack = ? ORDER BY idx"
@@ -483,9 +488,7 @@ class Store:
 
     def certifications(self) -> list[dict[str, Any]]:
         """Each defense's certification in the last certify plan (meta ``certify_plan``), in plan order."""
-        plan = self.meta().get("certify_plan", [])
-        rows = {row["key"]: row for row in self._rows("SELECT * FROM certifications")}
-        return [rows[key] for key in plan if key in rows]
+        return self._planned("certifications", "certify_plan")
 
     def certificates(self, defense: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM certificates WHERE defense = ? ORDER BY idx", (defense,))
@@ -512,6 +515,11 @@ class Store:
             row["params"] = json.loads(row["params"])
             row["history"] = json.loads(row["history"])
         return rows
+
+    def _planned(self, table: str, plan: str) -> list[dict[str, Any]]:
+        """The rows of ``table`` whose key is in the meta entry ``plan``, in its order."""
+        rows = {row["key"]: row for row in self._rows(f"SELECT * FROM {table}")}
+        return [rows[key] for key in self.meta().get(plan, []) if key in rows]
 
     def _rows(self, query: str, args: tuple = ()) -> list[dict[str, Any]]:
         cursor = self.db.execute(query, args)

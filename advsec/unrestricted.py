@@ -83,7 +83,7 @@ def unrestricted_spec(spec: Spec, store: Store, *, device: torch.device, progres
     samples = spec.evaluation.samples or 100
     evaluator = CellEvaluator(spec, dataset, store, device, progress)  # trains or loads each model once
     listeners: dict[str, TrainedModel] = {}
-    done = store.unrestricted_keys()
+    runs = []
     for defense in spec.defenses:
         for spec_attack in unrestricted_attacks(spec):
             attack = make_plugin(
@@ -98,24 +98,28 @@ def unrestricted_spec(spec: Spec, store: Store, *, device: torch.device, progres
                 "samples": samples,
                 "seed": spec.seed,
             }
-            key = content_key(content)
-            if key in done:
-                continue
-            if architecture not in listeners:
-                listeners[architecture] = load_or_train(
-                    dataset, architecture, "standard", {}, spec.train, spec.seed + LISTENER_SEED,
-                    device=device, progress=progress, label=f"listener {architecture}",
-                )  # fmt: skip
-            trained, listener = evaluator.trained(defense), listeners[architecture]
-            fit_seconds = attack.prepare(dataset, seed=spec.seed, device=device, progress=progress)
-            with seeded(key_seed(key, spec.seed), device):  # random defenses draw from the global generator
-                title = f"{spec_attack.label} vs {defense.label}"
-                made = _attack(attack, spec_attack.target, trained, listener, dataset, spec, samples, title,
-                               progress)  # fmt: skip
-            rows, examples, seconds = made
-            norm = attack.bound(dataset.bounds).norm
-            store.save_unrestricted(key, defense.label, spec_attack.label, architecture, attack.source, norm,
-                                    fit_seconds, seconds, rows, examples)  # fmt: skip
+            runs.append((defense, spec_attack, attack, architecture, content_key(content)))
+    # The report shows this plan's runs only: rows an earlier spec left in a reused --out stay out of it.
+    store.set_meta({"unrestricted_plan": [key for *_, key in runs]})
+    done = store.unrestricted_keys()
+    for defense, spec_attack, attack, architecture, key in runs:
+        if key in done:
+            continue
+        if architecture not in listeners:
+            listeners[architecture] = load_or_train(
+                dataset, architecture, "standard", {}, spec.train, spec.seed + LISTENER_SEED,
+                device=device, progress=progress, label=f"listener {architecture}",
+            )  # fmt: skip
+        trained, listener = evaluator.trained(defense), listeners[architecture]
+        fit_seconds = attack.prepare(dataset, seed=spec.seed, device=device, progress=progress)
+        with seeded(key_seed(key, spec.seed), device):  # random defenses draw from the global generator
+            title = f"{spec_attack.label} vs {defense.label}"
+            made = _attack(attack, spec_attack.target, trained, listener, dataset, spec, samples, title,
+                           progress)  # fmt: skip
+        rows, examples, seconds = made
+        norm = attack.bound(dataset.bounds).norm
+        store.save_unrestricted(key, defense.label, spec_attack.label, architecture, attack.source, norm,
+                                fit_seconds, seconds, rows, examples)  # fmt: skip
 
 
 def _attack(

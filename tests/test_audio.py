@@ -272,6 +272,13 @@ def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model
     assert f"standard · hidden-command-7 · {heard}" in report and "[carrier](made-0-0-carrier.wav)" in report
     _, played = wavfile.read(tmp_path / "report" / "made-0-0-made.wav")  # the made clip, as stored
     assert np.allclose(played / 32767, made.reshape(-1), atol=1 / 32767) and not np.allclose(made, carrier)
+    # A later run into the same --out that makes no unrestricted inputs shows none of these rows; one
+    # that makes them again finds them done (same wall time: nothing made anew).
+    run_spec(spec, tmp_path, device=CPU, progress=Progress(quiet=True))
+    assert unrestricted_summaries(store) == []
+    assert "## Unrestricted attacks" not in build_report(store, tmp_path / "again").with_suffix(".md").read_text()
+    unrestricted_spec(spec, store, device=CPU, progress=Progress(quiet=True))
+    assert unrestricted_summaries(store) == [run]
 
 
 def test_an_over_the_air_perturbation_survives_rooms_that_undo_plain_pgd(fsdd):
