@@ -276,7 +276,8 @@ def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model
     # that makes them again finds them done (same wall time: nothing made anew).
     run_spec(spec, tmp_path, device=CPU, progress=Progress(quiet=True))
     assert unrestricted_summaries(store) == []
-    assert "## Unrestricted attacks" not in build_report(store, tmp_path / "again").with_suffix(".md").read_text()
+    again = build_report(store, tmp_path / "again").with_suffix(".md").read_text()
+    assert "## Unrestricted attacks" not in again
     unrestricted_spec(spec, store, device=CPU, progress=Progress(quiet=True))
     assert unrestricted_summaries(store) == [run]
 
