@@ -561,8 +561,11 @@ def _checks(
         return model_checks(views.deployed, attacked, x, y, stochastic=flags.stochastic,
                             stateful=flags.stateful, batch=views.batch, bounds=dataset.bounds)  # fmt: skip
     checks = []
-    kinds = [registry.attacks.get(a.name).kind for a in cell.attacks]
-    order = [(kind, record.broken) for kind, record in zip(kinds, records, strict=True)]
+    # A defense attacked adaptively is judged by those attacks: its naive stage losing to a query attack is
+    # the masking they exist for, so the order checked is the adaptive stage's alone.
+    stages = list(zip(cell.attacks, records, strict=True))
+    judged = [(attack, record) for attack, record in stages if attack.adaptive] or stages
+    order = [(registry.attacks.get(attack.name).kind, record.broken) for attack, record in judged]
     if spec.evaluation.cascade and (check := cascade_check(order, len(x))):
         checks.append(check)
     if flags.stochastic and not any(a.adaptive for a in cell.attacks):

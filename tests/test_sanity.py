@@ -81,6 +81,8 @@ def test_adaptive_attacks_clear_the_flags_their_absence_raised(tmp_path):
         assert not flags[(defense, "none", "accuracy under an unbounded attack")]
         assert (defense, "linf", "EOT attack beat the evaluation") not in flags  # EOT attacks ran
     assert not flags[("bit-depth", "linf", "loss not raised: pgd+BPDA")]
+    # Square still breaks what naive PGD could not, but BPDA's PGD had its turn before Square+BPDA: no flag.
+    assert not flags[("bit-depth", "linf", "query attack beat gradient attacks")]
 
 
 @dataclass
