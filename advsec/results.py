@@ -278,7 +278,8 @@ def _budget(cell: dict[str, Any]) -> str:
 
 def _guard(history: list[dict[str, float]]) -> list[dict[str, Any]]:
     """Each time the overfitting guard fired: the collapsed epoch, the epoch restored (0: none, training
-    started over from fresh weights), their checks, and whether the defense saw overfitting's sign."""
+    started over from fresh weights), their checks, and whether the defense saw overfitting's sign or the
+    model had collapsed to one answer for all."""
     checks = {h["epoch"]: h.get("check") for h in history}
     return [
         {
@@ -287,6 +288,7 @@ def _guard(history: list[dict[str, float]]) -> list[dict[str, Any]]:
             "restored": h["restored"],
             "best": checks.get(h["restored"]),
             "overfit": bool(h.get("overfit")),
+            "constant": bool(h.get("constant")),
         }
         for h in history
         if "restored" in h

@@ -226,13 +226,15 @@ def trained_on(dataset: Dataset, defense: Defense, seed: int) -> torch.Tensor:
 
 
 Verdict = Literal["train on", "stop", "start over"]  # the overfitting guard's word after an epoch
+CONSTANT_MARGIN = 0.05  # clean held-out accuracy within this of a constant answer's: training collapsed
 
 
 class OverfittingGuard:
     """Keeps the best epoch by robust accuracy on held-out samples, and puts it back after a collapse.
 
     When the check falls more than ``guard_drop`` below the best epoch's, or the defense sees the sign of
-    collapse in it, training has collapsed (catastrophic overfitting, Wong et al. 2020). The best epoch's
+    collapse in it, training has collapsed (catastrophic overfitting, Wong et al. 2020); so has it when
+    the model does no better on clean held-out samples than one answer for all would. The best epoch's
     weights and optimizer state are restored and training goes on, the learning rate following its
     schedule; when no epoch was good yet, training starts over from freshly drawn weights (the initial ones
     had led into the collapse). After more than ``guard_retries`` collapses it stops (with 0 retries this
@@ -264,13 +266,18 @@ class OverfittingGuard:
         """Check the model, note the result in ``record``, and restore it on a collapse."""
         self.model.eval()
         check = self.defense.check(self.model, *self.held_out, bounds=self.bounds, generator=self.generator)
+        clean, guessing = self._clean_accuracy()
         self.model.train()
         record["check"] = check.robust
+        # A model no better on clean inputs than always answering the commonest class has collapsed too;
+        # if it never was good it shows no drop, and no FGSM sign either (FGSM, clean and PGD all at chance).
+        constant = clean <= guessing + CONSTANT_MARGIN
         best, best_epoch, weights, optimizer_state = self.best
-        if not check.overfit and check.robust >= best:
+        collapsed = check.overfit or constant
+        if not collapsed and check.robust >= best:
             self.best = (check.robust, epoch, *self._states())
             return "train on"
-        if not check.overfit and check.robust >= best - self.defense.guard_drop:
+        if not collapsed and check.robust >= best - self.defense.guard_drop:
             return "train on"
         fresh = weights is None  # no epoch was good yet: nothing to go back to
         if fresh:
@@ -281,19 +288,31 @@ class OverfittingGuard:
         record["restored"] = best_epoch
         if check.overfit:
             record["overfit"] = True
+        if constant:
+            record["constant"] = True
         self.collapses += 1
         stop = self.collapses > self.defense.guard_retries
-        sign = (
-            "the training attack no longer hurts it while PGD does"
-            if check.overfit
-            else f"robust accuracy on held-out samples fell from {best:.1%} (epoch {best_epoch})"
-        )
+        if constant:
+            sign = f"clean accuracy on held-out samples is {clean:.1%}, no better than one answer for all"
+        elif check.overfit:
+            sign = "the training attack no longer hurts it while PGD does"
+        else:
+            sign = f"robust accuracy on held-out samples fell from {best:.1%} (epoch {best_epoch})"
         self.log(
-            f"{sign}, {check.robust:.1%} at epoch {epoch}: catastrophic overfitting; "
+            f"{sign}, {check.robust:.1%} robust at epoch {epoch}: "
+            + ("training collapsed; " if constant else "catastrophic overfitting; ")
             + ("drew fresh weights" if fresh else f"restored epoch {best_epoch}")
             + (" and stopped" if stop else " and started over" if fresh else " and carried on")
         )
         return "stop" if stop else "start over" if fresh else "train on"
+
+    def _clean_accuracy(self) -> tuple[float, float]:
+        """Accuracy on the held-out samples, and what always answering their commonest class would score."""
+        x, y = self.held_out
+        with torch.no_grad():
+            predictions = self.model(x).argmax(1)
+        commonest = torch.bincount(y).max().item() / len(y)
+        return (predictions == y).float().mean().item(), commonest
 
 
 def _reinitialize(model: nn.Module, generator: torch.Generator) -> None:

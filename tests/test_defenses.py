@@ -108,6 +108,29 @@ def test_guard_starts_over_on_overfitting_before_any_good_epoch(digits):
     assert not any("restored" in h for h in history[1:])
 
 
+@dataclass
+class ConstantFirst(FastAdversarialTraining):
+    """Fast AT that teaches the model to answer 0 to everything for its first ``constant_batches``."""
+
+    constant_batches: int = 0
+
+    def loss(self, model, x, y, *, bounds, generator=None, progress=1.0):
+        self.constant_batches -= 1
+        y = torch.zeros_like(y) if self.constant_batches >= 0 else y
+        return super().loss(model, x, y, bounds=bounds, generator=generator, progress=progress)
+
+
+def test_guard_starts_over_when_the_model_collapses_to_one_answer_for_all(digits):
+    # Seen on MNIST with N-FGSM and GradAlign: ten epochs at chance, no drop and no FGSM sign, and no word.
+    batches_per_epoch = -(-(len(digits.x_train) - 256) // 64)
+    defense = ConstantFirst(eps=0.1, constant_batches=batches_per_epoch)
+    model = build_model("mlp", digits, 0)
+    history = train(model, digits, defense, TrainConfig(epochs=3), 0, device=CPU, progress=QUIET)
+    assert [h["epoch"] for h in history] == [1, 1, 2, 3]
+    assert history[0]["restored"] == 0 and history[0]["constant"] and not history[0].get("overfit")
+    assert not any("restored" in h for h in history[1:]) and history[-1]["check"] > 0.3
+
+
 def test_guard_draws_fresh_weights_each_time_and_stops_when_overfitting_never_ends(digits):
     model = build_model("wong-cnn", digits, 0)  # no dropout: training leaves torch's global generator alone
     initial = copy.deepcopy(model.state_dict())

@@ -84,9 +84,10 @@ def make_cell(
 
 PRIVACY = {"standard": 0.05, "pgd-at": 0.25}  # membership-inference advantage measured in the clean cell
 
-# A training run whose overfitting guard fired twice: at epoch 1 on FGSM's sign (training started over
-# from fresh weights), at epoch 3 on a drop (back to epoch 2).
+# A training run whose overfitting guard fired three times: at epoch 1 on one answer for all, then on
+# FGSM's sign (training started over from fresh weights each time), at epoch 3 on a drop (back to epoch 2).
 GUARDED = [
+    {"epoch": 1, "loss": 2.3, "check": 0.1, "restored": 0, "constant": True},
     {"epoch": 1, "loss": 1.0, "check": 0.02, "restored": 0, "overfit": True},
     {"epoch": 2, "loss": 0.8, "check": 0.6},
     {"epoch": 3, "loss": 0.7, "check": 0.1, "restored": 2},
@@ -264,7 +265,8 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
 def test_a_fired_overfitting_guard_is_reported(built: Path) -> None:
     page = built.read_text()
     fired = (
-        "overfitting guard fired: held-out robust accuracy 2.0% at epoch 1, FGSM no longer hurting, started "
+        "overfitting guard fired: held-out robust accuracy 10.0% at epoch 1, one answer for all, started "
+        "over from fresh weights; held-out robust accuracy 2.0% at epoch 1, FGSM no longer hurting, started "
         "over from fresh weights; held-out robust accuracy 10.0% at epoch 3, restored epoch 2 at 60.0%"
     )
     assert fired in page

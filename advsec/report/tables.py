@@ -176,7 +176,13 @@ def _guard_event(event: dict[str, Any]) -> str:
         if event["restored"]
         else "started over from fresh weights"
     )
-    sign = ", FGSM no longer hurting" if event.get("overfit") else ""
+    sign = (
+        ", one answer for all"
+        if event.get("constant")
+        else ", FGSM no longer hurting"
+        if event.get("overfit")
+        else ""
+    )
     return f"held-out robust accuracy {percent(event['check'])} at epoch {event['epoch']}{sign}, {restored}"
 
 
