@@ -29,7 +29,7 @@ from advsec.keys import content_key, seeded
 from advsec.progress import Progress
 from advsec.spec import TrainConfig, make_plugin
 
-CACHE_FORMAT = 5  # bump when training semantics change, so old checkpoints are not reused
+CACHE_FORMAT = 4  # bump when training semantics change, so old checkpoints are not reused
 
 
 @dataclass
