@@ -254,6 +254,8 @@ class OverfittingGuard:
     ) -> None:
         self.defense, self.model, self.optimizer = defense, model, optimizer
         self.held_out, self.bounds, self.generator, self.log = held_out, bounds, generator, log
+        # what always answering the held-out samples' commonest class would score: a constant model's best
+        self.guessing = torch.bincount(held_out[1]).max().item() / len(held_out[1])
         # check, epoch, weights, optimizer state; before any epoch, no weights worth going back to
         self.best: tuple[float, int, dict[str, Any] | None, dict[str, Any]]
         self.best = (float("-inf"), 0, None, copy.deepcopy(optimizer.state_dict()))
@@ -266,12 +268,12 @@ class OverfittingGuard:
         """Check the model, note the result in ``record``, and restore it on a collapse."""
         self.model.eval()
         check = self.defense.check(self.model, *self.held_out, bounds=self.bounds, generator=self.generator)
-        clean, guessing = self._clean_accuracy()
+        clean = self._clean_accuracy()
         self.model.train()
         record["check"] = check.robust
         # A model no better on clean inputs than always answering the commonest class has collapsed too;
         # if it never was good it shows no drop, and no FGSM sign either (FGSM, clean and PGD all at chance).
-        constant = clean <= guessing + CONSTANT_MARGIN
+        constant = clean <= self.guessing + CONSTANT_MARGIN
         best, best_epoch, weights, optimizer_state = self.best
         collapsed = check.overfit or constant
         if not collapsed and check.robust >= best:
@@ -306,13 +308,10 @@ class OverfittingGuard:
         )
         return "stop" if stop else "start over" if fresh else "train on"
 
-    def _clean_accuracy(self) -> tuple[float, float]:
-        """Accuracy on the held-out samples, and what always answering their commonest class would score."""
+    def _clean_accuracy(self) -> float:
         x, y = self.held_out
         with torch.no_grad():
-            predictions = self.model(x).argmax(1)
-        commonest = torch.bincount(y).max().item() / len(y)
-        return (predictions == y).float().mean().item(), commonest
+            return (self.model(x).argmax(1) == y).float().mean().item()
 
 
 def _reinitialize(model: nn.Module, generator: torch.Generator) -> None:
