@@ -22,7 +22,7 @@ from advsec.progress import Progress
 from advsec.threat import ThreatModel
 from advsec.train import cache_dir, load_or_fit
 
-FIT_FORMAT = 3  # part of every fit's cache key: raised when fitting changes
+FIT_FORMAT = 4  # part of every fit's cache key: raised when fitting changes
 
 
 class Generator(Attack):

@@ -1,18 +1,18 @@
 """AdvGAN (Xiao et al. 2018): a generator network learns to perturb, so attacking is one forward pass.
 
-The generator G (the paper's: two stride-2 convolutions down, four residual blocks, two up, with batch
-norm) maps an input to a perturbation direction; a sample's perturbation is its budget radius
-times tanh(G(x)), projected by the threat model, so every output is within budget and bounds by
-construction. G is trained against the fixed target model with the paper's loss: an adversarial term (the
-CW margin, capped at ``margin`` so samples already fooled stop dominating), ``alpha`` times a GAN term
-(a discriminator D tells clean inputs from adversarial ones; least-squares GAN), and ``beta`` times a
-hinge on the perturbation's ℓ2 size above ``hinge`` of the ball's. Batch norm in G and the margin loss
-matter: a plain five-layer generator maximizing cross-entropy stayed near 5 % success on MNIST. So do
-the residual blocks: on Fashion-MNIST at linf 0.1 they raised test success from 82 to 88 % at a lower
-cost per sample (width 8 with four blocks, against width 16 without). Fitting stops when the success on
-``stop_samples`` held-out training samples, checked every ``check_every`` batches, reaches ``stop_at``,
-or after ``max_steps`` batches. Success on the training batches themselves runs ahead of the test
-set's on small data: on digits it stopped a fit at 99 % that fooled 92.5 % of the test digits.
+The generator G (the paper's: two stride-2 convolutions down, four residual blocks, two up, with batch norm;
+ours adds the encoder's features to the decoder's, a U-Net's skips) maps an input to a perturbation
+direction; a sample's perturbation is its budget radius times tanh(G(x)), projected by the threat model, so
+every output is within budget and bounds by construction. G is trained against the fixed target model with
+the paper's loss: an adversarial term (the CW margin, capped at ``margin`` so samples already fooled stop
+dominating), ``alpha`` times a GAN term (a discriminator D tells clean inputs from adversarial ones;
+least-squares GAN), and ``beta`` times a hinge on the perturbation's ℓ2 size above ``hinge`` of the ball's.
+Batch norm in G and the margin loss matter: a plain five-layer generator maximizing cross-entropy stayed
+near 5 % success on MNIST. So do the residual blocks: on Fashion-MNIST at linf 0.1 they raised test success
+from 82 to 88 % at a lower cost per sample (width 8 with four blocks, against width 16 without). Fitting
+stops when the success on ``stop_samples`` held-out training samples, checked every ``check_every`` batches,
+reaches ``stop_at``, or after ``max_steps`` batches. Success on the training batches themselves runs ahead
+of the test set's on small data: on digits it stopped a fit at 99 % that fooled 92.5 % of the test digits.
 
 G also sees each sample's label (``labelled``), as any untargeted attack does: from the image alone it
 cannot tell which way is away from the true class when classes look alike. On Fashion-MNIST at linf 0.1
@@ -84,7 +84,13 @@ class Residual(nn.Module):
 
 class PerturbationNet(nn.Module):
     """An encoder-decoder (two stride-2 stages down, ``blocks`` residual blocks, two up) from an input to a
-    direction in [-1, 1]; with ``classes``, each sample's label is added to its code between the two."""
+    direction in [-1, 1]; with ``classes``, each sample's label is added to its code between the two.
+
+    Each decoder stage also adds the encoder's features of its size (a U-Net's skips, added rather than
+    concatenated, so they cost next to nothing): a perturbation has to follow the input pixel by pixel, and
+    a 7x7 code alone carries little of that. With them and the learning rate doubled to 2e-3, Fashion-MNIST
+    at linf 0.1 went from 93.8-94.0 % test success after 1,000 batches to 94.3-94.8 % (three fits).
+    """
 
     def __init__(
         self, input_shape: tuple[int, ...], width: int = 16, blocks: int = 0, classes: int | None = None
@@ -93,33 +99,38 @@ class PerturbationNet(nn.Module):
         channels, dims = input_shape[0], len(input_shape) - 1
         conv, up, norm = _layers(dims)
 
-        def block(layer: nn.Module, out: int) -> list[nn.Module]:
-            return [layer, norm(out), nn.ReLU()]
+        def block(layer: nn.Module, out: int) -> nn.Sequential:
+            return nn.Sequential(layer, norm(out), nn.ReLU())
 
-        self.encode = nn.Sequential(
-            *block(conv(channels, width, 3, padding=1), width),
-            *block(conv(width, 2 * width, 4, stride=2, padding=1), 2 * width),
-            *block(conv(2 * width, 4 * width, 4, stride=2, padding=1), 4 * width),
-        )
+        self.down = nn.ModuleList([
+            block(conv(channels, width, 3, padding=1), width),
+            block(conv(width, 2 * width, 4, stride=2, padding=1), 2 * width),
+            block(conv(2 * width, 4 * width, 4, stride=2, padding=1), 4 * width),
+        ])  # fmt: skip
         self.label = None if classes is None else nn.Embedding(classes, 4 * width)
-        self.decode = nn.Sequential(
-            *(Residual(4 * width, dims) for _ in range(blocks)),
-            *block(up(4 * width, 2 * width, 4, stride=2, padding=1), 2 * width),
-            *block(up(2 * width, width, 4, stride=2, padding=1), width),
-            conv(width, channels, 3, padding=1),
-        )
-        self.size = input_shape[1:]
+        self.middle = nn.Sequential(*(Residual(4 * width, dims) for _ in range(blocks)))
+        self.up = nn.ModuleList([
+            block(up(4 * width, 2 * width, 4, stride=2, padding=1), 2 * width),
+            block(up(2 * width, width, 4, stride=2, padding=1), width),
+        ])  # fmt: skip
+        self.out = conv(width, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        code = self.encode(x)
+        features = []
+        for stage in self.down:
+            x = stage(x)
+            features.append(x)
         if self.label is not None:
             if y is None:
                 raise ValueError("this generator is conditioned on labels: pass each sample's label")
-            code = code + self.label(y).view(*code.shape[:2], *[1] * (code.dim() - 2))
-        out = self.decode(code)
-        if out.shape[2:] != self.size:  # sizes not divisible by 4 come back a little off
-            out = F.interpolate(out, size=self.size, mode="bilinear" if len(self.size) == 2 else "linear")
-        return torch.tanh(out)
+            x = x + self.label(y).view(*x.shape[:2], *[1] * (x.dim() - 2))
+        x = self.middle(x)
+        for stage, skip in zip(self.up, reversed(features[:-1]), strict=True):
+            x = stage(x)
+            if x.shape[2:] != skip.shape[2:]:  # sizes not divisible by 4 come back a little off
+                x = F.interpolate(x, size=skip.shape[2:], mode="bilinear" if x.dim() == 4 else "linear")
+            x = x + skip
+        return torch.tanh(self.out(x))
 
 
 class Surrogate(nn.Module):
@@ -199,7 +210,7 @@ class AdvGAN(Generator):
     norms = ("linf", "db")  # tanh bounds each coordinate: the ball is an ℓ∞ one
 
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     max_steps: int = 1000  # training batches at most
     stop_at: float = 0.99  # stop once this share of the held-out samples is fooled
     stop_samples: int = 256  # training samples held out to decide when to stop (at most a quarter)
