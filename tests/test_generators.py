@@ -125,3 +125,13 @@ def test_black_box_advgan_learns_from_answers_alone_and_still_beats_noise(digits
             for name, a in (("advgan", attack), ("noise", noise))
         }
     assert fooled_by["advgan"] > fooled_by["noise"] + 0.4
+
+
+@pytest.mark.parametrize("shape", [(1, 30, 30), (3, 8, 8), (1, 1001)])
+def test_advgan_directions_match_inputs_of_any_size_image_or_waveform(shape):
+    # 30 and 1001 halve to odd sizes, so the decoder's upsampling comes back a little off each skip's size.
+    attack = make_plugin(registry.attacks.get("advgan"), {}, "advgan")
+    network = attack.build(shape, 10).eval()
+    x = torch.rand(4, *shape)
+    direction = network(x, torch.arange(4))
+    assert direction.shape == x.shape and direction.abs().max() <= 1
