@@ -245,15 +245,19 @@ def gradient_attack(
     return worst.best
 
 
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The share of ``x`` that ``model`` labels ``y``."""
+    return (model(x).argmax(1) == y).float().mean().item()
+
+
 def robust_accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, **settings: Any
 ) -> float:
     """The accuracy :func:`gradient_attack` with ``settings`` leaves on ``x`` (0 when ``x`` is empty)."""
     if not len(x):
         return 0.0
-    x_adv = gradient_attack(model, x, y, threat, **settings)
-    with torch.no_grad():
-        return (model(x_adv).argmax(1) == y).float().mean().item()
+    return accuracy(model, gradient_attack(model, x, y, threat, **settings), y)
 
 
 def _rows_to_keep(live: torch.Tensor) -> torch.Tensor | None:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from advsec import registry
+from advsec.attack import accuracy
 from advsec.data import Dataset
 from advsec.defense import Defense
 from advsec.errors import DataError, InputError
@@ -268,7 +269,7 @@ class OverfittingGuard:
         """Check the model, note the result in ``record``, and restore it on a collapse."""
         self.model.eval()
         check = self.defense.check(self.model, *self.held_out, bounds=self.bounds, generator=self.generator)
-        clean = self._clean_accuracy()
+        clean = accuracy(self.model, *self.held_out)
         self.model.train()
         record["check"] = check.robust
         # A model no better on clean inputs than always answering the commonest class has collapsed too;
@@ -307,11 +308,6 @@ class OverfittingGuard:
             + (" and stopped" if stop else " and started over" if fresh else " and carried on")
         )
         return "stop" if stop else "start over" if fresh else "train on"
-
-    def _clean_accuracy(self) -> float:
-        x, y = self.held_out
-        with torch.no_grad():
-            return (self.model(x).argmax(1) == y).float().mean().item()
 
 
 def _reinitialize(model: nn.Module, generator: torch.Generator) -> None:
