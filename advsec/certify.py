@@ -2,9 +2,9 @@
 
 The smoothed classifier g(x) = argmax_c P(f(x + ε) = c), ε ~ N(0, σ²I), of any base classifier f is
 provably constant on an ℓ2 ball around x: if the top class has probability at least p_A ≥ 1/2, the
-radius is σ·Φ⁻¹(p_A) (Theorem 1). :func:`certify` estimates p_A from below with Monte Carlo draws, so its
-certificate holds with probability at least 1 − α over those draws; :func:`predict` evaluates g itself,
-abstaining when its top two classes cannot be told apart at level α.
+radius is σ·Φ⁻¹(p_A) (Theorem 1). :func:`certify` estimates p_A from below with Monte Carlo draws, so
+its certificate holds with probability at least 1 − α over those draws; :func:`smoothed_predict` evaluates
+g itself, abstaining when its top two classes cannot be told apart at level α.
 
 Both count base-classifier votes with :func:`noisy_counts`: the draws of many samples share each forward
 pass, and each sample's noise comes from a generator seeded by the run and the sample's index alone, so
@@ -72,7 +72,7 @@ def certify(
     return Certificates(prediction=prediction, count=count, p_lower=p_lower, radius=radius)
 
 
-def predict(
+def smoothed_predict(
     model: nn.Module, x: torch.Tensor, *, sigma: float, settings: CertifyConfig, seed: int
 ) -> torch.Tensor:
     """Cohen et al.'s PREDICT: g's class for each sample of ``x``, or :data:`ABSTAIN`.

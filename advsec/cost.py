@@ -53,7 +53,7 @@ def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[D
             registry.defenses.get(cell.defense.name), cell.defense.params, cell.defense.label
         )
         draws = spec.evaluation.repeats if defense.stochastic else 1
-        per_pass = defense.passes_per_pass()
+        per_pass = defense.network_passes_per_query()
         attacks += per_pass * samples * (1 + draws)  # the clean predictions and their redraws
         for attack in cell.attacks:
             eot = spec.evaluation.eot_draws if attack.adaptive and defense.stochastic else 1

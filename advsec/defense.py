@@ -26,7 +26,7 @@ Bounds = tuple[float, float]
 
 
 @dataclass(frozen=True)
-class Check:
+class GuardCheck:
     """What the overfitting guard learns from one held-out check of a model in training."""
 
     robust: float  # accuracy under the check's attack
@@ -78,7 +78,7 @@ class Defense:
         *,
         bounds: Bounds,
         generator: torch.Generator,
-    ) -> Check:
+    ) -> GuardCheck:
         """Robust accuracy on held-out samples after an epoch; a sharp drop means training collapsed."""
         raise NotImplementedError(f"{type(self).__name__} sets guard_samples but has no check")
 
@@ -87,7 +87,7 @@ class Defense:
         :meth:`wrap`; returns the seconds that fit took. Nothing by default."""
         return 0.0
 
-    def passes_per_pass(self) -> int:
+    def network_passes_per_query(self) -> int:
         """Network passes one pass of the deployed model costs, for the cost estimate: more than one for a
         defense that computes before classifying (``defense-gan``'s projection)."""
         return 1

@@ -37,7 +37,7 @@ from advsec.privacy import MembershipInference, membership_inference
 from advsec.progress import Progress
 from advsec.sanity import (
     EOT_PROBE_SAMPLES,
-    Check,
+    SanityCheck,
     cascade_check,
     eot_probe,
     loss_check,
@@ -368,8 +368,8 @@ def evaluate_cell(
         clean_pred=verdicts.clean_pred.cpu().numpy(),
         adv_pred=verdicts.adv_pred.cpu().numpy(),
         robust=verdicts.robust.cpu().numpy(),
-        clean_single=verdicts.clean_single.cpu().numpy(),
-        robust_single=verdicts.single.cpu().numpy(),
+        clean_single=verdicts.clean_first_draw.cpu().numpy(),
+        robust_single=verdicts.robust_first_draw.cpu().numpy(),
         broken_by=verdicts.broken_by,
         attacks=records,
         wall_seconds=time.perf_counter() - started,
@@ -420,8 +420,8 @@ class Verdicts:
     y: torch.Tensor
     clean_pred: torch.Tensor
     robust: torch.Tensor
-    single: torch.Tensor  # what one evaluation per sample would have said
-    clean_single: torch.Tensor
+    robust_first_draw: torch.Tensor  # what one evaluation per sample would have said
+    clean_first_draw: torch.Tensor
     adv_pred: torch.Tensor
     x_final: torch.Tensor  # the input each sample ends on: what broke it, or the last attempt it survived
     broken_by: list[str | None]
@@ -429,9 +429,9 @@ class Verdicts:
     @classmethod
     def clean(cls, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor) -> Verdicts:
         clean_pred = _worst(draws, y)
-        single = draws[0] == y
-        return cls(y, clean_pred, clean_pred == y, single, single.clone(), clean_pred.clone(), x.clone(),
-                   [None] * len(x))  # fmt: skip
+        first_draw = draws[0] == y
+        return cls(y, clean_pred, clean_pred == y, first_draw, first_draw.clone(), clean_pred.clone(),
+                   x.clone(), [None] * len(x))  # fmt: skip
 
     @property
     def clean_correct(self) -> torch.Tensor:
@@ -444,7 +444,7 @@ class Verdicts:
         samples it broke that were robust until now."""
         y = self.y[chunk]
         pred = _worst(draws, y)
-        self.single[chunk] &= draws[0] == y
+        self.robust_first_draw[chunk] &= draws[0] == y
         newly = (pred != y) & self.robust[chunk]
         for i in chunk[newly].tolist():
             self.broken_by[i] = label
@@ -466,7 +466,7 @@ def _attack_stage(
     threat: ThreatModel,
     generator: torch.Generator,
     fit: Callable[[Generator, AttackSpec, nn.Module], tuple[float, bool]],
-) -> tuple[AttackRecord, Check | None]:
+) -> tuple[AttackRecord, SanityCheck | None]:
     """One attack of the cascade on the samples ``todo``, in batches: its record, and its loss check.
     A generator is fitted first (``fit``), its fit recorded apart."""
     attack: Attack = make_plugin(
@@ -553,7 +553,7 @@ def _checks(
     records: list[AttackRecord],
     dataset: Dataset,
     spec: Spec,
-) -> list[Check]:
+) -> list[SanityCheck]:
     """Sanity checks (:mod:`advsec.sanity`): the model's own in its clean cell, the evaluation's elsewhere."""
     flags = type(trained.defense)
     if cell.norm == CLEAN:

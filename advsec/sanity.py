@@ -37,7 +37,7 @@ EOT_PROBE_LIMIT = 0.05  # share of probed samples an EOT attack broke though the
 
 
 @dataclass(frozen=True)
-class Check:
+class SanityCheck:
     name: str
     value: float
     flagged: bool
@@ -54,19 +54,19 @@ def model_checks(
     stateful: bool,
     batch: int,
     bounds: tuple[float, float],
-) -> list[Check]:
+) -> list[SanityCheck]:
     """Checks of the model on clean inputs: its gradients as the evaluation's attacks see them (through
     ``attacked``, the deployed model or the adaptive view they differentiate), its flags as deployed."""
     zero = zero_gradient_rate(attacked, x, y, batch)
     unbounded = unbounded_accuracy(attacked, x[:UNBOUNDED_SAMPLES], y[:UNBOUNDED_SAMPLES], bounds)
     checks = [
-        Check(
+        SanityCheck(
             "zero or non-finite input gradient",
             zero,
             zero > ZERO_GRADIENT_LIMIT,
             "samples whose loss gradient is all zero or not finite: gradient attacks are blind there",
         ),
-        Check(
+        SanityCheck(
             "accuracy under an unbounded attack",
             unbounded,
             unbounded > UNBOUNDED_ACCURACY_LIMIT,
@@ -76,7 +76,7 @@ def model_checks(
     if not stochastic:
         differs = undeclared_randomness(deployed, x[:batch])
         checks.append(
-            Check(
+            SanityCheck(
                 "undeclared randomness",
                 differs,
                 differs > 0,
@@ -87,7 +87,7 @@ def model_checks(
     if not stateful:
         changed = undeclared_state(deployed, x[:batch], bounds)
         checks.append(
-            Check(
+            SanityCheck(
                 "undeclared statefulness",
                 changed,
                 changed > 0,
@@ -161,9 +161,9 @@ def loss_not_raised(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: t
     return int((F.cross_entropy(model(x_adv), y, reduction="none") <= before).sum())
 
 
-def loss_check(label: str, stalled: int, attacked: int) -> Check:
+def loss_check(label: str, stalled: int, attacked: int) -> SanityCheck:
     share = stalled / max(attacked, 1)
-    return Check(
+    return SanityCheck(
         f"loss not raised: {label}",
         share,
         share > LOSS_STALL_LIMIT,
@@ -179,7 +179,7 @@ def eot_probe(
     robust: torch.Tensor,
     threat: ThreatModel,
     correct: Callable[[torch.Tensor], torch.Tensor],
-) -> Check:
+) -> SanityCheck:
     """PGD through the expectation over a random model's draws on the first samples the evaluation scored.
 
     ``robust`` is the evaluation's per-sample verdict on ``x``; ``correct(x_adv)`` scores the probe's
@@ -190,7 +190,7 @@ def eot_probe(
     x_adv = gradient_attack(expectation, x, y, threat, steps=EOT_PROBE_STEPS, step_fraction=1 / 8,
                             generator=generator)  # fmt: skip
     share = (robust & ~correct(x_adv)).float().mean().item() if len(x) else 0.0
-    return Check(
+    return SanityCheck(
         "EOT attack beat the evaluation",
         share,
         share > EOT_PROBE_LIMIT,
@@ -199,7 +199,7 @@ def eot_probe(
     )
 
 
-def cascade_check(broken_by_kind: list[tuple[str, int]], n: int) -> Check | None:
+def cascade_check(broken_by_kind: list[tuple[str, int]], n: int) -> SanityCheck | None:
     """Samples a query attack broke after gradient attacks had their turn; None without that order.
 
     ``broken_by_kind`` is the cascade's (attack kind, samples it broke) in order.
@@ -213,7 +213,7 @@ def cascade_check(broken_by_kind: list[tuple[str, int]], n: int) -> Check | None
     if not seen_gradient or not any(kind == "query" for kind, _ in broken_by_kind[1:]):
         return None
     share = after / max(n, 1)
-    return Check(
+    return SanityCheck(
         "query attack beat gradient attacks",
         share,
         share > QUERY_BEATS_GRADIENT_LIMIT,

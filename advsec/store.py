@@ -20,7 +20,7 @@ import numpy as np
 
 from advsec.errors import AdvsecError
 from advsec.privacy import MembershipInference
-from advsec.sanity import Check
+from advsec.sanity import SanityCheck
 
 FORMAT = 3  # the store's PRAGMA user_version: raised whenever a table changes shape
 SIDE_PLANS = ("certify_plan", "replay_plan", "unrestricted_plan")  # meta keys: what each protocol last ran
@@ -118,7 +118,7 @@ class CellResult:
     attacks: list[AttackRecord]
     wall_seconds: float
     examples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (sample, clean, adv)
-    checks: list[Check] = field(default_factory=list)
+    checks: list[SanityCheck] = field(default_factory=list)
     privacy: list[MembershipInference] = field(default_factory=list)  # the clean cell's
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import accuracy, robust_accuracy
-from advsec.defense import AdversarialTraining, Bounds, Check
+from advsec.defense import AdversarialTraining, Bounds, GuardCheck
 from advsec.threat import ThreatModel
 
 
@@ -71,7 +71,7 @@ class FastAdversarialTraining(AdversarialTraining):
         *,
         bounds: Bounds,
         generator: torch.Generator,
-    ) -> Check:
+    ) -> GuardCheck:
         threat = self.threat(bounds, progress=1.0)
         robust = robust_accuracy(
             model,
@@ -84,10 +84,10 @@ class FastAdversarialTraining(AdversarialTraining):
             generator=generator,
         )
         if not self.guard_fgsm:
-            return Check(robust)
+            return GuardCheck(robust)
         x_fgsm = self.example(model, x, y, threat, generator)
         clean, fgsm = accuracy(model, x, y), accuracy(model, x_fgsm, y)
         # Measured on MNIST at eps 0.3 (wong-cnn, Wong's recipe): in a run that collapsed in its first
         # epoch (PGD-10 under 12 % for all ten), FGSM accuracy was 3-38 points above clean at every check;
         # in healthy runs (five seeds) 3-35 points below it.
-        return Check(robust, overfit=fgsm >= clean and robust < fgsm / 2)
+        return GuardCheck(robust, overfit=fgsm >= clean and robust < fgsm / 2)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from scipy.stats import beta, norm
 from torch import nn
 
-from advsec.certify import ABSTAIN, certify, lower_confidence_bound, noisy_counts, predict
+from advsec.certify import ABSTAIN, certify, lower_confidence_bound, noisy_counts, smoothed_predict
 from advsec.cli import main
 from advsec.errors import ParameterError, SpecError
 from advsec.spec import CertifyConfig, parse_spec
@@ -61,7 +61,7 @@ def test_a_coin_flip_abstains_in_predict_and_certify():
     found = certify(Threshold(), x, sigma=SIGMA, settings=settings, seed=3)
     assert found.prediction.tolist() == [ABSTAIN, 1]
     assert math.isnan(found.radius[0]) and found.p_lower[0] < 0.5
-    assert predict(Threshold(), x, sigma=SIGMA, settings=settings, seed=3).tolist() == [ABSTAIN, 1]
+    assert smoothed_predict(Threshold(), x, sigma=SIGMA, settings=settings, seed=3).tolist() == [ABSTAIN, 1]
 
 
 def test_draws_are_batched_across_samples_and_reproduce():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from advsec.attack import gradient_attack, robust_accuracy
-from advsec.defense import Check, Expectation
+from advsec.defense import Expectation, GuardCheck
 from advsec.defenses.bit_depth import BitDepth
 from advsec.defenses.fast_at import FastAdversarialTraining
 from advsec.defenses.fgsm_at import FGSMAdversarialTraining
@@ -96,7 +96,7 @@ class OverfitFromTheStart(FastAdversarialTraining):
     def check(self, model, x, y, *, bounds, generator):
         self.overfit_checks -= 1
         robust = super().check(model, x, y, bounds=bounds, generator=generator).robust
-        return Check(robust, overfit=self.overfit_checks >= 0)
+        return GuardCheck(robust, overfit=self.overfit_checks >= 0)
 
 
 def test_guard_starts_over_on_overfitting_before_any_good_epoch(digits):

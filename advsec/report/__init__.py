@@ -312,7 +312,10 @@ def _tradeoff_panels(
         (
             norm,
             eps,
-            {c["defense"]: (clean[c["defense"]], c["robust_accuracy"]) for c in _at(cells, norm, eps)},
+            {
+                c["defense"]: (clean[c["defense"]], c["robust_accuracy"])
+                for c in _cells_at_budget(cells, norm, eps)
+            },
         )
         for norm, eps in budgets(cells)
     ]
@@ -360,7 +363,7 @@ def _examples(
         return str(classes[label]) if 0 <= label < len(classes) else str(label)
 
     rows: dict[str, list[Example]] = {}
-    for cell in _at(cells, norm, eps):
+    for cell in _cells_at_budget(cells, norm, eps):
         cell_id = cell["cell"]
         samples = {s["idx"]: s for s in store.samples(cell_id)}
         pairs = store.examples(cell_id)[:EXAMPLES_PER_DEFENSE]
@@ -490,7 +493,7 @@ def wav_bytes(waveform: Any, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def _at(cells: list[dict[str, Any]], norm: str, eps: float) -> list[dict[str, Any]]:
+def _cells_at_budget(cells: list[dict[str, Any]], norm: str, eps: float) -> list[dict[str, Any]]:
     return [c for c in cells if c["norm"] == norm and c["eps"] == eps]
 
 
