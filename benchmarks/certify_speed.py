@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 import torch
-from common import REPO, benchmark_parser, parse_benchmark_args
+from common import REPO, Output, benchmark_parser, parse_benchmark_args, record
 
 SIGMA, N0 = 0.25, 100
 
@@ -31,9 +31,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parse_benchmark_args(parser)
+    say = Output()
 
     from advsec.certify import certify
-    from advsec.harness import load_dataset
+    from advsec.runtime import load_dataset
     from advsec.progress import Progress
     from advsec.spec import CertifyConfig, load_spec
     from advsec.train import load_or_train
@@ -67,15 +68,16 @@ def main() -> None:
             times[name].append(time.perf_counter() - started)
 
     forwards = args.images * (N0 + args.n)
-    print(
+    say(
         f"MNIST wong-cnn smoothing sigma {SIGMA}: {args.images} images × (n0 {N0} + n {args.n:,}) = "
         f"{forwards:,} noisy forwards, batch {args.batch}, {args.threads} threads, best of {args.repeats}\n"
     )
-    print(f"   {'':10s} {'seconds':>8s} {'images/s':>9s} {'forwards/s':>11s}")
+    say(f"   {'':10s} {'seconds':>8s} {'images/s':>9s} {'forwards/s':>11s}")
     for name, measured in times.items():
         best = min(measured)
-        print(f"   {name:10s} {best:8.2f} {args.images / best:9.1f} {forwards / best:11,.0f}")
-    print(f"\nratio certify / floor: {min(times['certify']) / min(times['floor']):.3f}")
+        say(f"   {name:10s} {best:8.2f} {args.images / best:9.1f} {forwards / best:11,.0f}")
+    say(f"\nratio certify / floor: {min(times['certify']) / min(times['floor']):.3f}")
+    record("certify_speed", say.lines)
 
 
 if __name__ == "__main__":

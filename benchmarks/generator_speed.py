@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import REPO, benchmark_parser, fastest, parse_benchmark_args
+from common import REPO, Output, benchmark_parser, fastest, parse_benchmark_args, record
 
 
 def main() -> None:
@@ -26,8 +26,9 @@ def main() -> None:
     parser.add_argument("--spec", default=str(REPO / "evaluations" / "mnist-advgan.toml"))
     parser.add_argument("--samples", type=int, help="test samples (default: the spec's)")
     args = parse_benchmark_args(parser)
+    say = Output()
 
-    from advsec.harness import run_spec
+    from advsec.runner import run_spec
     from advsec.progress import Progress
     from advsec.report.tables import generator_table
     from advsec.results import cell_summaries
@@ -43,21 +44,22 @@ def main() -> None:
         table = generator_table(cell_summaries(store))
         store.close()
     if table is None:
-        print(f"{args.spec} has no generator next to a gradient attack")
+        say(f"{args.spec} has no generator next to a gradient attack")
         return
-    print(" | ".join(table.header))
+    say(" | ".join(table.header))
     for row in table.rows:
-        print(" | ".join(row))
-    _attack_alone(spec)
+        say(" | ".join(row))
+    _attack_alone(spec, say)
+    record("generator_speed", say.lines)
 
 
-def _attack_alone(spec) -> None:
+def _attack_alone(spec, say: Output) -> None:
     """Milliseconds per image of each attack's ``perturb`` alone, no scoring: the harness's per-sample
     times above include a model forward, distances and records for every attack, which is most of a
     generator's time. Standard models and plain norms only; generators come from the cache the run filled."""
     from advsec import registry
     from advsec.generator import Generator, fit_generator
-    from advsec.harness import load_dataset
+    from advsec.runtime import load_dataset
     from advsec.progress import Progress
     from advsec.spec import make_plugin
     from advsec.threat import ThreatModel
@@ -66,7 +68,7 @@ def _attack_alone(spec) -> None:
     cpu, quiet = torch.device("cpu"), Progress(quiet=True)
     dataset = load_dataset(spec.dataset)
     x, y = dataset.x_test[: spec.evaluation.samples], dataset.y_test[: spec.evaluation.samples]
-    print("\nattack alone (perturb, no scoring): ms per image, fastest of 3; its time ÷ each generator's")
+    say("\nattack alone (perturb, no scoring): ms per image, fastest of 3; its time ÷ each generator's")
     for defense in (d for d in spec.defenses if d.name == "standard"):
         trained = load_or_train(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed,
                                 device=cpu, progress=quiet)  # fmt: skip
@@ -83,8 +85,8 @@ def _attack_alone(spec) -> None:
                 seconds[entry.label] = fastest(partial(_perturb_all, attack, model, x, y, threat))[0]
             for label, taken in seconds.items():
                 ratios = " ".join(f"{taken / seconds[g]:7.1f}x {g}" for g in generators if g != label)
-                print(f"   {defense.label} {threat.norm} {threat.eps:g} {label:20s} "
-                      f"{1000 * taken / len(x):8.3f}  {ratios}")  # fmt: skip
+                say(f"   {defense.label} {threat.norm} {threat.eps:g} {label:20s} "
+                     f"{1000 * taken / len(x):8.3f}  {ratios}")  # fmt: skip
 
 
 def _perturb_all(attack, model, x: torch.Tensor, y: torch.Tensor, threat) -> None:

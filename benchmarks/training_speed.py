@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from common import benchmark_parser, parse_benchmark_args
+from common import Output, benchmark_parser, parse_benchmark_args, record
 from torch import nn
 
 EPS, BATCH, LR = 0.1, 100, 5e-3
@@ -63,9 +63,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=12000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parse_benchmark_args(parser)
+    say = Output()
 
     from advsec import registry
-    from advsec.harness import load_dataset
+    from advsec.runtime import load_dataset
     from advsec.progress import Progress
     from advsec.spec import TrainConfig, make_plugin
     from advsec.train import build_model, train
@@ -80,9 +81,9 @@ def main() -> None:
         "fast-at": {"eps": EPS},
         "pgd-at": {"eps": EPS, "steps": 10, "step_fraction": 0.25},
     }
-    print(f"one epoch over {args.samples:,} Fashion-MNIST images, wong-cnn, {args.threads} threads; "
+    say(f"one epoch over {args.samples:,} Fashion-MNIST images, wong-cnn, {args.threads} threads; "
           f"median of {args.repeats} alternating runs")  # fmt: skip
-    print(f"{'method':<10} {'plain s':>9} {'advsec s':>9} {'ratio':>7}   notes")
+    say(f"{'method':<10} {'plain s':>9} {'advsec s':>9} {'ratio':>7}   notes")
     ratios = {}
     for method, params in methods.items():
         plain_times, ours_times, guard_times = [], [], []
@@ -104,8 +105,9 @@ def main() -> None:
         guard = statistics.median(guard_times) if guard_times else 0.0
         ratios[method] = (ours - guard) / plain
         note = f"incl. {guard:.2f} s overfitting guard; ratio without it" if guard_times else ""
-        print(f"{method:<10} {plain:>9.2f} {ours:>9.2f} {ratios[method]:>7.2f}   {note}")
-    print("ratios (advsec ÷ plain, target ≤ 1.15): " + ", ".join(f"{m} {r:.2f}" for m, r in ratios.items()))
+        say(f"{method:<10} {plain:>9.2f} {ours:>9.2f} {ratios[method]:>7.2f}   {note}")
+    say("ratios (advsec ÷ plain, target ≤ 1.15): " + ", ".join(f"{m} {r:.2f}" for m, r in ratios.items()))
+    record("training_speed", say.lines)
 
 
 def _time_guard(defense, model: nn.Module, dataset) -> float:

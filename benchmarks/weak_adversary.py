@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 
 import torch
-from common import benchmark_parser, parse_benchmark_args
+from common import Output, benchmark_parser, parse_benchmark_args, record
 from scipy import stats
 
 CPU = torch.device("cpu")
@@ -32,14 +32,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="for mnist and fashion-mnist (digits: 30)")
     parser.add_argument("--datasets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parse_benchmark_args(parser)
+    say = Output()
 
-    from advsec.harness import load_dataset, predict
+    from advsec.runtime import batched_logits, load_dataset
     from advsec.progress import Progress
     from advsec.spec import TrainConfig
     from advsec.train import load_or_train
 
     progress = Progress()
-    print(f"{'dataset':<14} {'defense':<16} {'clean error % (mean ± sd)':>26} {'vs standard':>12} {'p':>7}")
+    say(f"{'dataset':<14} {'defense':<16} {'clean error % (mean ± sd)':>26} {'vs standard':>12} {'p':>7}")
     for name in args.datasets:
         dataset = load_dataset(name)
         model_name, recipe, budgets = SETTINGS[name]
@@ -50,16 +51,17 @@ def main() -> None:
             for seed in range(args.seeds):
                 trained = load_or_train(dataset, model_name, defense, params, config, seed, device=CPU,
                                         progress=progress, label=f"{label} seed {seed}")  # fmt: skip
-                logits = predict(trained.model, dataset.x_test, 1000, dataset.num_classes)
+                logits = batched_logits(trained.model, dataset.x_test, 1000, dataset.num_classes)
                 error = 100 * (logits.argmax(1) != dataset.y_test).float().mean().item()
                 errors.setdefault(label, []).append(error)
             mean, sd = statistics.mean(errors[label]), statistics.stdev(errors[label])
             if label == "standard":
-                print(f"{name:<14} {label:<16} {mean:>18.2f} ± {sd:.2f}")
+                say(f"{name:<14} {label:<16} {mean:>18.2f} ± {sd:.2f}")
                 continue
             diff = mean - statistics.mean(errors["standard"])
             p = stats.ttest_ind(errors[label], errors["standard"], equal_var=False).pvalue
-            print(f"{name:<14} {label:<16} {mean:>18.2f} ± {sd:.2f} {diff:>+11.2f}  {p:>7.3f}")
+            say(f"{name:<14} {label:<16} {mean:>18.2f} ± {sd:.2f} {diff:>+11.2f}  {p:>7.3f}")
+    record("weak_adversary", say.lines)
 
 
 if __name__ == "__main__":
