@@ -264,9 +264,10 @@ def _rows_to_keep(live: torch.Tensor) -> torch.Tensor | None:
     """Which rows the shrunk batch keeps once samples drop out, or None to leave the batch as it is.
 
     The batch shrinks only to a few sizes (eight per octave above 16 rows), padded with finished rows
-    that ride along unrecorded. CPU kernels are set up once per batch shape, and a new shape costs about
-    1.5x a seen one (measured, wong-cnn, oneDNN): shrinking to every exact count made early exit on an
-    adversarially trained model no faster than torchattacks' full batches (0.97-0.99x; now 1.16-1.22x).
+    that ride along unrecorded. CPU kernels are set up once per batch shape, and a new shape costs
+    noticeably more than a seen one (oneDNN): shrinking to every exact count made early exit on an
+    adversarially trained model no faster than torchattacks' full batches. benchmarks/attack_speed.py
+    measures both side by side (docs/results.md).
     """
     count = int(live.sum())
     grain = 1 << max(count.bit_length() - 4, 0)  # eight sizes per octave: at most 1/8 of the rows ride along

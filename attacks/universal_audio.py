@@ -68,7 +68,7 @@ class UniversalAudio(Generator):
         progress: Progress,
     ) -> None:
         # Start on the ball's boundary: from deep inside it, the steps of a few epochs left some models'
-        # perturbation at half the budget, fooling no more than noise (a 4-epoch M5: 92 % robust, noise 83 %).
+        # perturbation at half the budget, fooling no more than noise of the same level did.
         nn.init.normal_(network.raw, std=1.0)
         optimizer = torch.optim.Adam(network.parameters(), lr=self.lr)
         aim = None if target is None else torch.full_like(y, target)

@@ -3,8 +3,8 @@
 Before the classifier sees an input x, gradient descent on a latent code z (``steps`` Adam steps from each
 start) minimizes ‖G(z) − x‖², and the classifier gets G(z) for the best start: perturbations off the GAN's
 range are meant to be projected away. The paper starts from 10 random codes and takes 200 steps; here the
-starts are the inverter's code for x and ``restarts`` random codes, which on MNIST gives 93 % of the
-standard classifier's answers right after 25 steps, where 2 random starts gave 77 % at the same cost. The
+starts are the inverter's code for x and ``restarts`` random codes, which on MNIST keeps far more of the
+standard classifier's answers right after 25 steps than random starts alone at the same cost. The
 GAN is the one ``natural-gan`` uses (:mod:`advsec.gan`, same settings and seed, one fit). The classifier
 trains on clean inputs, as in the paper (projecting every training batch would cost a descent per batch),
 so it is the standard model of the same run, shared through the cache.
