@@ -104,19 +104,20 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads"
+        f"torch threads {torch.get_num_threads()}"
     )
 
 
 def _commit() -> str:
-    """The git commit measured, marked when the working tree differs from it; empty outside a checkout."""
+    """The git commit measured, marked when the working tree differs from it (docs/results.md aside, which
+    the scripts themselves write); empty outside a checkout."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short", "HEAD")
-    if commit and git("status", "--porcelain", "--untracked-files=no"):
+    if commit and git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/results.md"):
         commit += " (working tree modified)"
     return commit
 
@@ -147,7 +148,7 @@ def record(
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}`",
         f"on {machine()}" + (f", at commit {commit}." if commit else "."),
     ]
-    body = "\n".join([*stamp, "", "```text", *lines, "```"])
+    body = "\n".join([*stamp, "", "```text", *(line.rstrip() for line in lines), "```"])
     start, end = (re.escape(marker) for marker in _markers(section))
     text = re.sub(f"{start}.*?{end}", lambda _: _block(section, body), text, count=1, flags=re.S)
     path.parent.mkdir(parents=True, exist_ok=True)

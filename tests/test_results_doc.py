@@ -65,7 +65,7 @@ def test_record_stamps_date_machine_and_command(common, tmp_path):
     alpha = _section(path.read_text(), "alpha")
     assert re.search(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d UTC", alpha)
     assert "`python benchmarks/alpha.py --n 3`" in alpha  # relative to the repository, as typed from its root
-    assert "cores" in alpha and "torch " in alpha and "torch threads" in alpha
+    assert "cores" in alpha and "torch " in alpha and "torch threads " in alpha
     assert "```text\nx\n```" in alpha
 
 
