@@ -201,7 +201,7 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a TOML spec file (``--plugin`` files it lists are loaded first)."""
+    """Read and validate a TOML spec file (plugin files its ``plugins`` key lists are loaded first)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -225,7 +225,7 @@ def spec_from_dict(
     _reject_unknown(raw, _TOP, "")
     plugins = tuple(str(base_dir / p) for p in coerce(raw.get("plugins", []), tuple[str, ...], "plugins"))
     for plugin in plugins:
-        registry.load_plugin_file(plugin)
+        registry.load_plugin_file(plugin, via="spec key plugins")  # its messages say where it was named
 
     dataset = _plugin_name(raw, "dataset", registry.datasets, default="digits")
     model = _plugin_name(raw, "model", registry.models, default="mlp")

@@ -1,5 +1,6 @@
-"""Plugin discovery: entry points, local files, name clashes and broken plugins."""
+"""Plugin discovery: entry points, local files, name clashes, broken plugins and where each came from."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import pytest
 from advsec import registry
 from advsec.attack import Attack
 from advsec.errors import PluginError
-from advsec.registry import Registry, load_plugin_file, plugin_name
+from advsec.registry import Registry, load_plugin_file, plugin_name, plugin_origins
+from advsec.spec import parse_spec
 
 
 def fake_distribution(root, name: str, entry_points: str, modules: dict[str, str]) -> None:
@@ -130,7 +132,7 @@ def test_plugin_file_registers_its_classes(tmp_path):
     found = load_plugin_file(path)
     assert ("advsec.attacks", "noisy-fgsm") in found and ("advsec.defenses", "heavy") in found
     assert registry.attacks.get("noisy-fgsm").__name__ == "NoisyFGSM"
-    assert registry.attacks.entry("noisy-fgsm").source == f"file {path}"
+    assert registry.attacks.entry("noisy-fgsm").source == f"file {path} via --plugin"
     assert "-helper" not in " ".join(registry.attacks.names())
 
 
@@ -152,3 +154,120 @@ def test_plugin_file_errors_are_clear(tmp_path):
 )
 def test_class_names_become_registry_names(cls_name, expected):
     assert plugin_name(type(cls_name, (Attack,), {})) == expected
+
+
+@pytest.fixture
+def packaged(tmp_path, monkeypatch):
+    """A third-party distribution declaring an attack and a defense, seen by fresh global registries."""
+    fake_distribution(
+        tmp_path,
+        "origin-plugins",
+        """
+        [advsec.attacks]
+        far-attack = advsec_test_origin:Far
+        [advsec.defenses]
+        far-defense = advsec_test_origin:FarDefense
+        """,
+        {
+            "advsec_test_origin": """
+                from advsec.attack import Attack
+                from advsec.defense import Defense
+                class Far(Attack):
+                    '''An attack from an installed package.'''
+                class FarDefense(Defense):
+                    '''A defense from an installed package.'''
+            """
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for kind in ("attacks", "defenses"):
+        old = registry.REGISTRIES[kind]
+        fresh = Registry(old.kind, *old.groups, contract=old.contract)
+        monkeypatch.setitem(registry.REGISTRIES, kind, fresh)
+        monkeypatch.setattr(registry, kind, fresh)
+    return tmp_path
+
+
+def test_each_entry_says_where_it_came_from(packaged, tmp_path):
+    assert registry.attacks.origin("pgd") == {"source": "built-in"}
+    assert registry.datasets.origin("digits") == {"source": "built-in"}
+    assert registry.attacks.origin("far-attack") == {
+        "source": "package",
+        "package": "origin-plugins",
+        "version": "0.1",
+    }
+    path = tmp_path / "origin_file_plugin.py"
+    path.write_text("from advsec import Attack\n\nclass OriginFileAttack(Attack):\n    '''From a file.'''\n")
+    load_plugin_file(path)
+    assert registry.attacks.origin("origin-file-attack") == {
+        "source": "file",
+        "path": str(path.resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+
+
+def test_a_name_declared_twice_has_no_origin(third_party):
+    attacks = Registry("attack", "advsec.attacks")
+    with pytest.raises(PluginError, match="declared twice"):
+        attacks.origin("pgd")
+
+
+def test_plugin_origins_cover_everything_a_spec_uses(packaged, tmp_path):
+    plugin = tmp_path / "origin_spec_plugins.py"
+    plugin.write_text(
+        textwrap.dedent("""
+        from dataclasses import dataclass
+        from advsec import Attack, Defense
+
+        class SpecFileAttack(Attack):
+            '''From a spec's plugins key.'''
+
+        @dataclass
+        class SpecFileDefense(Defense):
+            '''From a spec's plugins key.'''
+    """)
+    )
+    spec = parse_spec(
+        textwrap.dedent("""
+        plugins = ["origin_spec_plugins.py"]
+        dataset = "digits"
+        model = "mlp"
+        [[defenses]]
+        name = "standard"
+        [[defenses]]
+        name = "spec-file-defense"
+        [[defenses]]
+        name = "far-defense"
+        [[threats]]
+        norm = "linf"
+        eps = [0.1]
+        [[attacks]]
+        name = "fgsm"
+        [[attacks]]
+        name = "spec-file-attack"
+        [[attacks]]
+        name = "far-attack"
+        [[attacks]]
+        name = "natural-gan"
+        listener = "lenet"
+    """),
+        base_dir=tmp_path,
+    )
+    file = {
+        "source": "file",
+        "path": str(plugin.resolve()),
+        "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest(),
+    }
+    package = {"source": "package", "package": "origin-plugins", "version": "0.1"}
+    built_in = {"source": "built-in"}
+    assert plugin_origins(spec) == {
+        "datasets": {"digits": built_in},
+        "models": {"mlp": built_in, "lenet": built_in},  # lenet: natural-gan's listener
+        "defenses": {"standard": built_in, "spec-file-defense": file, "far-defense": package},
+        "attacks": {
+            "fgsm": built_in,
+            "spec-file-attack": file,
+            "far-attack": package,
+            "natural-gan": built_in,
+        },
+    }
