@@ -7,6 +7,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from advsec import registry
@@ -50,12 +51,11 @@ def print_plugin_table(kind: str) -> None:
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        if row["status"] != "ok":
-            table.add_row(
-                row["name"], f"[red]{row['status']}[/red]", *[""] * (len(columns) - 3), row["source"]
-            )
+        if row["status"] != "ok":  # a message quotes code and types: its brackets are not rich markup
+            status = f"[red]{escape(row['status'])}[/red]"
+            table.add_row(escape(row["name"]), status, *[""] * (len(columns) - 3), escape(row["source"]))
             continue
-        table.add_row(*[_cell(row.get(c)) for c in columns])
+        table.add_row(*[escape(_cell(row.get(c))) for c in columns])
     _console().print(table if rows else f"{kind}: none registered")
 
 

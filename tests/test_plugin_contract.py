@@ -281,3 +281,16 @@ def test_errors_about_a_file_from_a_spec_name_the_spec_key(tmp_path):
         parse_spec(SPEC.format(file="spec_missing.py", defense="standard"), base_dir=tmp_path)
     with pytest.raises(PluginError, match=r"spec_missing\.py via --plugin: no such file"):
         load_plugin_file(tmp_path / "spec_missing.py")
+
+
+def test_the_table_shows_brackets_in_a_message_as_they_are(tmp_path):
+    path = plugin(tmp_path, "bracketed_kind", """
+        from advsec import Attack
+
+        class BracketedKind(Attack):
+            '''A kind that reads like rich markup.'''
+            kind = "[/red][bold]"
+    """)  # fmt: skip
+    table = CliRunner().invoke(main, ["list", "attacks", "--plugin", path])
+    assert table.exit_code == 0, table.output
+    assert "kind = '[/red][bold]'" in table.stdout
