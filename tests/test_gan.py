@@ -6,13 +6,15 @@ import torch
 from advsec import registry
 from advsec.errors import InputError
 from advsec.gan import UsesGan
-from advsec.harness import deployed_key, load_dataset, run_spec, trained_model_key
 from advsec.progress import Progress
+from advsec.protocol import run_side_protocol
 from advsec.report import build_report
 from advsec.results import cell_summaries, unrestricted_summaries
+from advsec.runner import run_spec
+from advsec.runtime import Runtime, deployed_key, load_dataset, trained_model_key
 from advsec.spec import make_plugin, parse_spec
 from advsec.train import cache_dir
-from advsec.unrestricted import unrestricted_spec
+from advsec.unrestricted import Unrestricted
 
 CPU = torch.device("cpu")
 QUIET = Progress(quiet=True)
@@ -58,24 +60,31 @@ samples = 100
 
 @pytest.fixture(scope="module")
 def fought(tmp_path_factory):
+    """Both runs, in a model cache of their own: the GANs fitted in it are these runs' alone, whatever other
+    tests of the session fitted before."""
     out = tmp_path_factory.mktemp("gan")
-    store = run_spec(parse_spec(DEFENDED), out, device=CPU, progress=QUIET)
-    unrestricted_spec(parse_spec(NATURAL), store, device=CPU, progress=QUIET)
-    return store, out
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADVSEC_CACHE", str(tmp_path_factory.mktemp("gan-cache")))
+        store = run_spec(parse_spec(DEFENDED), out, device=CPU, progress=QUIET)
+        natural = Runtime(parse_spec(NATURAL), device=CPU, progress=QUIET, store=store)
+        run_side_protocol(Unrestricted(), natural)
+        fitted = sorted(path.name for path in cache_dir().glob("gan-*.safetensors"))
+    return store, out, fitted
 
 
 def test_one_gan_is_fitted_and_shared_by_the_attack_and_the_defense(fought):
-    assert len(list(cache_dir().glob("gan-*.safetensors"))) == 1
+    *_, fitted = fought
+    assert len(fitted) == 1, fitted
 
 
 def test_defense_gan_stops_naive_gradients_and_falls_under_bpda(fought):
-    store, _ = fought
-    cells = {c["defense"]: c for c in cell_summaries(store) if c["norm"] == "linf"}
+    store, *_ = fought
+    cells = {c.defense: c for c in cell_summaries(store) if c.norm == "linf"}
     defended = cells["defense-gan"]
-    assert [a["attack"] for a in defended["attacks"]] == ["pgd", "pgd+BPDA+EOT2"]
-    assert defended["clean_accuracy"] > 0.7  # the projection keeps most digits readable
-    assert defended["naive_robust_accuracy"] > cells["standard"]["robust_accuracy"] + 0.3
-    assert defended["robust_accuracy"] < defended["naive_robust_accuracy"] - 0.3
+    assert [a.attack for a in defended.attacks] == ["pgd", "pgd+BPDA+EOT2"]
+    assert defended.clean_accuracy > 0.7  # the projection keeps most digits readable
+    assert defended.naive_robust_accuracy > cells["standard"].robust_accuracy + 0.3
+    assert defended.robust_accuracy < defended.naive_robust_accuracy - 0.3
 
 
 def test_defense_gan_deploys_the_standard_network_but_its_results_are_keyed_by_its_own_settings(digits):
@@ -87,15 +96,15 @@ def test_defense_gan_deploys_the_standard_network_but_its_results_are_keyed_by_i
 
 
 def test_natural_gan_fools_the_model_with_images_the_listener_still_reads(fought):
-    store, out = fought
-    runs = {r["defense"]: r for r in unrestricted_summaries(store)}
+    store, out, _ = fought
+    runs = {r.defense: r for r in unrestricted_summaries(store)}
     standard = runs["standard"]
-    assert standard["source"] == "test" and standard["norm"] == "l2" and standard["aimed"] >= 80
-    assert standard["fooled"] >= 0.9
+    assert standard.source == "test" and standard.norm == "l2" and standard.aimed >= 80
+    assert standard.rates["fooled"] >= 0.9
     # Most nearby GAN images that fool the model fool the listener too (they show another digit), but the
     # listener keeps the class in far more than the 1 in 10 it would for made images of random digits.
-    assert standard["listener_kept"] >= 0.2 and standard["natural"] >= 0.15
-    assert standard["fit_seconds"] > 0 and 0 < standard["median_distance"] < 8  # the diagonal of [0, 1]^64
+    assert standard.rates["listener_kept"] >= 0.2 and standard.rates["natural"] >= 0.15
+    assert standard.fit_seconds > 0 and 0 < standard.median_distance < 8  # the diagonal of [0, 1]^64
     for row in store.unrestricted("standard", "natural-gan"):
         assert row["label"] >= 0 and row["target"] == -1
     for _, source, made in store.unrestricted_examples("standard", "natural-gan"):
