@@ -154,6 +154,17 @@ def test_defense_example_trains_and_is_attacked_naively_then_adaptively(defense_
     assert flagged["loss not raised: pgd"] and not flagged["loss not raised: pgd+BPDA+EOT4"]
 
 
+def test_readme_spec_example_is_a_valid_spec():
+    from advsec.spec import parse_spec
+
+    readme = (REPO / "README.md").read_text()
+    match = re.search(r"## Evaluating a model\n.*?```toml\n(.*?)```", readme, re.S)
+    assert match, "the README lost its spec example"
+    spec = parse_spec(match.group(1))
+    assert [d.name for d in spec.defenses] == ["standard", "fast-at"]
+    assert [a.name for a in spec.attacks] == ["apgd-ce", "apgd-t", "square"]  # the preset the comment names
+
+
 def _bare_signature(function):
     """``loss(self, model, x, y, *, bounds, generator=None, progress=1.0)``: as the README prints it."""
     signature = inspect.signature(function)
