@@ -1,12 +1,12 @@
 """Faults: a killed run resumes to the same table, a second writer is refused, a failed write says why."""
 
+import json
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from advsec.cli import main
 from advsec.errors import AdvsecError
 from advsec.store import Store, claimed
+from tests.killed import KILLED
 from tests.rows import stored_results
 
 SPEC = """
@@ -65,39 +66,48 @@ def test_a_full_disk_or_a_read_only_place_gives_a_clear_error(tmp_path):
     assert "Traceback" not in result.output
 
 
-def _run(spec: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
-    advsec = [sys.executable, "-c", "from advsec.cli import main; main()"]
-    command = [*advsec, "run", str(spec), "--out", str(out), "--quiet", "--no-report"]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _run(spec: Path, out: Path, env: dict[str, str], **watch: str) -> subprocess.CompletedProcess:
+    """The CLI run to the end, or killed where ``kill`` says (see tests/killed.py); ``count`` is where a run
+    that ends writes what it counted."""
+    command = [sys.executable, str(KILLED), "run", str(spec), "--out", str(out), "--quiet", "--no-report"]
+    watched = {f"ADVSEC_TEST_{key.upper()}": value for key, value in watch.items()}
+    return subprocess.run(command, env={**env, **watched}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_runs_killed_at_random_points_resume_to_the_uninterruptedstored_results(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
     env = {**os.environ, "ADVSEC_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    durations = {}
+    counted = {}
     for run in ("whole", "warm"):  # the second run finds the models the first one trained
-        started = time.perf_counter()
-        assert _run(spec, tmp_path / run, env).wait() == 0
-        durations[run] = time.perf_counter() - started
+        done = _run(spec, tmp_path / run, env, count=str(tmp_path / f"{run}.json"))
+        assert done.returncode == 0, done.stderr.decode()
+        counted[run] = json.loads((tmp_path / f"{run}.json").read_text())
     whole = stored_results(tmp_path / "whole")
     assert len(whole) > 1000 and stored_results(tmp_path / "warm") == whole
-    kills, partial = random.Random(0), []
-    for trial in range(3):
-        out = tmp_path / f"killed-{trial}"
-        # The first trial starts from a cold model cache, so it may be killed while training; the others
-        # skip training and finish sooner, so their kill points are drawn within a warm run's time.
-        trial_env = {**env, "ADVSEC_CACHE": str(tmp_path / "cold-cache")} if trial == 0 else env
-        process = _run(spec, out, trial_env)
-        time.sleep(kills.uniform(0.2, 0.8) * durations["whole" if trial == 0 else "warm"])
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        partial.append(_finished(out))
-        resumed = _run(spec, out, trial_env)  # also proves the dead run's claim on the store died with it
-        assert resumed.wait() == 0, resumed.stderr.read().decode()
-        assert stored_results(out) == whole, f"trial {trial}"
     total = _finished(tmp_path / "whole")
-    assert any(0 < done < total for done in partial), partial  # some kill landed between cells
+    assert counted["whole"]["step"] > 0 and counted["warm"]["step"] == 0  # warm: nothing trained
+    assert counted["whole"]["cell"] == counted["warm"]["cell"] == total
+    # Kill points are drawn in work done, not in seconds, so a busy machine moves none of them. The first
+    # trial starts from a cold model cache and dies within its training (an optimizer step); the others
+    # die just before an SQL statement after the warm run's first cell was committed and up to its last
+    # cell's row: with some cells stored and some not, maybe mid-transaction.
+    first_stored, last_cell = counted["warm"]["committed_at"][0], counted["warm"]["cells_at"][-1]
+    kills = random.Random(0)
+    points = [
+        f"step:{kills.randint(1, counted['whole']['step'])}",
+        *(f"statement:{kills.randint(first_stored + 1, last_cell)}" for _ in range(2)),
+    ]
+    for trial, point in enumerate(points):
+        out = tmp_path / f"killed-{trial}"
+        trial_env = {**env, "ADVSEC_CACHE": str(tmp_path / "cold-cache")} if trial == 0 else env
+        killed = _run(spec, out, trial_env, kill=point)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr.decode())
+        done = _finished(out)
+        assert trial == 0 or 0 < done < total, (point, done)  # some cells committed, some not
+        resumed = _run(spec, out, trial_env)  # also proves the dead run's claim on the store died with it
+        assert resumed.returncode == 0, resumed.stderr.decode()
+        assert stored_results(out) == whole, f"trial {trial}, killed at {point}"
 
 
 def _finished(out: Path) -> int:

@@ -5,7 +5,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from advsec.progress import Progress
 from advsec.results import cell_summaries
 from advsec.spec import parse_spec
 from advsec.store import Store
+from tests.killed import KILLED
 
 SPEC = """
 name = "grid"
@@ -130,8 +130,7 @@ def test_run_killed_mid_way_resumes_to_the_identical_table(grid, tmp_path):
     out = tmp_path / "killed"
     command = [
         sys.executable,
-        "-m",
-        "advsec.cli",
+        str(KILLED),
         "run",
         str(spec_path),
         "--out",
@@ -139,41 +138,23 @@ def test_run_killed_mid_way_resumes_to_the_identical_table(grid, tmp_path):
         "--quiet",
         "--no-report",
     ]
-    process = subprocess.Popen(command, env=os.environ.copy())
-    done = _wait_for_cells(out / "results.sqlite", process, at_least=3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # Killed (SIGKILL, by itself) as it was about to write the 4th cell's row: 3 cells are committed, the
+    # 4th one's samples and attempts written but not committed. Counted in cells, not in seconds.
+    killed = subprocess.run(command, env={**os.environ, "ADVSEC_TEST_KILL": "cell:4"})
+    assert killed.returncode == -signal.SIGKILL
     total = len(reference.cells())
-    assert 3 <= done < total, "the kill must land mid-run for this test to mean anything"
+    assert _count(out / "results.sqlite") == 3 < total
     resumed = subprocess.run(command, env=os.environ.copy(), check=True)
     assert resumed.returncode == 0
-    from advsec.store import Store
-
     store = Store(out / "results.sqlite")
-    recomputed = store.meta()["computed_cells"]
-    assert 0 < recomputed <= total - done, "the resumed run must skip the cells committed before the kill"
+    # the resumed run skips exactly the cells committed before the kill, and redoes the one it cut short
+    assert store.meta()["computed_cells"] == total - 3
     assert table(store) == table(reference)
 
 
 def _count(path) -> int:
     with sqlite3.connect(path) as db:
         return db.execute("SELECT count(*) FROM cells").fetchone()[0]
-
-
-def _wait_for_cells(path, process, at_least: int, timeout: float = 120.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail("the run finished before it could be killed")
-        if path.exists():
-            try:
-                count = _count(path)
-            except sqlite3.OperationalError:  # schema not created yet
-                count = 0
-            if count >= at_least:
-                return count
-        time.sleep(0.02)
-    pytest.fail("the run made no progress")
 
 
 def test_run_records_what_produced_it(grid):
