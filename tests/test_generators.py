@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from advsec import registry
+from advsec.attacks import advgan as advgan_module
 from advsec.harness import run_spec
 from advsec.progress import Progress
 from advsec.results import cell_summaries
@@ -41,22 +42,74 @@ def _attacked(store) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    return _run(DIGITS, tmp_path_factory.mktemp("advgan"))
+def watched(tmp_path_factory):
+    """The run, with AdvGAN's fit watched: the inputs of every training batch G perturbed, and every look
+    at the held-out samples (their inputs and the success measured on them)."""
+    fit = {"batches": [], "checks": []}
+    fitting, perturbed, success = advgan_module.AdvGAN.fit, advgan_module._perturbed, advgan_module._success
+    inside = {"fit": False, "check": False}
+
+    def fit_watched(self, *args, **kwargs):
+        inside["fit"] = True
+        try:
+            return fitting(self, *args, **kwargs)
+        finally:
+            inside["fit"] = False
+
+    def batch(network, x, y, threat):
+        if inside["fit"] and not inside["check"]:
+            fit["batches"].append(x.detach().clone())
+        return perturbed(network, x, y, threat)
+
+    def check(network, model, threat, x, y, aim):
+        inside["check"] = True
+        try:
+            value = success(network, model, threat, x, y, aim)
+        finally:
+            inside["check"] = False
+        fit["checks"].append((x.detach().clone(), value))
+        return value
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(advgan_module.AdvGAN, "fit", fit_watched)
+        patch.setattr(advgan_module, "_perturbed", batch)
+        patch.setattr(advgan_module, "_success", check)
+        store = _run(DIGITS, tmp_path_factory.mktemp("advgan"))
+    return store, fit
 
 
-def test_advgan_fits_once_and_then_beats_random_noise_by_a_wide_margin(fitted):
-    advgan, noise = _attacked(fitted)["attacks"]
+@pytest.fixture(scope="module")
+def fitted(watched):
+    return watched[0]
+
+
+def test_advgan_fits_once_and_then_beats_random_noise_by_a_wide_margin(watched):
+    store, fit = watched
+    advgan, noise = _attacked(store)["attacks"]
     assert advgan["fit_seconds"] > 0 and not advgan["fit_cached"]
     assert advgan["robust_alone"] < noise["robust_alone"] - 0.4
-    # attacking is one pass of the generator: no gradients of the model, a fraction of the fit's time
-    assert advgan["backwards"] == 0 and advgan["wall_seconds"] < advgan["fit_seconds"] / 10
+    # Attacking is one pass of the generator: the model answers only the scoring query of each sample,
+    # with no gradient, where the fit pushed every sample of its batches through the model and back.
+    assert advgan["backwards"] == 0 and advgan["forwards"] == advgan["attacked"] > 0
+    assert len(fit["batches"]) * 128 > 10 * advgan["forwards"]
 
 
-def test_advgan_stops_when_held_out_samples_are_fooled_not_its_own_batches(fitted):
+def test_advgan_stops_when_held_out_samples_are_fooled_not_its_own_batches(watched, digits):
+    store, fit = watched
+    checks = [success for _, success in fit["checks"]]
+    # The fit looked every 20 batches and stopped at the first look where 99 % of the held-out samples were
+    # fooled, before its cap of 300 batches: the held-out rule, not the cap, ended training.
+    assert len(fit["batches"]) == 20 * len(checks) < 300
+    assert checks[-1] >= 0.99 and all(success < 0.99 for success in checks[:-1])
+    # The samples it looked at are training samples (a quarter at most, 256 here), never in G's batches.
+    held_out = {tuple(row.flatten().tolist()) for row in fit["checks"][0][0]}
+    assert len(held_out) == 256 and all(torch.equal(x, fit["checks"][0][0]) for x, _ in fit["checks"])
+    train = {tuple(row.flatten().tolist()) for row in digits.x_train}
+    assert held_out <= train
+    assert not any(tuple(row.flatten().tolist()) in held_out for x in fit["batches"] for row in x)
     # Stopping once 99 % of its recent training batches were fooled left 7.5 % of these test digits robust:
     # on a training split this small, G's own batches run ahead. Held-out samples do not (measured: 1 %).
-    advgan, _ = _attacked(fitted)["attacks"]
+    advgan, _ = _attacked(store)["attacks"]
     assert advgan["robust_alone"] <= 0.03
 
 
