@@ -58,7 +58,13 @@ def test_a_random_ensemble_trains_distinct_members_and_answers_with_a_random_one
     assert ((answers[:, None] == votes[None]).any(1)).all()  # every answer is some member's vote
     store = run_spec(spec, tmp_path, device=CPU, progress=QUIET)
     cells = cell_summaries(store)
-    assert all(c["robust_accuracy"] <= c["robust_accuracy_single"] for c in cells)
+    assert all(c["robust_accuracy"] <= c["robust_accuracy_single"] for c in cells)  # worst of 5 ≤ first
+    # Strictly lower under attack: FGSM's examples fool some members and not others, and each of the 5
+    # evaluations (repeats) draws every sample's member afresh. A sample the first draw left robust with one
+    # of three members fooled escapes the 4 later draws with chance (2/3)^4 = 0.2, so equal accuracies would
+    # need every such sample to escape: here 7 of 364 did not (86.0 % first draw, 84.1 % worst case).
+    (attacked,) = [c for c in cells if c["norm"] == "linf"]
+    assert attacked["robust_accuracy"] < attacked["robust_accuracy_single"]
 
 
 def test_weight_noise_moves_the_model_at_every_forward_and_still_learns(digits):
