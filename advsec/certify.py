@@ -9,7 +9,7 @@ g itself, abstaining when its top two classes cannot be told apart at level α.
 Both count base-classifier votes with :func:`noisy_counts`: the draws of many samples share each forward
 pass, and each sample's noise comes from a generator seeded by the run and the sample's index alone, so
 certificates reproduce exactly and do not depend on how many samples are certified.
-:func:`certify_spec` runs this for every defense of a spec that can certify and stores the results.
+:class:`Certification` runs this for every defense of a spec that can certify and stores the results.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from advsec.errors import InputError, ParameterError
-from advsec.harness import CellEvaluator, deployed_key, load_dataset, run_meta
-from advsec.keys import content_key, key_seed
-from advsec.progress import Progress, Task
-from advsec.spec import CertifyConfig, Spec, certifiable
-from advsec.store import CertificationResult, Store
+from advsec.keys import content_key
+from advsec.progress import Task
+from advsec.protocol import Job, SideProtocol
+from advsec.records import CertificationResult
+from advsec.runtime import Runtime
+from advsec.spec import CertifyConfig, certifiable
+from advsec.store import Store
 
 ABSTAIN = -1  # the prediction of a smoothed classifier that declines to answer
 
@@ -155,55 +157,53 @@ def _generators(x: torch.Tensor, seed: int) -> list[torch.Generator]:
     ]
 
 
-def certify_spec(
-    spec: Spec,
-    store: Store,
-    *,
-    device: torch.device,
-    progress: Progress,
-    settings: CertifyConfig | None = None,
-) -> None:
-    """Certify every defense of ``spec`` that can, on the first ``settings.samples`` test samples.
+class Certification(SideProtocol):
+    """Certify every defense of the spec that can, on the first ``settings.samples`` test samples.
 
-    ``settings`` defaults to the spec's ``[certify]`` table, else :class:`CertifyConfig`'s defaults. Each
-    defense's certificates are committed in one transaction, and a defense already certified with the
-    same model and settings is skipped, so an interrupted run resumes where it stopped.
+    ``settings`` default to the spec's ``[certify]`` table, else :class:`CertifyConfig`'s defaults. A defense
+    already certified with the same model and settings is skipped.
     """
-    settings = settings or spec.certify or CertifyConfig()
-    defenses = certifiable(spec.defenses)
-    dataset = load_dataset(spec.dataset)
-    if "name" not in store.meta():
-        store.set_meta(run_meta(spec, dataset, device))
-    keys = {
-        d.label: content_key(
-            {"model": deployed_key(spec, dataset, d), "defense": d.label, "settings": asdict(settings)}
-        )
-        for d in defenses
-    }
-    store.set_meta({"certify_plan": list(keys.values())})
-    done = store.certification_keys()
-    pending = [d for d in defenses if keys[d.label] not in done]
-    progress.log(f"{spec.name}: {len(defenses)} to certify, {len(defenses) - len(pending)} already certified")
-    x, y = dataset.x_test[: settings.samples].to(device), dataset.y_test[: settings.samples]
-    evaluator = CellEvaluator(spec, dataset, store, device, progress)  # trains or loads each model once
-    for defense in pending:
-        trained = evaluator.trained(defense)
+
+    name = "certify"
+    plan_meta = "certify_plan"
+
+    def __init__(self, settings: CertifyConfig | None = None) -> None:
+        self.settings = settings
+
+    def _settings(self, runtime: Runtime) -> CertifyConfig:
+        return self.settings or runtime.spec.certify or CertifyConfig()
+
+    def jobs(self, runtime: Runtime) -> list[Job]:
+        settings = asdict(self._settings(runtime))
+        return [
+            Job(content_key({"model": runtime.deployed_key(d), "defense": d.label, "settings": settings}), d)
+            for d in certifiable(runtime.spec.defenses)
+        ]
+
+    def done(self, store: Store) -> set[str]:
+        return store.certification_keys()
+
+    def save(self, store: Store, result: CertificationResult) -> None:
+        store.save_certification(result)
+
+    def run(self, runtime: Runtime, job: Job, seed: int) -> CertificationResult:
+        settings = self._settings(runtime)
+        x, y = runtime.test_split(settings.samples)
+        trained = runtime.trained(job.defense)
         sigma = trained.defense.sigma
-        seed = key_seed(keys[defense.label], spec.seed)
         started = time.perf_counter()
-        with progress.task(f"certify {defense.label}", total=len(x) * (settings.n0 + settings.n)) as task:
+        draws = len(x) * (settings.n0 + settings.n)
+        with runtime.progress.task(f"certify {job.defense.label}", total=draws) as task:
             found = certify(trained.network, x, sigma=sigma, settings=settings, seed=seed, task=task)
-        store.save_certification(
-            CertificationResult(
-                defense=defense.label,
-                key=keys[defense.label],
-                settings={**asdict(settings), "samples": len(x), "sigma": sigma, "seed": seed},
-                labels=y.numpy(),
-                predictions=found.prediction.cpu().numpy(),
-                counts=found.count.cpu().numpy(),
-                p_lower=found.p_lower,
-                radii=found.radius,
-                forwards=len(x) * (settings.n0 + settings.n),
-                wall_seconds=time.perf_counter() - started,
-            )
+        return CertificationResult(
+            defense=job.defense.label,
+            key=job.key,
+            settings={**asdict(settings), "samples": len(x), "sigma": sigma, "seed": seed},
+            labels=y.cpu().numpy(),
+            predictions=found.prediction.cpu().numpy(),
+            counts=found.count.cpu().numpy(),
+            p_lower=found.p_lower,
+            radii=found.radius,
+            forwards=draws,
+            wall_seconds=time.perf_counter() - started,
         )

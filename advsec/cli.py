@@ -10,10 +10,28 @@ from typing import Any
 
 import click
 
-import advsec
 from advsec.errors import AdvsecError, UsageError
+from advsec.version import __version__
 
 REPORTS = Path("reports")
+
+
+class Budget(click.ParamType):
+    """A budget as a number or a fraction, e.g. ``0.03`` or ``8/255``."""
+
+    name = "EPS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        numerator, slash, denominator = str(value).partition("/")
+        try:
+            budget = float(numerator) / float(denominator) if slash else float(numerator)
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a budget: give a number or a fraction like 8/255", param, ctx)
+        if not budget > 0:
+            self.fail(f"{value!r}: a budget must be > 0", param, ctx)
+        return budget
 
 
 class _Group(click.Group):
@@ -40,7 +58,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(advsec.__version__, prog_name="advsec")
+@click.version_option(__version__, prog_name="advsec")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -67,7 +85,8 @@ def _device_option(f: Any) -> Any:
 
 def _output_options(f: Any) -> Any:
     f = click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")(f)
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")(f)
+    quiet = "No progress bars, log lines or printed results (the store and report are still written)."
+    return click.option("--quiet", "-q", is_flag=True, help=quiet)(f)
 
 
 def _spec_options(f: Any) -> Any:
@@ -155,26 +174,12 @@ def _execute(
     max_cost: float | None = None,
     executor: Any = None,
 ) -> None:
-    from advsec.harness import run_spec
     from advsec.progress import Progress
-    from advsec.store import claimed
+    from advsec.runner import run_spec
 
-    torch_device = _device(device)
-    with claimed(out / "results.sqlite"), Progress(quiet=quiet or as_json) as progress:
-        store = run_spec(spec, out, device=torch_device, progress=progress, fresh=fresh, max_cost=max_cost,
+    with Progress(quiet=quiet or as_json) as progress:
+        store = run_spec(spec, out, device=_device(device), progress=progress, fresh=fresh, max_cost=max_cost,
                          executor=executor)  # fmt: skip
-        if spec.certify is not None:
-            from advsec.certify import certify_spec
-
-            certify_spec(spec, store, device=torch_device, progress=progress)
-        if spec.replay is not None:
-            from advsec.replay import replay_spec
-
-            replay_spec(spec, store, device=torch_device, progress=progress)
-        from advsec.unrestricted import unrestricted_attacks, unrestricted_spec
-
-        if unrestricted_attacks(spec):
-            unrestricted_spec(spec, store, device=torch_device, progress=progress)
     _finish(store, out, no_report, quiet, as_json)
 
 
@@ -193,35 +198,22 @@ def _finish(store: Any, out: Path, no_report: bool, quiet: bool, as_json: bool) 
 def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool = False) -> None:
     if quiet and not as_json:
         return
-    from advsec.results import (
-        cell_summaries,
-        certified_summaries,
-        defense_summaries,
-        replay_summaries,
-        unrestricted_summaries,
-    )
+    from advsec.results import RunResults
 
-    cells = cell_summaries(store)
-    defenses = defense_summaries(store, cells)
-    certified = certified_summaries(store)
-    replays = replay_summaries(store)
-    unrestricted = unrestricted_summaries(store)
-    meta = store.meta()
+    results = RunResults.read(store)
     if as_json:
-        results = {"defenses": defenses, "cells": cells, "certified": certified, "replay": replays,
-                   "unrestricted": unrestricted}  # fmt: skip
-        click.echo(json.dumps({**extra, "estimated_cost": meta.get("estimated_cost"), **results}, indent=2))
+        click.echo(json.dumps({**extra, **results.to_json()}, indent=2))
         return
     from advsec.terminal import print_certificates, print_replays, print_scorecard, print_unrestricted
 
-    if cells:
-        print_scorecard(meta.get("name", "run"), defenses, certified)
-    if certified:
-        print_certificates(certified)
-    if replays:
-        print_replays(replays)
-    if unrestricted:
-        print_unrestricted(unrestricted)
+    if results.cells:
+        print_scorecard(results.meta.get("name", "run"), results.defenses, results.certified)
+    if results.certified:
+        print_certificates(results.certified)
+    if results.replays:
+        print_replays(results.replays)
+    if results.unrestricted:
+        print_unrestricted(results.unrestricted)
     if extra.get("report"):
         click.echo(f"report: {extra['report']}")
 
@@ -268,9 +260,11 @@ def certify(
     """
     from dataclasses import replace
 
-    from advsec.certify import certify_spec
+    from advsec.certify import Certification
     from advsec.errors import ParameterError
     from advsec.progress import Progress
+    from advsec.protocol import run_side_protocol
+    from advsec.runtime import Runtime
     from advsec.spec import CertifyConfig, load_spec
     from advsec.store import Store, claimed
 
@@ -286,7 +280,8 @@ def certify(
     out_dir = Path(out) if out else REPORTS / spec.name
     store = Store(out_dir / "results.sqlite")
     with claimed(store.path), Progress(quiet=quiet or as_json) as progress:
-        certify_spec(spec, store, device=_device(device), progress=progress, settings=settings)
+        runtime = Runtime(spec, device=_device(device), progress=progress, store=store)
+        run_side_protocol(Certification(settings), runtime)
     _finish(store, out_dir, no_report, quiet, as_json)
 
 
@@ -430,11 +425,11 @@ def train(
         epochs,
         {"threats": [{"norm": "linf", "eps": [0.1]}], "attacks": [{"name": "fgsm"}]},
     )
-    from advsec.harness import load_dataset, predict
     from advsec.progress import Progress
+    from advsec.runtime import batched_logits, load_dataset
     from advsec.train import cache_dir, load_or_train
 
-    data = load_dataset(spec.dataset)
+    data = load_dataset(spec.dataset, spec.dataset_params)
     chosen = spec.defenses[0]
     torch_device = _device(device)
     with Progress(quiet=quiet or as_json) as progress:
@@ -449,7 +444,9 @@ def train(
             progress=progress,
         )
     predictions = (
-        predict(trained.model, data.x_test.to(torch_device), spec.evaluation.batch_size, data.num_classes)
+        batched_logits(
+            trained.model, data.x_test.to(torch_device), spec.evaluation.batch_size, data.num_classes
+        )
         .argmax(1)
         .cpu()
     )
@@ -485,7 +482,13 @@ def train(
     metavar="CLASS|random|least-likely|none",
     help="Aim at a class (its index) or by a rule; the attack must be targeted.",
 )
-@click.option("--eps", type=float, multiple=True, required=True, help="Budget (repeat for a grid).")
+@click.option(
+    "--eps",
+    type=Budget(),
+    multiple=True,
+    required=True,
+    help="Budget, e.g. 0.1 or 8/255 (repeat for a grid).",
+)
 @click.option("--samples", type=int, help="Attack only the first N test samples.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: reports/attack].")
 @_plugin_option
@@ -525,17 +528,134 @@ def attack(
 
 
 @main.command()
-@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist", "fsdd"]))
+@click.option(
+    "--model",
+    "architecture",
+    required=True,
+    metavar="ARCH",
+    help="Registered model name, path/to/file.py:ClassName, or a torch.export file.pt2.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A .safetensors file or a .pt/.pth state dict (read weights-only).",
+)
+@click.option("--model-param", "-m", multiple=True, metavar="KEY=VALUE", help="Constructor keyword.")
+@click.option("--mean", type=float, multiple=True, help="Input normalization the model expects, per channel.")
+@click.option("--std", type=float, multiple=True, help="Its standard deviation, per channel.")
+@click.option(
+    "--data",
+    required=True,
+    metavar="DATA",
+    help="An .npz file (x, y), an image folder (one subfolder per class), or a dataset name.",
+)
+@click.option("--bounds", type=float, nargs=2, help="The inputs' range [default: 0 1].")
+@click.option("--eps", type=Budget(), multiple=True, required=True, help="Budget, e.g. 8/255 (repeatable).")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option(
+    "--attacks",
+    "attack_names",
+    default="worst-case",
+    show_default=True,
+    help="A preset (worst-case) or attack names separated by commas.",
+)
+@click.option("--samples", type=int, help="Evaluate only the first N samples.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: reports/evaluate].")
+@_plugin_option
+@_device_option
+@_output_options
+def evaluate(
+    architecture: str,
+    weights: str | None,
+    model_param: tuple[str, ...],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    data: str,
+    bounds: tuple[float, float] | None,
+    eps: tuple[float, ...],
+    norm: str,
+    attack_names: str,
+    samples: int | None,
+    out: str | None,
+    plugins: tuple[str, ...],
+    device: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Evaluate your own checkpoint on your own data: worst case per sample, the usual report. No spec to
+    write: the spec it runs is printed, and kept as spec.toml in the output directory."""
+    from advsec.spec import spec_from_dict, to_toml
+
+    _load_plugins(plugins)
+    model: dict[str, Any] = {"label": Path(weights or architecture.rpartition(":")[0] or architecture).stem,
+                             "architecture": _absolute(architecture)}  # fmt: skip
+    if weights:
+        model["weights"] = str(Path(weights).resolve())
+    if model_param:
+        model["params"] = _parse_params(model_param, "--model-param")
+    if mean or std:
+        model |= {"mean": list(mean or (0.0,)), "std": list(std or (1.0,))}
+    attacks = (
+        [{"preset": attack_names}]
+        if attack_names == "worst-case"
+        else [{"name": name.strip()} for name in attack_names.split(",")]
+    )
+    raw: dict[str, Any] = {
+        "name": "evaluate",
+        "dataset": _data_entry(data, bounds),
+        "models": [model],
+        "threats": [{"norm": norm, "eps": list(eps)}],
+        "attacks": attacks,
+    }
+    if samples is not None:
+        raw["evaluation"] = {"samples": samples}
+    text = to_toml(raw)
+    spec = spec_from_dict(raw, text=text, default_name="evaluate")
+    out_dir = Path(out) if out else REPORTS / "evaluate"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.toml").write_text(text)
+    if not (quiet or as_json):
+        click.echo(f"# the spec this evaluation runs (kept as {out_dir / 'spec.toml'}):\n{text}", err=True)
+    _execute(spec, out_dir, False, False, device, quiet, as_json)
+
+
+def _absolute(architecture: str) -> str:
+    """An architecture with its file's path made absolute (the spec is kept elsewhere)."""
+    file, colon, name = architecture.rpartition(":")
+    if colon and file.endswith(".py"):
+        return f"{Path(file).resolve()}:{name}"
+    return str(Path(architecture).resolve()) if architecture.endswith(".pt2") else architecture
+
+
+def _data_entry(data: str, bounds: tuple[float, float] | None) -> Any:
+    """The spec's dataset for ``--data``: a file-backed plugin for a path, else a dataset's name."""
+    path = Path(data)
+    plugin = "npz" if path.suffix == ".npz" else "image-folder" if path.is_dir() else None
+    if plugin is None:
+        if bounds is not None:
+            raise UsageError("--bounds: a named dataset declares its own bounds")
+        return data
+    entry: dict[str, Any] = {"name": plugin, "path": str(path.resolve())}
+    if bounds is not None:
+        if plugin != "npz":
+            raise UsageError("--bounds: an image folder's pixels are read into [0, 1]")
+        entry["bounds"] = list(bounds)
+    return entry
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist", "fsdd", "cifar10"]))
 @click.option(
     "--dir", "root", type=click.Path(file_okay=False), help="Data directory [default: $ADVSEC_DATA]."
 )
 def download(dataset: str, root: str | None) -> None:
     """Download a dataset's files and verify their sha256 (needs internet)."""
+    from advsec.data import cifar10, fsdd
     from advsec.data import download as files
-    from advsec.data import fsdd
 
     folder = Path(root) if root else None
-    click.echo(fsdd.download(folder) if dataset == "fsdd" else files.download(dataset, folder))
+    own = {"fsdd": fsdd.download, "cifar10": cifar10.download}  # fetch an archive, then verify its content
+    click.echo(own[dataset](folder) if dataset in own else files.download(dataset, folder))
 
 
 if __name__ == "__main__":

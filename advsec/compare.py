@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from advsec.errors import AdvsecError
-from advsec.results import cell_summaries
+from advsec.results import CellSummary, cell_summaries
 from advsec.store import Store
 
 
@@ -47,15 +47,15 @@ def compare_runs(a: Store, b: Store) -> dict[str, Any]:
     }
 
 
-def _compare_cell(a: Store, b: Store, cell_a: dict[str, Any], cell_b: dict[str, Any]) -> dict[str, Any]:
-    samples_a, samples_b = a.samples(cell_a["cell"]), b.samples(cell_b["cell"])
-    where = f"{cell_a['defense']} {cell_a['norm']} {cell_a['eps']:g}"
+def _compare_cell(a: Store, b: Store, cell_a: CellSummary, cell_b: CellSummary) -> dict[str, Any]:
+    samples_a, samples_b = a.samples(cell_a.cell), b.samples(cell_b.cell)
+    where = f"{cell_a.defense} {cell_a.norm} {cell_a.eps:g}"
     if [s["label"] for s in samples_a] != [s["label"] for s in samples_b]:
         raise AdvsecError(
             f"the runs scored different samples in {where}: {len(samples_a)} vs {len(samples_b)} samples, "
             "or other labels; compare runs over the same test samples"
         )
-    score = "robust" if cell_a["norm"] != "none" else "clean"
+    score = "robust" if cell_a.norm != "none" else "clean"
 
     def correct(sample: dict[str, Any]) -> bool:
         return bool(sample["robust"]) if score == "robust" else sample["clean_pred"] == sample["label"]
@@ -64,12 +64,12 @@ def _compare_cell(a: Store, b: Store, cell_a: dict[str, Any], cell_b: dict[str, 
     n = len(verdicts)
     accuracy_a = sum(x for x, _ in verdicts) / n
     accuracy_b = sum(y for _, y in verdicts) / n
-    broken_a = {s["attack"]: s["broken"] for s in cell_a["attacks"]}
-    broken_b = {s["attack"]: s["broken"] for s in cell_b["attacks"]}
+    broken_a = {s.attack: s.broken for s in cell_a.attacks}
+    broken_b = {s.attack: s.broken for s in cell_b.attacks}
     return {
-        "defense": cell_a["defense"],
-        "norm": cell_a["norm"],
-        "eps": cell_a["eps"],
+        "defense": cell_a.defense,
+        "norm": cell_a.norm,
+        "eps": cell_a.eps,
         "n": n,
         "scored": score,
         "a": accuracy_a,
@@ -84,11 +84,11 @@ def _compare_cell(a: Store, b: Store, cell_a: dict[str, Any], cell_b: dict[str, 
     }
 
 
-def _by_key(store: Store) -> dict[tuple[str, str, float], dict[str, Any]]:
-    return {(c["defense"], c["norm"], c["eps"]): c for c in cell_summaries(store)}
+def _by_key(store: Store) -> dict[tuple[str, str, float], CellSummary]:
+    return {(c.defense, c.norm, c.eps): c for c in cell_summaries(store)}
 
 
-def _budgets(cells: dict[tuple[str, str, float], dict[str, Any]]) -> set[tuple[str, float]]:
+def _budgets(cells: dict[tuple[str, str, float], CellSummary]) -> set[tuple[str, float]]:
     return {(norm, eps) for _, norm, eps in cells if norm != "none"}
 
 

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advsec.data import Dataset
+from advsec.norms import Norm
 from advsec.progress import Progress
-from advsec.threat import Norm, ThreatModel
+from advsec.threat import ThreatModel
 
 Bounds = tuple[float, float]
 

@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 
-from advsec import registry
+import advsec.registry as registry
+from advsec.checkpoints import cache_dir
 from advsec.errors import AdvsecError
-from advsec.harness import Cell, CellEvaluator, load_dataset
+from advsec.harness import Cell, CellEvaluator
 from advsec.progress import Progress
+from advsec.records import CellResult
+from advsec.runtime import Runtime
 from advsec.spec import Spec
-from advsec.store import CellResult
-from advsec.train import cache_dir
 
 
 class RayExecutor:
@@ -31,8 +32,9 @@ class RayExecutor:
 
     def map(self, evaluator: CellEvaluator, cells: list[Cell]) -> Iterator[CellResult]:
         ray = _ray()
+        runtime = evaluator.runtime
         for defense in {cell.defense.label: cell.defense for cell in cells}.values():
-            evaluator.trained(defense)  # into the cache the workers read
+            runtime.trained(defense)  # into the cache the workers read
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(
@@ -44,9 +46,9 @@ class RayExecutor:
                 "cache": str(cache_dir().parent),
                 "data": os.environ.get("ADVSEC_DATA"),
                 "threads": torch.get_num_threads(),
-                "device": str(evaluator.device),
+                "device": str(runtime.device),
             }
-            pending = [task.remote(evaluator.spec, cell, context) for cell in cells]
+            pending = [task.remote(runtime.spec, cell, context) for cell in cells]
             while pending:
                 finished, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(finished[0])
@@ -62,10 +64,9 @@ def _evaluate(spec: Spec, cell: Cell, context: dict[str, Any]) -> CellResult:
         os.environ["ADVSEC_DATA"] = context["data"]
     torch.set_num_threads(context["threads"])  # float sums in the same order as the driver's
     for plugin in spec.plugins:
-        registry.load_plugin_file(plugin)
-    dataset = load_dataset(spec.dataset)
-    evaluator = CellEvaluator(spec, dataset, None, torch.device(context["device"]), Progress(quiet=True))
-    return evaluator(cell)
+        registry.load_plugin_file(plugin, via="spec key plugins")
+    runtime = Runtime(spec, device=torch.device(context["device"]), progress=Progress(quiet=True))
+    return CellEvaluator(runtime)(cell)
 
 
 def _ray() -> Any:

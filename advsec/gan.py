@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advsec.checkpoints import cache_dir, load_or_fit
 from advsec.data import Dataset
 from advsec.errors import InputError
 from advsec.keys import content_key
 from advsec.progress import Progress
-from advsec.train import cache_dir, load_or_fit
 
 GAN_FORMAT = 1  # part of every GAN's cache key: raised when fitting changes
 

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from advsec.attack import Attack, Kind
+from advsec.checkpoints import cache_dir, load_or_fit
 from advsec.data import Dataset
 from advsec.keys import content_key
 from advsec.progress import Progress
 from advsec.threat import ThreatModel
-from advsec.train import cache_dir, load_or_fit
 
 FIT_FORMAT = 4  # part of every fit's cache key: raised when fitting changes
 

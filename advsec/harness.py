@@ -10,34 +10,27 @@ be resumed after a crash, and reproduce bit for bit.
 
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, is_dataclass, replace
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
-import advsec
-from advsec import registry
+import advsec.registry as registry
 from advsec.attack import Attack
 from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
-from advsec.defense import Expectation
-from advsec.errors import BudgetError, CostError, InputError, SpecError
+from advsec.errors import CostError, SpecError
 from advsec.generator import Generator, fit_generator
-from advsec.keys import content_key, key_seed, seeded
-from advsec.privacy import MembershipInference, membership_inference
+from advsec.keys import content_key, seeded
+from advsec.privacy import membership_inference
 from advsec.progress import Progress
+from advsec.records import AttackRecord, CellResult, MembershipInference, SanityCheck
+from advsec.runtime import Runtime, Views, deployed_key, first_hit, now
 from advsec.sanity import (
     EOT_PROBE_SAMPLES,
-    SanityCheck,
     cascade_check,
     eot_probe,
     loss_check,
@@ -45,9 +38,8 @@ from advsec.sanity import (
     model_checks,
 )
 from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin
-from advsec.store import AttackRecord, CellResult, Store
-from advsec.threat import ThreatModel, check_inputs
-from advsec.train import TrainedModel, is_cached, load_or_train, model_key, trained_on
+from advsec.threat import ThreatModel, check_attack_output
+from advsec.train import TrainedModel, is_cached, trained_on
 
 CLEAN = "none"  # the norm of a defense's clean cell: no attack, just accuracy
 
@@ -67,37 +59,6 @@ class Cell:
             if self.norm == CLEAN
             else f"{self.defense.label} {self.norm} ε={self.eps:g}"
         )
-
-
-def load_dataset(name: str) -> Dataset:
-    dataset = registry.datasets.get(name)().load()
-    check_dataset(dataset)
-    return dataset
-
-
-def check_dataset(dataset: Dataset) -> None:
-    """Refuse a dataset any attack would trip over later: mismatched shapes, labels outside the classes,
-    NaN/Inf or inputs outside its own bounds; each with a message saying which split and what is wrong."""
-    for split, x, y in (
-        ("train", dataset.x_train, dataset.y_train),
-        ("test", dataset.x_test, dataset.y_test),
-    ):
-        what = f"dataset {dataset.name!r} {split}"
-        if x.dim() < 2 or tuple(x.shape[1:]) != dataset.input_shape or not x.is_floating_point():
-            raise InputError(
-                f"{what} inputs are {x.dtype} shaped {tuple(x.shape)}; expected floats shaped "
-                f"(N, {', '.join(map(str, dataset.input_shape))}) like the training inputs"
-            )
-        if y.shape != (len(x),) or y.is_floating_point():
-            raise InputError(
-                f"{what} labels are {y.dtype} shaped {tuple(y.shape)}; expected ({len(x)},) integers"
-            )
-        if len(y) and (y.min() < 0 or y.max() >= dataset.num_classes):
-            raise InputError(
-                f"{what} labels run from {int(y.min())} to {int(y.max())}, "
-                f"but the dataset has {dataset.num_classes} classes"
-            )
-        check_inputs(x, dataset.bounds, f"{what} inputs")
 
 
 def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
@@ -125,22 +86,6 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
             }
             cells.append(Cell(content_key(content), defense, norm, eps, tuple(cell_attacks)))
     return cells
-
-
-def trained_model_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
-    """The model cache's key for ``defense`` as ``spec`` trains it."""
-    return model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
-
-
-def deployed_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
-    """The key of the model as deployed: the trained network's, and every field of its defense, defaults
-    included, since they decide its inference-time behaviour even where training shares a network
-    (``Defense.trained_like``). Results about a deployed model are stored under it."""
-    plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
-    fields = asdict(plugin) if is_dataclass(plugin) else defense.params
-    return content_key(
-        {"model": trained_model_key(spec, dataset, defense), "defense": [defense.name, fields]}
-    )
 
 
 def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]:
@@ -176,29 +121,26 @@ class LocalExecutor:
             yield evaluator(cell)
 
 
-def run_spec(
-    spec: Spec,
-    out_dir: Path,
+def run_grid(
+    runtime: Runtime,
     *,
-    device: torch.device,
-    progress: Progress,
     fresh: bool = False,
     executor: Executor | None = None,
     max_cost: float | None = None,
-) -> Store:
-    """Run every cell of ``spec`` not already in ``out_dir``'s store; return the store.
+) -> None:
+    """Run every cell of the runtime's spec not already in its store.
 
     The cost of what is left is estimated first (:mod:`advsec.cost`); over ``max_cost`` sample passes,
     nothing runs.
     """
-    dataset = load_dataset(spec.dataset)
+    spec, dataset, store, progress = runtime.spec, runtime.dataset, runtime.store, runtime.progress
+    assert store is not None, "the grid writes its cells to the runtime's store"
     cells = plan(spec, dataset)
-    store = Store(out_dir / "results.sqlite")
     if fresh:
         store.clear()
     done = store.finished()
     pending = [c for c in cells if c.key not in done]
-    untrained = [d for d in spec.defenses if not is_cached(trained_model_key(spec, dataset, d))]
+    untrained = [d for d in spec.defenses if d.model is None and not is_cached(runtime.trained_key(d))]
     cost = estimate(spec, dataset, pending, untrained)
     progress.log(f"{spec.name}: {cost.describe()}; an upper bound for advsec's own attacks")
     if max_cost is not None and cost.total > max_cost:
@@ -207,111 +149,31 @@ def run_spec(
             "shrink [evaluation] samples, the budgets or the attacks, or raise --max-cost"
         )
     store.set_plan([c.key for c in cells])
-    store.set_meta({**run_meta(spec, dataset, device), "estimated_cost": asdict(cost)})
+    store.set_meta({**runtime.meta(), "estimated_cost": asdict(cost)})
     progress.log(
         f"{spec.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run"
     )
-    evaluator = CellEvaluator(spec, dataset, store, device, progress)
+    evaluator = CellEvaluator(runtime)
     with progress.task("cells", total=len(pending)) as task:
         for result in (executor or LocalExecutor()).map(evaluator, pending):
             store.save_cell(result)
             task.advance()
-    store.set_meta({"finished_at": _now(), "computed_cells": len(pending)})
-    return store
+    store.set_meta({"finished_at": now(), "computed_cells": len(pending)})
 
 
 class CellEvaluator:
-    """Evaluates cells, training (or loading) each defense's model once, on first use.
+    """Evaluates cells on the runtime's models, each trained (or loaded) once, on first use."""
 
-    Without a ``store`` (a worker of a distributed executor) it records nothing: the driver does.
-    """
-
-    def __init__(
-        self, spec: Spec, dataset: Dataset, store: Store | None, device: torch.device, progress: Progress
-    ) -> None:
-        self.spec, self.dataset, self.store, self.device, self.progress = (
-            spec,
-            dataset,
-            store,
-            device,
-            progress,
-        )
-        self._models: dict[str, TrainedModel] = {}
-
-    def trained(self, defense: DefenseSpec) -> TrainedModel:
-        if defense.label not in self._models:
-            trained = load_or_train(
-                self.dataset,
-                self.spec.model,
-                defense.name,
-                defense.params,
-                defense.train,
-                self.spec.seed,
-                device=self.device,
-                progress=self.progress,
-                label=defense.label,
-            )
-            source = "cache" if trained.cached else f"trained in {trained.train_seconds:.1f} s"
-            self.progress.log(f"model for {defense.label}: {source} ({trained.key})")
-            if self.store is not None:
-                _record_model(self.store, defense, trained)
-            self._models[defense.label] = trained
-        return self._models[defense.label]
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def __call__(self, cell: Cell) -> CellResult:
-        trained = self.trained(cell.defense)
-        evaluation = self.spec.evaluation
-        x, y = self.dataset.x_test, self.dataset.y_test
-        if evaluation.samples is not None:
-            x, y = x[: evaluation.samples], y[: evaluation.samples]
-        seed = key_seed(cell.key, self.spec.seed)
-        with seeded(seed, self.device):  # random defenses draw from the global generator
-            x, y = x.to(self.device), y.to(self.device)
-            return evaluate_cell(cell, trained, x, y, self.dataset, self.spec, seed, self.progress)
-
-
-def _record_model(store: Store, defense: DefenseSpec, trained: TrainedModel) -> None:
-    """What the report says about a defense's model: its plugin, parameters, flags, cost and history."""
-    store.save_model(
-        defense.label,
-        {
-            "family": defense.family,
-            "name": defense.name,
-            "params": defense.params,
-            "model_key": trained.key,
-            "train_seconds": trained.train_seconds,
-            "cached": trained.cached,
-            "stochastic": type(trained.defense).stochastic,
-            "stateful": type(trained.defense).stateful,
-            "history": trained.history,
-        },
-    )
-
-
-class CountingModel(nn.Module):
-    """Counts the samples pushed through the model, and how many of those needed an input gradient."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.forwards = 0
-        self.backwards = 0
-        self.counting = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.counting:
-            self.forwards += len(x)
-            self.backwards += len(x) if torch.is_grad_enabled() and x.requires_grad else 0
-        return self.model(x)
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        """Passes that are not the attack's (sanity checks) go uncounted."""
-        self.counting = False
-        try:
-            yield
-        finally:
-            self.counting = True
+        runtime = self.runtime
+        trained = runtime.trained(cell.defense)
+        seed = runtime.seed(cell.key)
+        with seeded(seed, runtime.device):  # random defenses draw from the global generator
+            x, y = runtime.test_split(runtime.spec.evaluation.samples)
+            return evaluate_cell(cell, trained, x, y, runtime.dataset, runtime.spec, seed, runtime.progress)
 
 
 def evaluate_cell(
@@ -331,8 +193,8 @@ def evaluate_cell(
     """
     started = time.perf_counter()
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    views = Views.of(trained, dataset, spec)
-    clean_logits = predict(views.deployed, x, spec.evaluation.batch_size, dataset.num_classes)
+    views = Views.of(trained, dataset, spec.evaluation)
+    clean_logits = views.logits(x)
     verdicts = Verdicts.clean(x, y, views.redraw(clean_logits.argmax(1), x))
     threat = ThreatModel(cell.norm, cell.eps, dataset.bounds) if cell.norm != CLEAN else None
 
@@ -356,7 +218,9 @@ def evaluate_cell(
             task.advance()
     with views.counted.paused():
         checks += _checks(cell, trained, views, x, y, verdicts.robust, records, dataset, spec)
-        privacy = _membership(trained, views.deployed, x, y, dataset, spec) if threat is None else []
+        # A checkpoint's training set is unknown, so its members cannot be told from anything.
+        known_members = threat is None and cell.defense.model is None
+        privacy = _membership(trained, views.deployed, x, y, dataset, spec) if known_members else []
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     return CellResult(
         cell=cell.key,
@@ -377,39 +241,6 @@ def evaluate_cell(
         checks=checks,
         privacy=privacy,
     )
-
-
-@dataclass
-class Views:
-    """The model as a cell sees it: the counted network, the deployed model, and the adaptive view."""
-
-    counted: CountingModel  # counts network passes, however often a view calls it
-    deployed: nn.Module
-    adaptive: nn.Module  # BPDA's surrogate gradient, and an expectation over draws for a random model
-    draws: int  # evaluations per scored prediction: `repeats` for a random defense, else 1
-    batch: int
-    classes: int
-
-    @classmethod
-    def of(cls, trained: TrainedModel, dataset: Dataset, spec: Spec) -> Views:
-        counted = CountingModel(trained.network)
-        for parameter in counted.parameters():
-            parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
-        stochastic = type(trained.defense).stochastic
-        deployed = trained.defense.wrap(counted, bounds=dataset.bounds)
-        adaptive = trained.defense.adaptive(deployed)
-        if stochastic:
-            adaptive = Expectation(adaptive, spec.evaluation.eot_draws)
-        draws = spec.evaluation.repeats if stochastic else 1
-        return cls(counted, deployed, adaptive, draws, spec.evaluation.batch_size, dataset.num_classes)
-
-    def redraw(self, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Predictions of every evaluation of ``x`` shaped (draws, n); ``first`` is the first one's."""
-        more = [predict(self.deployed, x, self.batch, self.classes).argmax(1) for _ in range(self.draws - 1)]
-        return torch.stack([first, *more])
-
-    def predictions(self, x: torch.Tensor) -> torch.Tensor:
-        return self.redraw(predict(self.deployed, x, self.batch, self.classes).argmax(1), x)
 
 
 @dataclass
@@ -486,7 +317,7 @@ def _attack_stage(
     stalled = 0
     for chunk, target, x_adv in _perturbed(attack, model, spec_attack.target, todo, views.batch, x, y,
                                            clean_logits, threat, generator):  # fmt: skip
-        check_output(spec_attack.label, threat, x[chunk], x_adv)
+        check_attack_output(spec_attack.label, threat, x[chunk], x_adv)
         if climbs:
             with counted.paused():
                 stalled += loss_not_raised(views.adaptive, x[chunk], x_adv, y[chunk])
@@ -579,26 +410,9 @@ def _checks(
     return checks
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
-    """Logits for ``x`` in batches, refusing a model whose output does not match the dataset's classes."""
-    logits = torch.cat([model(chunk) for chunk in x.split(batch)]) if len(x) else torch.empty(0, num_classes)
-    if logits.dim() != 2 or logits.shape[1] != num_classes:
-        raise InputError(
-            f"the model returns outputs shaped {tuple(logits.shape[1:])} per sample, "
-            f"but the dataset has {num_classes} classes"
-        )
-    return logits
-
-
 def _worst(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per sample, the first wrong prediction among the draws, else the (correct) first one."""
     return first_hit(predictions, predictions != y)
-
-
-def first_hit(predictions: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
-    """Per sample (column), the first of the draws (rows) where ``hit`` holds, else the first draw."""
-    return predictions.gather(0, hit.int().argmax(0, keepdim=True)).squeeze(0)
 
 
 def _fitted_target(spec_attack: AttackSpec) -> int | None:
@@ -618,55 +432,3 @@ def _targets(
     classes = clean_logits.shape[1]  # "random": uniform over the classes other than the true one
     shift = torch.randint(1, classes, y.shape, generator=generator, device=y.device)
     return (y + shift) % classes
-
-
-def check_output(label: str, threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor) -> None:
-    """An attack that leaves its threat model is a bug in that attack: stop and say so, never clip it."""
-    if x_adv.shape != x.shape:
-        raise BudgetError(f"attack {label!r} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
-    bad = threat.violations(x, x_adv)
-    if bad.any():
-        worst = threat.distance(x, x_adv).max().item()
-        raise BudgetError(
-            f"attack {label!r} left its threat model on {int(bad.sum())} samples "
-            f"({threat.norm} eps {threat.eps:g}, bounds {list(threat.bounds)}; largest distance {worst:.6g})"
-        )
-
-
-def run_meta(spec: Spec, dataset: Dataset, device: torch.device) -> dict[str, Any]:
-    """What a report says about a run: the spec, the data set's facts, the device and the versions."""
-    return {
-        "name": spec.name,
-        "spec": spec.text,
-        "dataset": spec.dataset,
-        "model": spec.model,
-        "seed": spec.seed,
-        "report_eps": spec.report_eps,
-        "repeats": spec.evaluation.repeats,
-        "bounds": list(dataset.bounds),
-        "classes": list(dataset.classes),
-        "domain": dataset.domain,
-        "sample_rate": dataset.sample_rate,
-        "device": str(device),
-        "versions": {
-            "advsec": advsec.__version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
-        "git_commit": _git_commit(),
-        "started_at": _now(),
-    }
-
-
-def _git_commit() -> str | None:
-    """The commit of the working directory's repository, if there is one: which code produced a run."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -10,24 +10,15 @@ fit to the samples it reports. The advantage is TPR − FPR on balanced members 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import gradient_attack
+from advsec.records import MembershipInference
 from advsec.threat import ThreatModel
 
 ADVERSARIAL_STEPS = 10
-
-
-@dataclass(frozen=True)
-class MembershipInference:
-    signal: str  # "loss" or "adversarial loss"
-    samples: int  # members, and as many non-members
-    accuracy: float  # balanced accuracy on the held-back half
-    advantage: float  # TPR − FPR on the held-back half
 
 
 def membership_inference(

@@ -27,12 +27,10 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from types import ModuleType
+from typing import Any, ClassVar, Literal
 
 from advsec.errors import PluginError
-
-if TYPE_CHECKING:
-    from advsec.spec import Spec
 
 OWN_DISTRIBUTION = "advsec"  # entry points it declares are the built-ins
 # What an unrestricted attack provides besides the Attack contract (``unrestricted = True``).
@@ -206,35 +204,34 @@ REGISTRIES: dict[str, Registry] = {
 }
 
 
-def plugin_origins(spec: Spec) -> dict[str, dict[str, dict[str, Any]]]:
-    """Where every plugin ``spec`` uses comes from (:meth:`Registry.origin`), keyed by kind then name.
-
-    Kinds are ``datasets``, ``models`` (the spec's, and an unrestricted attack's other listener),
-    ``defenses`` and ``attacks`` (generators included, as a spec names them among the attacks)::
-
-        {"datasets": {"digits": {"source": "built-in"}}, "models": {...}, "defenses": {...},
-         "attacks": {"rand-fgsm": {"source": "file", "path": "/abs/rand_fgsm.py", "sha256": "…"}}}
-    """
-    listeners = []
-    for attack in spec.attacks:
-        cls = attacks.get(attack.name)
-        if cls.unrestricted:  # trains a listener model of its own architecture, "" for the spec's
-            listeners.append(attack.params.get("listener", getattr(cls, "listener", "")) or spec.model)
-    used = {
-        "datasets": [spec.dataset],
-        "models": [spec.model, *listeners],
-        "defenses": [d.name for d in spec.defenses],
-        "attacks": [a.name for a in spec.attacks],
-    }
-    return {kind: {name: REGISTRIES[kind].origin(name) for name in names} for kind, names in used.items()}
-
-
 def plugin_name(cls: type) -> str:
     """A class's registry name when a file does not give one: ``TinyFGSM`` → ``tiny-fgsm``."""
     explicit = cls.__dict__.get("name")
     if isinstance(explicit, str):
         return explicit
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", cls.__name__).lower()
+
+
+def import_file(path: Path, where: str) -> tuple[ModuleType, str]:
+    """Run a local Python file as a module of its own; the module and the sha256 of the bytes that ran.
+
+    ``where`` names the file in messages (which file, and how the user gave it).
+    """
+    if not path.is_file():
+        raise PluginError(f"{where}: no such file")
+    module_name = "advsec_plugin_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"{where}: not a Python file")
+    code = path.read_bytes()
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the file executes
+    try:
+        exec(compile(code, str(path), "exec"), module.__dict__)  # the very bytes hashed
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise PluginError(f"{where}: failed to import: {type(exc).__name__}: {exc}") from exc
+    return module, hashlib.sha256(code).hexdigest()
 
 
 def load_plugin_file(path: str | Path, *, via: str = "--plugin") -> list[tuple[str, str]]:
@@ -245,21 +242,9 @@ def load_plugin_file(path: str | Path, *, via: str = "--plugin") -> list[tuple[s
     """
     path = Path(path)
     where = f"file {path} via {via}"
-    if not path.is_file():
-        raise PluginError(f"{where}: no such file")
-    module_name = "advsec_plugin_" + re.sub(r"\W", "_", path.stem)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise PluginError(f"{where}: not a Python file")
-    code = path.read_bytes()
-    origin = {"source": "file", "path": str(path.resolve()), "sha256": hashlib.sha256(code).hexdigest()}
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up while the file executes
-    try:
-        exec(compile(code, str(path), "exec"), module.__dict__)  # the very bytes hashed above
-    except Exception as exc:
-        del sys.modules[module_name]
-        raise PluginError(f"{where}: failed to import: {type(exc).__name__}: {exc}") from exc
+    module, sha256 = import_file(path, where)
+    module_name = module.__name__
+    origin = {"source": "file", "path": str(path.resolve()), "sha256": sha256}
     found = []
     for _, cls in inspect.getmembers(module, inspect.isclass):
         if cls.__module__ != module_name or cls.__name__.startswith("_"):

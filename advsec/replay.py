@@ -23,72 +23,73 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict
+from typing import Any
 
 import torch
 from torch import nn
 
-from advsec import registry
+import advsec.registry as registry
 from advsec.attack import Attack
 from advsec.defense import Defense, Expectation
-from advsec.harness import (
-    CellEvaluator,
-    CountingModel,
-    check_output,
-    deployed_key,
-    load_dataset,
-    predict,
-    run_meta,
-)
-from advsec.keys import content_key, key_seed, seeded
-from advsec.progress import Progress
-from advsec.spec import AttackSpec, EvaluationConfig, ReplayConfig, Spec, make_plugin, replay_attacks
-from advsec.store import Craft, ReplayResult, Store
-from advsec.threat import ThreatModel
+from advsec.keys import content_key
+from advsec.protocol import Job, SideProtocol
+from advsec.records import Craft, ReplayResult
+from advsec.runtime import CountingModel, Runtime, batched_logits
+from advsec.spec import AttackSpec, EvaluationConfig, ReplayConfig, make_plugin, replay_attacks
+from advsec.store import Store
+from advsec.threat import ThreatModel, check_attack_output
 from advsec.train import TrainedModel
 
 
-def replay_spec(spec: Spec, store: Store, *, device: torch.device, progress: Progress) -> None:
-    """Run the sitting-duck protocol of ``spec``'s ``[replay]`` table for every defense not yet replayed.
+class Replay(SideProtocol):
+    """The sitting-duck protocol of the spec's ``[replay]`` table, for every defense not yet replayed."""
 
-    Each defense's results are committed in one transaction under a key of its model and the settings, so
-    an interrupted run resumes with the next defense.
-    """
-    settings = spec.replay or ReplayConfig()
-    dataset = load_dataset(spec.dataset)
-    if "name" not in store.meta():
-        store.set_meta(run_meta(spec, dataset, device))
-    attacks = replay_attacks(spec.attacks, settings)
-    threat = ThreatModel(spec.threats[0].norm, settings.eps or spec.report_eps, dataset.bounds)
-    protocol = {
-        "settings": asdict(settings),
-        "attacks": [asdict(a) for a in attacks],
-        "threat": [threat.norm, threat.eps],
-        "eot_draws": spec.evaluation.eot_draws,
-    }
-    keys = {
-        d.label: content_key({"model": deployed_key(spec, dataset, d), "defense": d.label, **protocol})
-        for d in spec.defenses
-    }
-    store.set_meta({"replay_plan": list(keys.values()), "replay_threat": [threat.norm, threat.eps]})
-    done = store.replay_keys()
-    pending = [d for d in spec.defenses if keys[d.label] not in done]
-    progress.log(f"{spec.name}: replay {len(pending)} defenses, {len(keys) - len(pending)} already replayed")
-    x, y = dataset.x_test[: settings.samples].to(device), dataset.y_test[: settings.samples].to(device)
-    traffic = dataset.x_test[settings.samples :].to(device)
-    evaluator = CellEvaluator(spec, dataset, store, device, progress)  # trains or loads each model once
-    for defense in pending:
-        trained = evaluator.trained(defense)
-        seed = key_seed(keys[defense.label], spec.seed)
-        replayer = Replayer(trained, threat, settings, spec.evaluation, dataset.num_classes)
-        with seeded(seed, device):  # moving models draw from the global generator
-            generator = torch.Generator(device=device).manual_seed(seed)
-            with progress.task(f"replay {defense.label}", total=len(attacks)) as task:
-                crafts = []
-                for attack in attacks:
-                    crafts += replayer.attack(attack, x, y, traffic if len(traffic) else x, generator)
-                    task.advance()
-                transfers = replayer.transfers(attacks, x, y, generator)
-        store.save_replay(ReplayResult(defense.label, keys[defense.label], crafts, transfers))
+    name = "replay"
+    plan_meta = "replay_plan"
+
+    def _settings(self, runtime: Runtime) -> tuple[ReplayConfig, list[AttackSpec], ThreatModel]:
+        spec = runtime.spec
+        settings = spec.replay or ReplayConfig()
+        threat = ThreatModel(spec.threats[0].norm, settings.eps or spec.report_eps, runtime.dataset.bounds)
+        return settings, replay_attacks(spec.attacks, settings), threat
+
+    def jobs(self, runtime: Runtime) -> list[Job]:
+        settings, attacks, threat = self._settings(runtime)
+        protocol = {
+            "settings": asdict(settings),
+            "attacks": [asdict(a) for a in attacks],
+            "threat": [threat.norm, threat.eps],
+            "eot_draws": runtime.spec.evaluation.eot_draws,
+        }
+        return [
+            Job(content_key({"model": runtime.deployed_key(d), "defense": d.label, **protocol}), d)
+            for d in runtime.spec.defenses
+        ]
+
+    def plan_extras(self, runtime: Runtime) -> dict[str, Any]:
+        threat = self._settings(runtime)[2]
+        return {"replay_threat": [threat.norm, threat.eps]}
+
+    def done(self, store: Store) -> set[str]:
+        return store.replay_keys()
+
+    def save(self, store: Store, result: ReplayResult) -> None:
+        store.save_replay(result)
+
+    def run(self, runtime: Runtime, job: Job, seed: int) -> ReplayResult:
+        settings, attacks, threat = self._settings(runtime)
+        x, y = runtime.test_split(settings.samples)
+        traffic = runtime.dataset.x_test[settings.samples :].to(runtime.device)
+        trained, classes = runtime.trained(job.defense), runtime.dataset.num_classes
+        replayer = Replayer(trained, threat, settings, runtime.spec.evaluation, classes)
+        generator = torch.Generator(device=runtime.device).manual_seed(seed)
+        crafts = []
+        with runtime.progress.task(f"replay {job.defense.label}", total=len(attacks)) as task:
+            for attack in attacks:
+                crafts += replayer.attack(attack, x, y, traffic if len(traffic) else x, generator)
+                task.advance()
+        transfers = replayer.transfers(attacks, x, y, generator)
+        return ReplayResult(job.defense.label, job.key, crafts, transfers)
 
 
 def modes(defense: type[Defense], kind: str) -> tuple[str, ...]:
@@ -200,12 +201,12 @@ class Replayer:
         crafted = []
         for xb, yb in zip(x.split(self.batch), y.split(self.batch), strict=True):
             x_adv = attack.perturb(model, xb, yb, self.threat, generator=generator)
-            check_output(label, self.threat, xb, x_adv)
+            check_attack_output(label, self.threat, xb, x_adv)
             crafted.append(x_adv.detach())
         return torch.cat(crafted)
 
     def wrong(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-        return int((predict(model, x, self.batch, self.num_classes).argmax(1) != y).sum())
+        return int((batched_logits(model, x, self.batch, self.num_classes).argmax(1) != y).sum())
 
     @torch.no_grad()
     def answer(self, model: nn.Module, traffic: torch.Tensor, begin: int, end: int) -> None:

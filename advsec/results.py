@@ -1,26 +1,220 @@
-"""Aggregates recomputed from the store's per-sample rows: what reports, ``show`` and ``--json`` print.
+"""Aggregates recomputed from the store's per-sample rows: typed records for reports, ``show`` and ``--json``.
 
 Nothing here is stored pre-aggregated; every figure is counted from samples and attempts, so a number
-in a report can always be traced to the rows behind it.
+in a report can always be traced to the rows behind it. :class:`RunResults` gathers them for a whole run;
+:meth:`RunResults.to_json` is the shape ``--json`` prints (its ``format`` says which shape).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from advsec.records import MembershipInference, SanityCheck
 from advsec.store import Store
 
 RADIUS_STEP = 0.25  # certified accuracy is reported at ℓ2 radii 0, 0.25, 0.5, …, at least up to 1
 CERTIFIED_RADIUS = "0.5"  # the scorecard's certified column: Cohen et al.'s usual reference radius
+JSON_FORMAT = 1  # raised whenever the shape of RunResults.to_json changes
+
+Interval = tuple[float, float]
 
 
-def cell_summaries(store: Store) -> list[dict[str, Any]]:
-    """One JSON-ready dict per finished cell of the current plan, in plan order."""
+@dataclass(frozen=True)
+class AttackSummary:
+    """One attack's stage in a cell."""
+
+    attack: str  # its label
+    adaptive: bool
+    robust_after: float  # worst case over the attacks up to and including this one
+    robust_alone: float | None  # this attack by itself (unknown for later stages of a cascade)
+    attacked: int
+    broken: int
+    forwards: int
+    backwards: int
+    wall_seconds: float
+    targeted_success: float | None  # of the samples aimed at a class, the share now in it; None: untargeted
+    targeted_interval: Interval | None
+    fit_seconds: float | None  # a generator's one-off training (None for other attacks)
+    fit_cached: bool
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """One cell (defense × norm × eps × cascade), every figure counted from its per-sample rows."""
+
+    cell: str
+    defense: str
+    norm: str
+    eps: float
+    n: int
+    clean_accuracy: float
+    robust_accuracy: float
+    robust_interval: Interval
+    clean_accuracy_single: float  # each sample scored on one draw of a random defense instead of all
+    robust_accuracy_single: float
+    naive_robust_accuracy: float | None  # before any adaptive attack: what a naive evaluation would claim
+    attacks: list[AttackSummary]
+    checks: list[SanityCheck]
+    privacy: list[MembershipInference]  # membership inference, in the clean cell
+    wall_seconds: float
+    forwards: int
+    backwards: int
+
+
+@dataclass(frozen=True)
+class GuardEvent:
+    """One time the overfitting guard fired during training."""
+
+    epoch: int  # the collapsed epoch
+    check: float  # its robust accuracy on the held-out check
+    restored: int  # the epoch restored; 0: none, training started over from fresh weights
+    best: float | None  # the restored epoch's check
+    overfit: bool  # the defense saw catastrophic overfitting's sign
+    constant: bool  # the model had collapsed to one answer for all
+
+
+@dataclass(frozen=True)
+class DefenseSummary:
+    """One defense across the run: clean accuracy from its clean cell, robust accuracy per budget
+    (keys like ``linf:0.3``), its sanity flags, privacy cost and costs."""
+
+    defense: str
+    family: str
+    name: str | None
+    params: dict[str, Any]
+    clean_accuracy: float
+    robust: dict[str, float]
+    robust_interval: dict[str, Interval]
+    robust_single: dict[str, float]
+    clean_interval: Interval
+    clean_accuracy_single: float
+    naive_robust: dict[str, float]
+    guard: list[GuardEvent]
+    train_seconds: float | None
+    attack_seconds: float
+    forwards: int
+    backwards: int
+    stochastic: bool
+    privacy: dict[str, MembershipInference]  # by signal: how far training samples can be told from others
+    flags: list[str]  # the names of the flagged sanity checks
+
+
+@dataclass(frozen=True)
+class CertifiedSummary:
+    """One smoothed defense's certification: settings, abstentions, certified accuracy per radius."""
+
+    defense: str
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+    samples: int
+    batch_size: int
+    seed: int
+    abstained: float
+    certified: dict[str, float]  # radius (as text, e.g. "0.5") -> certified accuracy
+    wall_seconds: float
+    forwards: int
+
+
+@dataclass(frozen=True)
+class ReplayAtDelay:
+    success: float  # the share of replayed adversarial examples the model got wrong, pooled over repeats
+    interval: Interval
+    clean_error: float  # its error on the clean inputs at the same moment
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """One defense and attacker of the sitting-duck protocol (:mod:`advsec.replay`)."""
+
+    defense: str
+    attack: str
+    mode: str
+    samples: int
+    repeats: int
+    crafted: float | None  # success against the snapshot crafted on (snapshot mode only)
+    queries_per_sample: float
+    wall_seconds: float
+    replay: dict[int, ReplayAtDelay]
+
+
+@dataclass(frozen=True)
+class UnrestrictedSummary:
+    """One unrestricted attack against one defense (:mod:`advsec.unrestricted`); ``rates`` holds the three
+    rates of its source (:data:`UNRESTRICTED_RATES`), ``intervals`` their Wilson intervals."""
+
+    defense: str
+    attack: str
+    source: str
+    listener: str
+    samples: int
+    aimed: int  # made inputs whose source the model did not already answer as wanted
+    chance: float | None  # the listener's rate were it guessing
+    norm: str
+    median_distance: float | None
+    fit_seconds: float
+    wall_seconds: float
+    rates: dict[str, float | None] = field(default_factory=dict)
+    intervals: dict[str, Interval | None] = field(default_factory=dict)
+
+    def rate(self, name: str) -> float | None:
+        return self.rates.get(name)
+
+    def to_json(self) -> dict[str, Any]:
+        """Flat, as ``--json`` has always printed it: each rate and ``<rate>_interval`` beside the rest."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("rates", "intervals")}
+        for name, value in self.rates.items():
+            out[name] = value
+            out[f"{name}_interval"] = self.intervals[name]
+        return out
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """Everything a finished run's report, ``show`` and ``--json`` say, read once from its store."""
+
+    meta: dict[str, Any]
+    cells: list[CellSummary]
+    defenses: list[DefenseSummary]
+    certified: list[CertifiedSummary]
+    replays: list[ReplaySummary]
+    unrestricted: list[UnrestrictedSummary]
+
+    @classmethod
+    def read(cls, store: Store) -> RunResults:
+        cells = cell_summaries(store)
+        return cls(
+            meta=store.meta(),
+            cells=cells,
+            defenses=defense_summaries(store, cells),
+            certified=certified_summaries(store),
+            replays=replay_summaries(store),
+            unrestricted=unrestricted_summaries(store),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The results as ``--json`` prints them."""
+        return {
+            "format": JSON_FORMAT,
+            "estimated_cost": self.meta.get("estimated_cost"),
+            "plugins": self.meta.get("plugins"),
+            "defenses": [asdict(d) for d in self.defenses],
+            "cells": [asdict(c) for c in self.cells],
+            "certified": [asdict(c) for c in self.certified],
+            "replay": [asdict(r) for r in self.replays],
+            "unrestricted": [u.to_json() for u in self.unrestricted],
+        }
+
+
+def cell_summaries(store: Store) -> list[CellSummary]:
+    """One summary per finished cell of the current plan, in plan order."""
     return [_summarize(store, cell) for cell in store.cells()]
 
 
-def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
+def _summarize(store: Store, cell: dict[str, Any]) -> CellSummary:
     samples = store.samples(cell["cell"])
     label = {s["idx"]: s["label"] for s in samples}
     clean_correct = {s["idx"] for s in samples if s["clean_pred"] == s["label"]}
@@ -38,55 +232,50 @@ def _summarize(store: Store, cell: dict[str, Any]) -> dict[str, Any]:
         broken = broken_by_position.get(position, set())
         hits = aimed.get(position)
         broken_so_far |= broken
-        alone = None if cell["cascade"] and position > 0 else len(clean_correct - broken) / n
         attacks.append(
-            {
-                "attack": record["attack"],
-                "adaptive": bool(record["adaptive"]),
-                "robust_after": len(clean_correct - broken_so_far) / n,  # worst case over attacks so far
-                "robust_alone": alone,  # this attack by itself (unknown for later stages of a cascade)
-                "attacked": record["attacked"],
-                "broken": len(broken & clean_correct),
-                "forwards": record["forwards"],
-                "backwards": record["backwards"],
-                "wall_seconds": record["wall_seconds"],
-                # Of the samples aimed at a class, the fraction the model now puts in it (None: untargeted).
-                "targeted_success": sum(hits) / len(hits) if hits else None,
-                "targeted_interval": wilson_interval(sum(hits), len(hits)) if hits else None,
-                "fit_seconds": record["fit_seconds"],  # a generator's one-off training (None for others)
-                "fit_cached": bool(record["fit_cached"]),
-            }
+            AttackSummary(
+                attack=record["attack"],
+                adaptive=bool(record["adaptive"]),
+                robust_after=len(clean_correct - broken_so_far) / n,
+                robust_alone=None if cell["cascade"] and position > 0 else len(clean_correct - broken) / n,
+                attacked=record["attacked"],
+                broken=len(broken & clean_correct),
+                forwards=record["forwards"],
+                backwards=record["backwards"],
+                wall_seconds=record["wall_seconds"],
+                targeted_success=sum(hits) / len(hits) if hits else None,
+                targeted_interval=wilson_interval(sum(hits), len(hits)) if hits else None,
+                fit_seconds=record["fit_seconds"],
+                fit_cached=bool(record["fit_cached"]),
+            )
         )
     robust = sum(s["robust"] for s in samples)
-    robust_single = sum(s["robust_single"] for s in samples)
-    naive = [a["robust_after"] for a in attacks if not a["adaptive"]]
-    return {
-        "cell": cell["cell"],
-        "defense": cell["defense"],
-        "norm": cell["norm"],
-        "eps": cell["eps"],
-        "n": n,
-        "clean_accuracy": len(clean_correct) / n,
-        "robust_accuracy": robust / n,
-        "robust_interval": wilson_interval(robust, n),
-        # Each sample scored on one draw of a random defense instead of all (equal when deterministic).
-        "clean_accuracy_single": sum(s["clean_single"] for s in samples) / n,
-        "robust_accuracy_single": robust_single / n,
-        # Before any adaptive attack ran: what evaluating the defense as deployed would have claimed.
-        "naive_robust_accuracy": naive[-1] if naive and len(naive) < len(attacks) else None,
-        "attacks": attacks,
-        "checks": [
-            {"name": c["name"], "value": c["value"], "flagged": bool(c["flagged"]), "detail": c["detail"]}
+    naive = [a.robust_after for a in attacks if not a.adaptive]
+    return CellSummary(
+        cell=cell["cell"],
+        defense=cell["defense"],
+        norm=cell["norm"],
+        eps=cell["eps"],
+        n=n,
+        clean_accuracy=len(clean_correct) / n,
+        robust_accuracy=robust / n,
+        robust_interval=wilson_interval(robust, n),
+        clean_accuracy_single=sum(s["clean_single"] for s in samples) / n,
+        robust_accuracy_single=sum(s["robust_single"] for s in samples) / n,
+        naive_robust_accuracy=naive[-1] if naive and len(naive) < len(attacks) else None,
+        attacks=attacks,
+        checks=[
+            SanityCheck(c["name"], c["value"], bool(c["flagged"]), c["detail"])
             for c in store.sanity(cell["cell"])
         ],
-        "privacy": store.privacy(cell["cell"]),  # membership inference, in the clean cell
-        "wall_seconds": cell["wall_seconds"],
-        "forwards": cell["forwards"],
-        "backwards": cell["backwards"],
-    }
+        privacy=[MembershipInference(**row) for row in store.privacy(cell["cell"])],
+        wall_seconds=cell["wall_seconds"],
+        forwards=cell["forwards"],
+        backwards=cell["backwards"],
+    )
 
 
-def defense_summaries(store: Store, cells: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def defense_summaries(store: Store, cells: list[CellSummary] | None = None) -> list[DefenseSummary]:
     """Per defense: clean accuracy (from its clean cell), robust accuracy per budget, and costs.
 
     ``cells`` are the run's :func:`cell_summaries`, when the caller has them already.
@@ -94,43 +283,42 @@ def defense_summaries(store: Store, cells: list[dict[str, Any]] | None = None) -
     cells = cell_summaries(store) if cells is None else cells
     models = {m["defense"]: m for m in store.models()}
     out = []
-    for defense in dict.fromkeys(c["defense"] for c in cells):
-        own = [c for c in cells if c["defense"] == defense]
-        clean = next((c for c in own if c["norm"] == "none"), own[0])
-        attacked = [c for c in own if c["norm"] != "none"]
+    for defense in dict.fromkeys(c.defense for c in cells):
+        own = [c for c in cells if c.defense == defense]
+        clean = next((c for c in own if c.norm == "none"), own[0])
+        attacked = [c for c in own if c.norm != "none"]
         model = models.get(defense, {})
         out.append(
-            {
-                "defense": defense,
-                "family": model.get("family") or defense,
-                "name": model.get("name"),
-                "params": model.get("params", {}),
-                "clean_accuracy": clean["clean_accuracy"],
-                "robust": {_budget(c): c["robust_accuracy"] for c in attacked},
-                "robust_interval": {_budget(c): c["robust_interval"] for c in attacked},
-                "robust_single": {_budget(c): c["robust_accuracy_single"] for c in attacked},
-                "clean_interval": clean["robust_interval"],
-                "clean_accuracy_single": clean["clean_accuracy_single"],
-                "naive_robust": {
-                    _budget(c): c["naive_robust_accuracy"]
+            DefenseSummary(
+                defense=defense,
+                family=model.get("family") or defense,
+                name=model.get("name"),
+                params=model.get("params", {}),
+                clean_accuracy=clean.clean_accuracy,
+                robust={budget_key(c): c.robust_accuracy for c in attacked},
+                robust_interval={budget_key(c): c.robust_interval for c in attacked},
+                robust_single={budget_key(c): c.robust_accuracy_single for c in attacked},
+                clean_interval=clean.robust_interval,
+                clean_accuracy_single=clean.clean_accuracy_single,
+                naive_robust={
+                    budget_key(c): c.naive_robust_accuracy
                     for c in attacked
-                    if c["naive_robust_accuracy"] is not None
+                    if c.naive_robust_accuracy is not None
                 },
-                "guard": _guard(model.get("history", [])),
-                "train_seconds": model.get("train_seconds"),
-                "attack_seconds": sum(c["wall_seconds"] for c in attacked),
-                "forwards": sum(c["forwards"] for c in attacked),
-                "backwards": sum(c["backwards"] for c in attacked),
-                "stochastic": bool(model.get("stochastic")),
-                # Membership inference by signal: how far training samples can be told from others.
-                "privacy": {m["signal"]: m for m in clean["privacy"]},
-                "flags": [check["name"] for c in own for check in c["checks"] if check["flagged"]],
-            }
+                guard=_guard(model.get("history", [])),
+                train_seconds=model.get("train_seconds"),
+                attack_seconds=sum(c.wall_seconds for c in attacked),
+                forwards=sum(c.forwards for c in attacked),
+                backwards=sum(c.backwards for c in attacked),
+                stochastic=bool(model.get("stochastic")),
+                privacy={m.signal: m for m in clean.privacy},
+                flags=[check.name for c in own for check in c.checks if check.flagged],
+            )
         )
     return out
 
 
-def certified_summaries(store: Store) -> list[dict[str, Any]]:
+def certified_summaries(store: Store) -> list[CertifiedSummary]:
     """Per certified defense: its settings, abstentions and certified accuracy at each reported radius.
 
     Certified accuracy at radius r is the fraction of samples the smoothed classifier gets right with a
@@ -144,30 +332,29 @@ def certified_summaries(store: Store) -> list[dict[str, Any]]:
         steps = max(round(1 / RADIUS_STEP), math.ceil(max(radii, default=0.0) / RADIUS_STEP))
         grid = [RADIUS_STEP * k for k in range(steps + 1)]
         out.append(
-            {
-                "defense": row["defense"],
+            CertifiedSummary(
+                defense=row["defense"],
                 **{key: row[key] for key in ("sigma", "n0", "n", "alpha", "samples", "batch_size", "seed")},
-                "abstained": sum(c["prediction"] == -1 for c in certificates) / n,  # -1: abstained
-                "certified": {f"{r:g}": sum(radius >= r for radius in radii) / n for r in grid},
-                "wall_seconds": row["wall_seconds"],
-                "forwards": row["forwards"],
-            }
+                abstained=sum(c["prediction"] == -1 for c in certificates) / n,  # -1: abstained
+                certified={f"{r:g}": sum(radius >= r for radius in radii) / n for r in grid},
+                wall_seconds=row["wall_seconds"],
+                forwards=row["forwards"],
+            )
         )
     return out
 
 
-def replay_summaries(store: Store) -> list[dict[str, Any]]:
+def replay_summaries(store: Store) -> list[ReplaySummary]:
     """Per defense and attacker of the sitting-duck protocol: replay success at each delay (advsec.replay).
 
     Success at a delay pools every repeat's replayed samples: the share the model got wrong, beside its
     error on the clean inputs at the same moment. Its Wilson 95 % interval counts the samples, not samples ×
     repeats: repeats replay the same examples, so they average out the model's draws without adding
     independent evidence.
-    ``crafted`` is the success against the snapshot the examples were crafted on (snapshot mode only).
     """
     out = []
     for row in store.replays():
-        delays: dict[int, dict[str, Any]] = {}
+        delays: dict[int, dict[str, int]] = {}
         for trial in row["trials"]:
             pooled = delays.setdefault(trial["delay"], {"fooled": 0, "clean_wrong": 0, "trials": 0})
             pooled["fooled"] += trial["fooled"]
@@ -175,24 +362,24 @@ def replay_summaries(store: Store) -> list[dict[str, Any]]:
             pooled["trials"] += row["samples"]
         samples = row["samples"]
         out.append(
-            {
-                "defense": row["defense"],
-                "attack": row["attack"],
-                "mode": row["mode"],
-                "samples": samples,
-                "repeats": len(row["trials"]) // max(len(delays), 1),
-                "crafted": None if row["crafted_fooled"] is None else row["crafted_fooled"] / samples,
-                "queries_per_sample": row["queries"] / samples,
-                "wall_seconds": row["wall_seconds"],
-                "replay": {
-                    delay: {
-                        "success": pooled["fooled"] / pooled["trials"],
-                        "interval": wilson_interval(samples * pooled["fooled"] / pooled["trials"], samples),
-                        "clean_error": pooled["clean_wrong"] / pooled["trials"],
-                    }
+            ReplaySummary(
+                defense=row["defense"],
+                attack=row["attack"],
+                mode=row["mode"],
+                samples=samples,
+                repeats=len(row["trials"]) // max(len(delays), 1),
+                crafted=None if row["crafted_fooled"] is None else row["crafted_fooled"] / samples,
+                queries_per_sample=row["queries"] / samples,
+                wall_seconds=row["wall_seconds"],
+                replay={
+                    delay: ReplayAtDelay(
+                        success=pooled["fooled"] / pooled["trials"],
+                        interval=wilson_interval(samples * pooled["fooled"] / pooled["trials"], samples),
+                        clean_error=pooled["clean_wrong"] / pooled["trials"],
+                    )
                     for delay, pooled in delays.items()
                 },
-            }
+            )
         )
     return out
 
@@ -211,14 +398,14 @@ def distance_text(value: float | None, norm: str) -> str:
     return f"{value:.1f} dB" if norm in ("db", "snr") else f"{value:.2f} ({norm})"
 
 
-def unrestricted_summaries(store: Store) -> list[dict[str, Any]]:
+def unrestricted_summaries(store: Store) -> list[UnrestrictedSummary]:
     """Per defense and unrestricted attack (advsec.unrestricted), with intervals: for inputs made from
     carriers, how often the model hears the target, how often the listener does, and how often only the
     model does (hidden); for inputs made from test inputs, how often the model is fooled, how often the
     listener still sees the test input's class, and how often both (natural adversarial examples).
 
     Left out of every rate: carriers the model already heard as the target, and test inputs it already got
-    wrong (nothing was made in them). ``chance`` is the listener's rate were it guessing."""
+    wrong (nothing was made in them)."""
     classes = len(store.meta().get("classes", [])) or None
     out = []
     for run in store.unrestricted_runs():
@@ -230,30 +417,31 @@ def unrestricted_summaries(store: Store) -> list[dict[str, Any]]:
             made = [r for r in rows if r["carrier_pred"] != r["target"]]
             hits = [(r["pred"] == r["target"], r["listener_pred"] == r["target"]) for r in made]
         model, listener, both = UNRESTRICTED_RATES[run["source"]]
-        rates = {
+        outcomes = {
             model: [m for m, _ in hits],
             listener: [h for _, h in hits],
             both: [m and h for m, h in hits] if run["source"] == "test" else [m and not h for m, h in hits],
         }
         distances = sorted(r["distance"] for r in made)
-        summary = {
-            "defense": run["defense"],
-            "attack": run["attack"],
-            "source": run["source"],
-            "listener": run["listener"],
-            "samples": len(rows),
-            "aimed": len(made),  # made inputs whose source the model did not already answer as wanted
-            "chance": 1 / classes if classes else None,
-            "norm": run["norm"],
-            "median_distance": distances[len(distances) // 2] if distances else None,
-            "fit_seconds": run["fit_seconds"],
-            "wall_seconds": run["wall_seconds"],
-        }
-        for name, hits in rates.items():
-            k, n = sum(hits), len(hits)
-            summary[name] = k / n if n else None
-            summary[f"{name}_interval"] = wilson_interval(k, n) if n else None
-        out.append(summary)
+        out.append(
+            UnrestrictedSummary(
+                defense=run["defense"],
+                attack=run["attack"],
+                source=run["source"],
+                listener=run["listener"],
+                samples=len(rows),
+                aimed=len(made),
+                chance=1 / classes if classes else None,
+                norm=run["norm"],
+                median_distance=distances[len(distances) // 2] if distances else None,
+                fit_seconds=run["fit_seconds"],
+                wall_seconds=run["wall_seconds"],
+                rates={name: sum(h) / len(h) if h else None for name, h in outcomes.items()},
+                intervals={
+                    name: wilson_interval(sum(h), len(h)) if h else None for name, h in outcomes.items()
+                },
+            )
+        )
     return out
 
 
@@ -271,25 +459,25 @@ def transfer_summaries(store: Store, defenses: list[str]) -> dict[str, list[list
     return out
 
 
-def _budget(cell: dict[str, Any]) -> str:
+def budget_key(cell: CellSummary) -> str:
     """A defense summary's key for a cell's budget, e.g. ``linf:0.3``."""
-    return f"{cell['norm']}:{cell['eps']:g}"
+    return f"{cell.norm}:{cell.eps:g}"
 
 
-def _guard(history: list[dict[str, float]]) -> list[dict[str, Any]]:
+def _guard(history: list[dict[str, float]]) -> list[GuardEvent]:
     """Each time the overfitting guard fired: the collapsed epoch, the epoch restored (0: none, training
     started over from fresh weights), their checks, and whether the defense saw overfitting's sign or the
     model had collapsed to one answer for all."""
     checks = {h["epoch"]: h.get("check") for h in history}
     return [
-        {
-            "epoch": h["epoch"],
-            "check": h["check"],
-            "restored": h["restored"],
-            "best": checks.get(h["restored"]),
-            "overfit": bool(h.get("overfit")),
-            "constant": bool(h.get("constant")),
-        }
+        GuardEvent(
+            epoch=h["epoch"],
+            check=h["check"],
+            restored=h["restored"],
+            best=checks.get(h["restored"]),
+            overfit=bool(h.get("overfit")),
+            constant=bool(h.get("constant")),
+        )
         for h in history
         if "restored" in h
     ]

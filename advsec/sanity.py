@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from torch import nn
 
 from advsec.attack import gradient_attack, robust_accuracy
 from advsec.keys import seeded
+from advsec.records import SanityCheck
 from advsec.threat import ThreatModel, random_tensor
 
 ZERO_GRADIENT_LIMIT = 0.1  # share of samples with no usable input gradient before it is flagged
@@ -34,14 +34,6 @@ QUERY_BEATS_GRADIENT_LIMIT = 0.02  # share of samples only a query attack broke 
 LOSS_STALL_LIMIT = 0.1  # share of attacked samples whose loss a gradient attack did not raise
 EOT_PROBE_SAMPLES, EOT_PROBE_STEPS = 64, 20
 EOT_PROBE_LIMIT = 0.05  # share of probed samples an EOT attack broke though the evaluation left them robust
-
-
-@dataclass(frozen=True)
-class SanityCheck:
-    name: str
-    value: float
-    flagged: bool
-    detail: str
 
 
 def model_checks(

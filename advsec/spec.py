@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from advsec import registry
+import advsec.registry as registry
 from advsec.errors import AdvsecError, ParameterError, PluginError, SpecError
+from advsec.norms import Norm
 from advsec.registry import unknown_name_message
-from advsec.threat import Norm
 
 TargetMode = Literal["none", "random", "least-likely"]
 Target = TargetMode | int  # an int aims every sample at that one class (its index), e.g. "hear a seven"
@@ -49,6 +49,20 @@ class DefenseSpec:
     params: dict[str, Any]
     train: TrainConfig
     family: str = ""  # the entry a sweep expanded this defense from (its label); reports draw it as a curve
+    model: str | None = None  # the label of the user's [[models]] entry it deploys, instead of training one
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the user brings (:mod:`advsec.user_models`): evaluated as it is, never trained."""
+
+    label: str
+    architecture: str  # a registered model, "path/to/file.py:ClassName", or a torch.export "file.pt2"
+    weights: str | None = None  # .safetensors, or a .pt/.pth state dict (weights only); none for .pt2
+    params: dict[str, Any] = field(default_factory=dict)  # the architecture's constructor keywords
+    mean: tuple[float, ...] | None = None  # input normalization the model expects, applied inside it
+    std: tuple[float, ...] | None = None
+    fingerprint: str | None = None  # a hash of an in-memory model's weights (advsec.evaluate); no files
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,12 @@ class Spec:
     replay: ReplayConfig | None = None  # the sitting-duck protocol (``advsec run`` runs it after the grid)
     plugins: tuple[str, ...] = ()
     text: str = field(default="", compare=False)
+    dataset_params: dict[str, Any] = field(default_factory=dict)  # a `[dataset]` table's, besides its name
+    models: tuple[ModelSpec, ...] = ()  # the user's checkpoints, each a row of the grid like a defense
+
+    def checkpoint(self, label: str) -> ModelSpec:
+        """The ``[[models]]`` entry labelled ``label``."""
+        return next(m for m in self.models if m.label == label)
 
     @property
     def report_eps(self) -> float:
@@ -178,6 +198,7 @@ _TOP = {
     "name",
     "dataset",
     "model",
+    "models",
     "seed",
     "plugins",
     "train",
@@ -189,7 +210,7 @@ _TOP = {
     "certify",
     "replay",
 }
-_DEFENSE_KEYS = {"name", "label", "train", "sweep"}
+_DEFENSE_KEYS = {"name", "label", "train", "sweep", "model"}
 _ATTACK_KEYS = {"name", "label", "target"}
 
 # Named cascades a spec can ask for with `[[attacks]] preset = "..."`; each attacks what the last left robust.
@@ -210,6 +231,36 @@ def load_spec(path: str | Path) -> Spec:
     return parse_spec(text, default_name=path.stem, base_dir=path.parent)
 
 
+def to_toml(raw: dict[str, Any]) -> str:
+    """A spec table as TOML text that :func:`parse_spec` reads back the same: scalars first, then tables,
+    then arrays of tables (the shapes specs have; nested tables inside them are written inline)."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in raw.items() if not _is_table(value)]
+    for key, value in raw.items():
+        tables = [value] if isinstance(value, dict) else value if _is_table(value) else []
+        for table in tables:
+            header = f"[{key}]" if isinstance(value, dict) else f"[[{key}]]"
+            lines += ["", header, *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, dict) or (isinstance(value, list) and bool(value) and isinstance(value[0], dict))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise SpecError(f"cannot write {value!r} as TOML")
+
+
 def parse_spec(text: str, *, default_name: str = "run", base_dir: Path = Path(".")) -> Spec:
     try:
         raw = tomllib.loads(text)
@@ -227,19 +278,20 @@ def spec_from_dict(
     for plugin in plugins:
         registry.load_plugin_file(plugin, via="spec key plugins")  # its messages say where it was named
 
-    dataset = _plugin_name(raw, "dataset", registry.datasets, default="digits")
+    dataset, dataset_params = _dataset(raw, base_dir)
     model = _plugin_name(raw, "model", registry.models, default="mlp")
     train = build(TrainConfig, _table(raw, "train", ""), "train")
+    models = tuple(
+        _model(entry, f"models[{i}]", base_dir) for i, entry in enumerate(_array(raw, "models", []))
+    )
     defenses = tuple(
+        DefenseSpec("standard", m.label, {}, train, family=m.label, model=m.label) for m in models
+    ) + tuple(
         defense
-        for i, entry in enumerate(_array(raw, "defenses"))
-        for defense in _defenses(entry, f"defenses[{i}]", train)
+        for i, entry in enumerate(_array(raw, "defenses", [] if models else None))
+        for defense in _defenses(entry, f"defenses[{i}]", train, [m.label for m in models])
     )
-    attacks = tuple(
-        attack
-        for i, entry in enumerate(_array(raw, "attacks"))
-        for attack in _attacks(entry, f"attacks[{i}]")
-    )
+    attacks = attack_specs(_array(raw, "attacks"))
     threats = tuple(
         build(ThreatSpec, entry, f"threats[{i}]") for i, entry in enumerate(_array(raw, "threats"))
     )
@@ -257,6 +309,8 @@ def spec_from_dict(
     spec = Spec(
         name=coerce(raw.get("name", default_name), str, "name"),
         dataset=dataset,
+        dataset_params=dataset_params,
+        models=models,
         model=model,
         seed=coerce(raw.get("seed", 0), int, "seed"),
         defenses=defenses,
@@ -316,16 +370,31 @@ def certifiable(defenses: tuple[DefenseSpec, ...]) -> list[DefenseSpec]:
     return found
 
 
-def _defenses(entry: dict[str, Any], path: str, train: TrainConfig) -> list[DefenseSpec]:
+def _model(entry: dict[str, Any], path: str, base_dir: Path) -> ModelSpec:
+    """A ``[[models]]`` entry; its files are the spec file's folder's when relative."""
+    model = build(ModelSpec, {k: v for k, v in entry.items() if k != "params"}, path)
+    params = _table(entry, "params", path)
+    files = {"weights": model.weights and str(base_dir / model.weights)}
+    if model.architecture.endswith(".pt2") or ".py:" in model.architecture:
+        files["architecture"] = str(base_dir / model.architecture)
+    else:
+        _plugin_name(entry, "architecture", registry.models, path=path)
+    return dataclasses.replace(model, params=params, **files)
+
+
+def _defenses(
+    entry: dict[str, Any], path: str, train: TrainConfig, checkpoints: list[str]
+) -> list[DefenseSpec]:
     """One defense, or one per value of the parameter its ``sweep`` table varies (a trade-off curve)."""
     name = _plugin_name(entry, "name", registry.defenses, path=path)
     params = {k: v for k, v in entry.items() if k not in _DEFENSE_KEYS}
     train = build(TrainConfig, _table(entry, "train", path), f"{path}.train", defaults=train)
     label = coerce(entry.get("label", name), str, f"{path}.label")
+    model = _checkpoint(entry, name, path, checkpoints)
     sweep = _table(entry, "sweep", path)
     if not sweep:
         make_plugin(registry.defenses.get(name), params, path)  # validate now, before any compute
-        return [DefenseSpec(name=name, label=label, params=params, train=train, family=label)]
+        return [DefenseSpec(name=name, label=label, params=params, train=train, family=label, model=model)]
     if len(sweep) != 1:
         raise SpecError(f"{path}.sweep: sweep one parameter per entry (a curve), got {', '.join(sweep)}")
     [(key, values)] = sweep.items()
@@ -343,8 +412,33 @@ def _defenses(entry: dict[str, Any], path: str, train: TrainConfig) -> list[Defe
         swept = {**params, key: value}
         make_plugin(cls, swept, path)
         shown = f"{value:g}" if isinstance(value, float) else str(value)
-        out.append(DefenseSpec(name, f"{label} {key}={shown}", swept, train, family=label))
+        out.append(DefenseSpec(name, f"{label} {key}={shown}", swept, train, family=label, model=model))
     return out
+
+
+def _checkpoint(entry: dict[str, Any], name: str, path: str, checkpoints: list[str]) -> str | None:
+    """The ``[[models]]`` label a defense deploys (``model = "..."``): it must name one, and the defense
+    must act at inference, since a checkpoint is evaluated as it is, not trained."""
+    if "model" not in entry:
+        return None
+    label = coerce(entry["model"], str, f"{path}.model")
+    if label not in checkpoints:
+        raise SpecError(f"{path}.model: {unknown_name_message('[[models]] label', label, checkpoints)}")
+    from advsec.defense import Defense
+
+    cls = registry.defenses.get(name)
+    if cls.wrap is Defense.wrap or cls.network is not Defense.network:
+        raise SpecError(
+            f"{path}: {name!r} acts by training the model, but model {label!r} is a checkpoint evaluated "
+            "as it is; wrap it in an inference-time defense (bit-depth, random-resize-pad, smoothing, the "
+            "dynamic ones), or evaluate the checkpoint itself"
+        )
+    return label
+
+
+def attack_specs(entries: list[dict[str, Any]]) -> tuple[AttackSpec, ...]:
+    """``[[attacks]]`` tables (attacks or presets) as the spec would read them."""
+    return tuple(attack for i, entry in enumerate(entries) for attack in _attacks(entry, f"attacks[{i}]"))
 
 
 def _attacks(entry: dict[str, Any], path: str) -> list[AttackSpec]:
@@ -483,10 +577,13 @@ def _table(raw: dict[str, Any], key: str, path: str) -> dict[str, Any]:
     return value
 
 
-def _array(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    value = raw.get(key)
+def _array(raw: dict[str, Any], key: str, default: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The ``[[key]]`` tables; required (at least one) unless a ``default`` is given for its absence."""
+    value = raw.get(key, default)
     if value is None:
         raise SpecError(f"{key}: required; add at least one [[{key}]] table")
+    if value == [] and default is not None:
+        return value
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
         raise SpecError(f"{key}: expected one or more [[{key}]] tables, got {_describe(value)}")
     return value
@@ -504,6 +601,20 @@ def _plugin_name(
     except PluginError as exc:
         raise SpecError(f"{where}: {exc}") from exc
     return name
+
+
+def _dataset(raw: dict[str, Any], base_dir: Path) -> tuple[str, dict[str, Any]]:
+    """The dataset's name and parameters: ``dataset = "mnist"``, or a ``[dataset]`` table with a ``name`` and
+    the plugin's fields (``path = "test.npz"``), validated now. A relative ``path`` is the spec file's."""
+    entry = raw.get("dataset", "digits")
+    if not isinstance(entry, dict):
+        return _plugin_name(raw, "dataset", registry.datasets, default="digits"), {}
+    name = _plugin_name(entry, "name", registry.datasets, path="dataset")
+    params = {key: value for key, value in entry.items() if key != "name"}
+    if isinstance(params.get("path"), str):
+        params["path"] = str(base_dir / params["path"])
+    make_plugin(registry.datasets.get(name), params, "dataset")
+    return name, params
 
 
 def _require_unique(labels: list[str], array: str, key: str) -> None:

@@ -12,15 +12,13 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from advsec.errors import AdvsecError
-from advsec.privacy import MembershipInference
-from advsec.sanity import SanityCheck
+from advsec.records import CellResult, CertificationResult, ReplayResult, UnrestrictedResult
 
 FORMAT = 3  # the store's PRAGMA user_version: raised whenever a table changes shape
 SIDE_PLANS = ("certify_plan", "replay_plan", "unrestricted_plan")  # meta keys: what each protocol last ran
@@ -76,90 +74,6 @@ CREATE TABLE IF NOT EXISTS transfers (
     defense TEXT, source INTEGER, target INTEGER, fooled INTEGER, samples INTEGER,
     PRIMARY KEY (defense, source, target));
 """
-
-
-@dataclass
-class AttackRecord:
-    """One attack's share of a cell: how many samples it attacked and broke, and at what cost."""
-
-    label: str
-    name: str
-    params: dict[str, Any]
-    target: str
-    adaptive: bool = False
-    attacked: int = 0
-    broken: int = 0
-    forwards: int = 0
-    backwards: int = 0
-    wall_seconds: float = 0.0
-    # A generator's fit (advsec.generator), charged once apart from the per-sample cost; None for others.
-    fit_seconds: float | None = None
-    fit_cached: bool = False
-    # (sample, prediction, distance, the class aimed at or None)
-    attempts: list[tuple[int, int, float, int | None]] = field(default_factory=list)
-
-
-@dataclass
-class CellResult:
-    """Everything one cell (defense × norm × eps × attack cascade) produced."""
-
-    cell: str
-    defense: str
-    norm: str
-    eps: float
-    cascade: bool
-    labels: np.ndarray
-    clean_pred: np.ndarray
-    adv_pred: np.ndarray
-    robust: np.ndarray
-    clean_single: np.ndarray  # correct on the first of the evaluation draws (all draws for `robust`)
-    robust_single: np.ndarray
-    broken_by: list[str | None]
-    attacks: list[AttackRecord]
-    wall_seconds: float
-    examples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (sample, clean, adv)
-    checks: list[SanityCheck] = field(default_factory=list)
-    privacy: list[MembershipInference] = field(default_factory=list)  # the clean cell's
-
-
-@dataclass
-class CertificationResult:
-    """One defense's certificates (Cohen et al.'s CERTIFY, per sample) and the settings behind them."""
-
-    defense: str
-    key: str  # a hash of the model and the settings: a certification already stored under it is skipped
-    settings: dict[str, Any]  # sigma, n0, n, alpha, samples, batch_size, seed
-    labels: np.ndarray
-    predictions: np.ndarray  # the smoothed classifier's class; -1 where it abstains
-    counts: np.ndarray  # estimation draws (of n) on the selected class
-    p_lower: np.ndarray  # the lower confidence bound on that class's probability
-    radii: np.ndarray  # certified ℓ2 radius; NaN where it abstains
-    forwards: int
-    wall_seconds: float
-
-
-@dataclass
-class Craft:
-    """One attacker of the sitting-duck protocol: how it crafted, and what its examples did when replayed."""
-
-    attack: str  # the attack's label
-    mode: str  # "snapshot", "eot" or "queries" (advsec.replay)
-    samples: int
-    crafted_fooled: int | None  # samples the crafted-against snapshot got wrong; None for the live modes
-    queries: int  # samples the attacker pushed through the network while crafting
-    wall_seconds: float
-    # Per replay: (delay, repeat, adversarial examples that fooled the model, clean inputs it got wrong).
-    trials: list[tuple[int, int, int, int]] = field(default_factory=list)
-
-
-@dataclass
-class ReplayResult:
-    """One defense's sitting-duck protocol: its attackers, and the transfer between its members."""
-
-    defense: str
-    key: str  # a hash of the model and the settings: a defense already replayed under it is skipped
-    crafts: list[Craft]
-    transfers: list[tuple[int, int, int, int]] = field(default_factory=list)  # (source, target, fooled, n)
 
 
 @contextmanager
@@ -400,36 +314,25 @@ class Store:
                 [(result.defense, *transfer) for transfer in result.transfers],
             )
 
-    def save_unrestricted(
-        self,
-        key: str,
-        defense: str,
-        attack: str,
-        listener: str,
-        source: str,
-        norm: str,
-        fit_seconds: float,
-        wall_seconds: float,
-        rows: list[tuple[int, int, int, int, int, int, float]],
-        examples: list[tuple[int, np.ndarray, np.ndarray]],
-    ) -> None:
+    def save_unrestricted(self, result: UnrestrictedResult) -> None:
         """One unrestricted attack's made inputs against one defense, per input, in one transaction, and a
-        few of them with what each was made from (a carrier, a test input) for the report. ``source`` says
-        which of the two, ``norm`` what the rows' distance measures."""
+        few of them with what each was made from (a carrier, a test input) for the report."""
+        defense, attack = result.defense, result.attack
         with self._transaction():
             for table in ("unrestricted_runs", "unrestricted", "unrestricted_examples"):
                 self.db.execute(f"DELETE FROM {table} WHERE defense = ? AND attack = ?", (defense, attack))
             self.db.execute(
                 "INSERT INTO unrestricted_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (defense, attack, key, listener, source, norm, fit_seconds, wall_seconds),
-            )
+                (defense, attack, result.key, result.listener, result.source, result.norm, result.fit_seconds,
+                 result.wall_seconds),
+            )  # fmt: skip
             self.db.executemany(
                 "INSERT INTO unrestricted VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(defense, attack, *r) for r in rows],
+                [(defense, attack, *r) for r in result.rows],
             )
             self.db.executemany(
                 "INSERT INTO unrestricted_examples VALUES (?, ?, ?, ?, ?, ?)",
-                [(defense, attack, *_packed(*example)) for example in examples],
+                [(defense, attack, *_packed(*example)) for example in result.examples],
             )
 
     def unrestricted_keys(self) -> set[str]:

@@ -10,9 +10,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from advsec import registry
+import advsec.registry as registry
 from advsec.errors import PluginError
-from advsec.results import CERTIFIED_RADIUS, UNRESTRICTED_RATES, distance_text
+from advsec.results import (
+    CERTIFIED_RADIUS,
+    UNRESTRICTED_RATES,
+    CertifiedSummary,
+    DefenseSummary,
+    ReplaySummary,
+    UnrestrictedSummary,
+    distance_text,
+)
 
 _CAPABILITIES: dict[str, list[str]] = {
     "attacks": ["norms", "targeted", "kind", "modalities"],
@@ -67,13 +75,15 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def print_scorecard(name: str, defenses: list[dict[str, Any]], certifications: list[dict[str, Any]]) -> None:
+def print_scorecard(
+    name: str, defenses: list[DefenseSummary], certifications: list[CertifiedSummary]
+) -> None:
     """Clean and worst-case robust accuracy per defense and budget, sanity flags, privacy cost and costs
     (the run's :func:`~advsec.results.defense_summaries` and :func:`~advsec.results.certified_summaries`)."""
-    certified = {c["defense"]: c["certified"].get(CERTIFIED_RADIUS) for c in certifications}
-    budgets = list(dict.fromkeys(b for d in defenses for b in d["robust"]))
+    certified = {c.defense: c.certified.get(CERTIFIED_RADIUS) for c in certifications}
+    budgets = list(dict.fromkeys(b for d in defenses for b in d.robust))
     table = Table(title=f"{name}: accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD)
-    signals = list(dict.fromkeys(signal for d in defenses for signal in d["privacy"]))
+    signals = list(dict.fromkeys(signal for d in defenses for signal in d.privacy))
     table.add_column("defense", no_wrap=True)
     columns = ["clean", *(b.replace(":", " ") for b in budgets)]
     columns += [f"certified ℓ2 r={CERTIFIED_RADIUS}"] * bool(certified) + ["flags"]
@@ -83,52 +93,52 @@ def print_scorecard(name: str, defenses: list[dict[str, Any]], certifications: l
     for d in defenses:
         robust = [_robust(d, b) for b in budgets]
         if certified:
-            value = certified.get(d["defense"])
+            value = certified.get(d.defense)
             robust.append("" if value is None else f"{100 * value:.1f}")
-        privacy = [f"{100 * d['privacy'][s]['advantage']:+.1f}" if s in d["privacy"] else "" for s in signals]
-        train_seconds = "" if d["train_seconds"] is None else f"{d['train_seconds']:.1f}"
+        privacy = [f"{100 * d.privacy[s].advantage:+.1f}" if s in d.privacy else "" for s in signals]
+        train_seconds = "" if d.train_seconds is None else f"{d.train_seconds:.1f}"
         table.add_row(
-            d["defense"],
-            f"{100 * d['clean_accuracy']:.1f}",
+            d.defense,
+            f"{100 * d.clean_accuracy:.1f}",
             *robust,
-            str(len(d["flags"])),
+            str(len(d.flags)),
             *privacy,
             train_seconds,
-            f"{d['attack_seconds']:.1f}",
+            f"{d.attack_seconds:.1f}",
         )
     _console().print(table)
 
 
-def _robust(summary: dict[str, Any], budget: str) -> str:
+def _robust(summary: DefenseSummary, budget: str) -> str:
     """Robust accuracy (%) at a budget; a random defense's with its 95 % interval."""
-    if budget not in summary["robust"]:
+    if budget not in summary.robust:
         return ""
-    value = f"{100 * summary['robust'][budget]:.1f}"
-    if not summary["stochastic"]:
+    value = f"{100 * summary.robust[budget]:.1f}"
+    if not summary.stochastic:
         return value
-    low, high = summary["robust_interval"][budget]
+    low, high = summary.robust_interval[budget]
     return f"{value} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def print_certificates(certified: list[dict[str, Any]]) -> None:
+def print_certificates(certified: list[CertifiedSummary]) -> None:
     """Certified accuracy per smoothing defense at ℓ2 radii 0, 0.25, …, with the settings behind it."""
-    radii = list(dict.fromkeys(r for c in certified for r in c["certified"]))
+    radii = list(dict.fromkeys(r for c in certified for r in c.certified))
     table = Table(title="certified accuracy (%) at ℓ2 radius", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("defense", no_wrap=True)
     for column in ["σ", "n", "α", "samples", *(f"r={r}" for r in radii), "abstain", "certify s"]:
         table.add_column(column, justify="right", no_wrap=True)
     for c in certified:
-        accuracy = [f"{100 * c['certified'][r]:.1f}" if r in c["certified"] else "" for r in radii]
+        accuracy = [f"{100 * c.certified[r]:.1f}" if r in c.certified else "" for r in radii]
         table.add_row(
-            c["defense"], f"{c['sigma']:g}", f"{c['n']:,}", f"{c['alpha']:g}", str(c["samples"]), *accuracy,
-            f"{100 * c['abstained']:.1f}", f"{c['wall_seconds']:.1f}",
+            c.defense, f"{c.sigma:g}", f"{c.n:,}", f"{c.alpha:g}", str(c.samples), *accuracy,
+            f"{100 * c.abstained:.1f}", f"{c.wall_seconds:.1f}",
         )  # fmt: skip
     _console().print(table)
 
 
-def print_replays(replays: list[dict[str, Any]]) -> None:
+def print_replays(replays: list[ReplaySummary]) -> None:
     """Replay success (%) per defense and attacker at each delay since crafting (sitting-duck protocol)."""
-    delays = list(dict.fromkeys(d for r in replays for d in r["replay"]))
+    delays = list(dict.fromkeys(d for r in replays for d in r.replay))
     table = Table(title="replay success (%) Δ queried samples after crafting", title_justify="left",
                   box=box.SIMPLE_HEAD)  # fmt: skip
     table.add_column("defense", no_wrap=True)
@@ -136,19 +146,19 @@ def print_replays(replays: list[dict[str, Any]]) -> None:
     for column in ["crafted", *(f"Δ={d:,}" for d in delays), "queries/sample"]:
         table.add_column(column, justify="right", no_wrap=True)
     for r in replays:
-        crafted = "" if r["crafted"] is None else f"{100 * r['crafted']:.1f}"
-        replayed = [f"{100 * r['replay'][d]['success']:.1f}" if d in r["replay"] else "" for d in delays]
-        table.add_row(r["defense"], f"{r['attack']} · {r['mode']}", crafted, *replayed,
-                      f"{r['queries_per_sample']:,.0f}")  # fmt: skip
+        crafted = "" if r.crafted is None else f"{100 * r.crafted:.1f}"
+        replayed = [f"{100 * r.replay[d].success:.1f}" if d in r.replay else "" for d in delays]
+        table.add_row(r.defense, f"{r.attack} · {r.mode}", crafted, *replayed,
+                      f"{r.queries_per_sample:,.0f}")  # fmt: skip
     _console().print(table)
 
 
-def print_unrestricted(runs: list[dict[str, Any]]) -> None:
+def print_unrestricted(runs: list[UnrestrictedSummary]) -> None:
     """Unrestricted attacks (%), a table per source of the made inputs: the model's and the listener's
     rates (:data:`UNRESTRICTED_RATES`), chance, the median distance from the source, the seconds."""
     titles = {"carrier": "made from carriers, aimed at a target", "test": "made from test inputs"}
     for source, rates in UNRESTRICTED_RATES.items():
-        if not (mine := [r for r in runs if r["source"] == source]):
+        if not (mine := [r for r in runs if r.source == source]):
             continue
         table = Table(title=f"unrestricted attacks (%): {titles[source]}", title_justify="left",
                       box=box.SIMPLE_HEAD)  # fmt: skip
@@ -157,10 +167,10 @@ def print_unrestricted(runs: list[dict[str, Any]]) -> None:
         for column in ("made", *rates.values(), "chance", "median distance", "seconds"):
             table.add_column(column, justify="right", no_wrap=True)
         for r in mine:
-            shares = [_share(r[k]) for k in (*rates, "chance")]
-            distance = distance_text(r["median_distance"], r["norm"])
-            seconds = f"{r['wall_seconds']:.1f}"
-            table.add_row(r["defense"], r["attack"], str(r["aimed"]), *shares, distance, seconds)
+            shares = [*(_share(r.rates[k]) for k in rates), _share(r.chance)]
+            distance = distance_text(r.median_distance, r.norm)
+            seconds = f"{r.wall_seconds:.1f}"
+            table.add_row(r.defense, r.attack, str(r.aimed), *shares, distance, seconds)
         _console().print(table)
 
 

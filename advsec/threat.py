@@ -20,11 +20,9 @@ from typing import Literal
 
 import torch
 
-from advsec.errors import InputError, SpecError
+from advsec.errors import BudgetError, InputError, SpecError
+from advsec.norms import GEOMETRY, NORMS, Norm
 
-Norm = Literal["linf", "l2", "db", "snr"]
-NORMS: tuple[Norm, ...] = ("linf", "l2", "db", "snr")
-GEOMETRY: dict[str, Literal["linf", "l2"]] = {"linf": "linf", "l2": "l2", "db": "linf", "snr": "l2"}
 _TINY = 1e-12  # keeps l2 directions finite where a gradient or perturbation is exactly zero
 
 
@@ -161,3 +159,16 @@ def check_inputs(x: torch.Tensor, bounds: tuple[float, float], what: str = "inpu
     if x.numel() and (x.min() < low or x.max() > high):
         seen = f"min {x.min().item():.4g}, max {x.max().item():.4g}"
         raise InputError(f"{what} fall outside the bounds [{low}, {high}] ({seen})")
+
+
+def check_attack_output(label: str, threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor) -> None:
+    """An attack that leaves its threat model is a bug in that attack: stop and say so, never clip it."""
+    if x_adv.shape != x.shape:
+        raise BudgetError(f"attack {label!r} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
+    bad = threat.violations(x, x_adv)
+    if bad.any():
+        worst = threat.distance(x, x_adv).max().item()
+        raise BudgetError(
+            f"attack {label!r} left its threat model on {int(bad.sum())} samples "
+            f"({threat.norm} eps {threat.eps:g}, bounds {list(threat.bounds)}; largest distance {worst:.6g})"
+        )

@@ -8,24 +8,20 @@ never unpickles anything.
 from __future__ import annotations
 
 import copy
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from advsec import registry
+import advsec.registry as registry
 from advsec.attack import accuracy
+from advsec.checkpoints import cache_dir, load_checkpoint, save_checkpoint
 from advsec.data import Dataset
 from advsec.defense import Defense
-from advsec.errors import DataError, InputError
+from advsec.errors import InputError
 from advsec.keys import content_key, seeded
 from advsec.progress import Progress
 from advsec.spec import TrainConfig, make_plugin
@@ -49,12 +45,6 @@ class TrainedModel:
     def model(self) -> nn.Module:
         """The model as deployed: the network behind the defense's inference-time behaviour."""
         return self.defense.wrap(self.network, bounds=self.bounds)
-
-
-def cache_dir() -> Path:
-    """``$ADVSEC_CACHE`` if set, else ``~/.cache/advsec``; models live in its ``models/`` folder."""
-    env = os.environ.get("ADVSEC_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "advsec") / "models"
 
 
 def is_cached(key: str) -> bool:
@@ -169,6 +159,11 @@ def train(
     A defense with ``guard_samples`` holds that many training samples out and is checked on them after
     every epoch (:class:`OverfittingGuard`).
     """
+    if len(dataset.x_train) <= defense.guard_samples:
+        raise InputError(
+            f"dataset {dataset.name!r} has {len(dataset.x_train)} training samples, too few to train on: "
+            "evaluate a trained model instead (a [[models]] entry), or give the dataset a training split"
+        )
     with seeded(seed, device):  # models that augment while training draw from the global generator
         generator = torch.Generator().manual_seed(seed)
         held_out, kept = training_split(len(dataset.x_train), defense.guard_samples, generator)
@@ -334,37 +329,3 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
             model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
         )
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
-
-def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, partial, metadata={"advsec": json.dumps(meta)})
-    partial.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the real name
-
-
-def load_or_fit(
-    module: nn.Module, path: Path, fit: Callable[[], None], seed: int, device: torch.device
-) -> tuple[dict[str, Any], bool]:
-    """``module`` loaded from ``path``, or fitted in place by ``fit`` (torch's generators seeded with
-    ``seed``) and saved there with its ``fit_seconds``; its metadata, and whether it came from the cache."""
-    if path.exists():
-        return load_checkpoint(module, path), True
-    started = time.perf_counter()
-    with seeded(seed, device):
-        fit()
-    meta = {"fit_seconds": time.perf_counter() - started}
-    save_checkpoint(module, path, meta)
-    return meta, False
-
-
-def load_checkpoint(model: nn.Module, path: Path) -> dict[str, Any]:
-    try:
-        state = load_file(path)
-        with safe_open(path, framework="pt") as handle:
-            meta = json.loads(handle.metadata()["advsec"])
-        model.load_state_dict(state)
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise DataError(f"cached model {path} is unreadable ({exc}); delete it to retrain") from exc
-    return meta

@@ -27,24 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from advsec import registry
+import advsec.registry as registry
 from advsec.attack import Source
 from advsec.data import Dataset
-from advsec.harness import (
-    CellEvaluator,
-    Views,
-    check_output,
-    deployed_key,
-    first_hit,
-    load_dataset,
-    predict,
-    run_meta,
-)
-from advsec.keys import content_key, key_seed, seeded
+from advsec.keys import content_key
 from advsec.progress import Progress
+from advsec.protocol import Job, SideProtocol
+from advsec.records import UnrestrictedResult
+from advsec.runtime import Runtime, Views, batched_logits, first_hit
 from advsec.spec import AttackSpec, Spec, make_plugin
 from advsec.store import Store
-from advsec.threat import ThreatModel
+from advsec.threat import ThreatModel, check_attack_output
 from advsec.train import TrainedModel, load_or_train
 
 LISTENER_SEED = 1  # the listener's seed is the run's plus this: trained apart from every evaluated model
@@ -75,51 +68,70 @@ def unrestricted_attacks(spec: Spec) -> list[AttackSpec]:
     return [a for a in spec.attacks if registry.attacks.get(a.name).unrestricted]
 
 
-def unrestricted_spec(spec: Spec, store: Store, *, device: torch.device, progress: Progress) -> None:
+class Unrestricted(SideProtocol):
     """Make and score every unrestricted attack's inputs against every defense not yet done."""
-    dataset = load_dataset(spec.dataset)
-    if "name" not in store.meta():
-        store.set_meta(run_meta(spec, dataset, device))
-    samples = spec.evaluation.samples or 100
-    evaluator = CellEvaluator(spec, dataset, store, device, progress)  # trains or loads each model once
-    listeners: dict[str, TrainedModel] = {}
-    runs = []
-    for defense in spec.defenses:
-        for spec_attack in unrestricted_attacks(spec):
-            attack = make_plugin(
-                registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label
-            )
-            architecture = attack.listener or spec.model
-            content = {
-                "model": deployed_key(spec, dataset, defense),
-                "defense": defense.label,
-                "attack": asdict(spec_attack),
-                "listener": architecture,
-                "samples": samples,
-                "seed": spec.seed,
-            }
-            runs.append((defense, spec_attack, attack, architecture, content_key(content)))
-    # The report shows this plan's runs only: rows an earlier spec left in a reused --out stay out of it.
-    store.set_meta({"unrestricted_plan": [key for *_, key in runs]})
-    done = store.unrestricted_keys()
-    for defense, spec_attack, attack, architecture, key in runs:
-        if key in done:
-            continue
-        if architecture not in listeners:
-            listeners[architecture] = load_or_train(
-                dataset, architecture, "standard", {}, spec.train, spec.seed + LISTENER_SEED,
-                device=device, progress=progress, label=f"listener {architecture}",
-            )  # fmt: skip
-        trained, listener = evaluator.trained(defense), listeners[architecture]
-        fit_seconds = attack.prepare(dataset, seed=spec.seed, device=device, progress=progress)
-        with seeded(key_seed(key, spec.seed), device):  # random defenses draw from the global generator
-            title = f"{spec_attack.label} vs {defense.label}"
-            made = _attack(attack, spec_attack.target, trained, listener, dataset, spec, samples, title,
-                           progress)  # fmt: skip
-        rows, examples, seconds = made
+
+    name = "unrestricted"
+    plan_meta = "unrestricted_plan"
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, TrainedModel] = {}
+
+    def jobs(self, runtime: Runtime) -> list[Job]:
+        spec = runtime.spec
+        jobs = []
+        for defense in spec.defenses:
+            for spec_attack in unrestricted_attacks(spec):
+                content = {
+                    "model": runtime.deployed_key(defense),
+                    "defense": defense.label,
+                    "attack": asdict(spec_attack),
+                    "listener": _plugin(spec_attack).listener or spec.model,
+                    "samples": _samples(spec),
+                    "seed": spec.seed,
+                }
+                jobs.append(Job(content_key(content), defense, spec_attack))
+        return jobs
+
+    def done(self, store: Store) -> set[str]:
+        return store.unrestricted_keys()
+
+    def save(self, store: Store, result: UnrestrictedResult) -> None:
+        store.save_unrestricted(result)
+
+    def run(self, runtime: Runtime, job: Job, seed: int) -> UnrestrictedResult:
+        spec, dataset, spec_attack = runtime.spec, runtime.dataset, job.attack
+        assert spec_attack is not None
+        attack = _plugin(spec_attack)
+        architecture = attack.listener or spec.model
+        listener = self._listener(runtime, architecture)
+        trained = runtime.trained(job.defense)
+        progress = runtime.progress
+        fit_seconds = attack.prepare(dataset, seed=spec.seed, device=runtime.device, progress=progress)
+        title = f"{spec_attack.label} vs {job.defense.label}"
+        rows, examples, seconds = _attack(attack, spec_attack.target, trained, listener, dataset, spec,
+                                          _samples(spec), title, progress)  # fmt: skip
         norm = attack.bound(dataset.bounds).norm
-        store.save_unrestricted(key, defense.label, spec_attack.label, architecture, attack.source, norm,
-                                fit_seconds, seconds, rows, examples)  # fmt: skip
+        return UnrestrictedResult(job.key, job.defense.label, spec_attack.label, architecture, attack.source,
+                                  norm, fit_seconds, seconds, rows, examples)  # fmt: skip
+
+    def _listener(self, runtime: Runtime, architecture: str) -> TrainedModel:
+        """The listener of ``architecture``: a standard model trained apart from every evaluated model."""
+        if architecture not in self._listeners:
+            spec = runtime.spec
+            self._listeners[architecture] = load_or_train(
+                runtime.dataset, architecture, "standard", {}, spec.train, spec.seed + LISTENER_SEED,
+                device=runtime.device, progress=runtime.progress, label=f"listener {architecture}",
+            )  # fmt: skip
+        return self._listeners[architecture]
+
+
+def _plugin(spec_attack: AttackSpec) -> MakesInputs:
+    return make_plugin(registry.attacks.get(spec_attack.name), spec_attack.params, spec_attack.label)
+
+
+def _samples(spec: Spec) -> int:
+    return spec.evaluation.samples or 100
 
 
 def _attack(
@@ -139,7 +151,7 @@ def _attack(
 
     A random model's answer is the first of its draws that hits (the target, or any wrong class), else its
     first draw: a made input counts if any draw is fooled, as in the grid."""
-    views = Views.of(trained, dataset, spec)
+    views = Views.of(trained, dataset, spec.evaluation)
     batch, classes = spec.evaluation.batch_size, dataset.num_classes
     threat = attack.bound(dataset.bounds)
     device = next(trained.network.parameters()).device
@@ -154,15 +166,15 @@ def _attack(
                 sources, labels = (t[start : start + n].to(device) for t in (dataset.x_test, dataset.y_test))
             else:
                 sources, labels = attack.carriers(n, dataset.x_test[:1].to(device)), None
-            logits = predict(views.deployed, sources, batch, classes)
+            logits = views.logits(sources)
             before = logits.argmax(1)
             target = None if aim == "none" else _aim(aim, logits)
             made = attack.perturb(views.adaptive, sources, before if labels is None else labels, threat,
                                   target=target)  # fmt: skip
-            check_output(title, threat, sources, made)
+            check_attack_output(title, threat, sources, made)
             draws = views.predictions(made)
             pred = first_hit(draws, draws != labels if target is None else draws == target)
-            listened = predict(listener.model, made, batch, classes).argmax(1)
+            listened = batched_logits(listener.model, made, batch, classes).argmax(1)
             distances = threat.distance(sources, made)
             unset = torch.full_like(before, -1)
             out += zip(range(start, start + n), (unset if target is None else target).tolist(),

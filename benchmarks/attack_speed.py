@@ -205,9 +205,9 @@ def _cascade(dataset, name: str, images: int) -> tuple[dict[str, int], int, floa
     """Gradient evaluations of the cascade and of the full ensemble (both run), of the naive one (counted)."""
     import tempfile
 
-    from advsec.runner import run_spec
     from advsec.progress import Progress
     from advsec.results import cell_summaries
+    from advsec.runner import run_spec
     from advsec.spec import parse_spec
 
     model, defense = name.split()
@@ -237,10 +237,10 @@ cascade = {{cascade}}
         spec = parse_spec(spec_text.replace("{cascade}", cascade))
         with tempfile.TemporaryDirectory() as out:
             store = run_spec(spec, Path(out), device=torch.device("cpu"), progress=Progress(quiet=True))
-            cell = next(c for c in cell_summaries(store) if c["norm"] == "linf")
-            cost[cascade] = cell["backwards"]
-            accuracy[cascade] = cell["robust_accuracy"]
-            clean_correct = round(cell["clean_accuracy"] * cell["n"])
+            cell = next(c for c in cell_summaries(store) if c.norm == "linf")
+            cost[cascade] = cell.backwards
+            accuracy[cascade] = cell.robust_accuracy
+            clean_correct = round(cell.clean_accuracy * cell.n)
     assert accuracy["true"] == accuracy["false"], accuracy
     naive = clean_correct * sum(steps for _, steps, _ in CASCADE)
     return cost, naive, accuracy["true"]

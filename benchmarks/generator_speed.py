@@ -28,10 +28,10 @@ def main() -> None:
     args = parse_benchmark_args(parser)
     say = Output()
 
-    from advsec.runner import run_spec
     from advsec.progress import Progress
     from advsec.report.tables import generator_table
     from advsec.results import cell_summaries
+    from advsec.runner import run_spec
     from advsec.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -59,8 +59,8 @@ def _attack_alone(spec, say: Output) -> None:
     generator's time. Standard models and plain norms only; generators come from the cache the run filled."""
     from advsec import registry
     from advsec.generator import Generator, fit_generator
-    from advsec.runtime import load_dataset
     from advsec.progress import Progress
+    from advsec.runtime import load_dataset
     from advsec.spec import make_plugin
     from advsec.threat import ThreatModel
     from advsec.train import load_or_train

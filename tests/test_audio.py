@@ -2,6 +2,7 @@
 
 import shutil
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,15 +14,14 @@ from advsec.channel import Channel
 from advsec.data.fsdd import FSDD, RECORDINGS, download, read_recordings, verify
 from advsec.defenses.random_resample import RandomResample
 from advsec.errors import DataError, InputError
-from advsec.harness import run_spec
 from advsec.models.audio import M5, LogMel, LogMelCNN, ShiftAndGain, mel_filterbank
 from advsec.progress import Progress
 from advsec.report import build_report
 from advsec.results import cell_summaries, unrestricted_summaries
+from advsec.runner import run_spec
 from advsec.spec import TrainConfig, make_plugin, parse_spec
 from advsec.threat import ThreatModel
 from advsec.train import load_or_train
-from advsec.unrestricted import unrestricted_spec
 
 CPU = torch.device("cpu")
 
@@ -153,11 +153,11 @@ def test_quieter_budgets_leave_more_robust_accuracy_and_every_attempt_stays_belo
 ):
     monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
     store = run_spec(parse_spec(LOUDNESS), tmp_path, device=CPU, progress=Progress(quiet=True))
-    cells = {(c["norm"], c["eps"]): c for c in cell_summaries(store)}
-    loud, middle, quiet = (cells["db", d]["robust_accuracy"] for d in (30.0, 45.0, 60.0))
+    cells = {(c.norm, c.eps): c for c in cell_summaries(store)}
+    loud, middle, quiet = (cells["db", d].robust_accuracy for d in (30.0, 45.0, 60.0))
     assert loud <= middle <= quiet and loud < quiet
     for (norm, eps), cell in cells.items():
-        for attempt in store.attempts(cell["cell"]):  # distances are stored in dB: below -D, or an SNR above
+        for attempt in store.attempts(cell.cell):  # distances are stored in dB: below -D, or an SNR above
             assert attempt["distance"] <= -eps + 1e-3 if norm == "db" else attempt["distance"] >= eps - 1e-3
 
 
@@ -206,10 +206,10 @@ def test_audio_targeted_makes_the_model_hear_a_seven_at_minus_30_db_and_then_get
 ):
     monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
     store = run_spec(parse_spec(HEAR_A_SEVEN), tmp_path, device=CPU, progress=Progress(quiet=True))
-    cell = next(c for c in cell_summaries(store) if c["norm"] == "db")
-    [stage] = cell["attacks"]
-    assert stage["targeted_success"] >= 0.9
-    attempts = store.attempts(cell["cell"])
+    cell = next(c for c in cell_summaries(store) if c.norm == "db")
+    [stage] = cell.attacks
+    assert stage.targeted_success >= 0.9
+    attempts = store.attempts(cell.cell)
     heard = [a["distance"] for a in attempts if a["pred"] == 7]
     assert max(a["distance"] for a in attempts) <= -30 + 1e-3
     # each success shrinks the bound: the sevens it found sit well below the budget, not on it
@@ -229,18 +229,16 @@ def test_a_universal_perturbation_fitted_on_training_clips_fools_unseen_ones_mor
 ):
     monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
     first = run_spec(parse_spec(UNIVERSAL), tmp_path / "a", device=CPU, progress=Progress(quiet=True))
-    cell = next(c for c in cell_summaries(first) if c["norm"] == "db")
-    universal, noise = cell["attacks"]
-    assert universal["fit_seconds"] > 0 and not universal["fit_cached"] and noise["fit_seconds"] is None
-    assert universal["robust_alone"] < noise["robust_alone"] - 0.1  # test clips, never seen while fitting
-    assert max(a["distance"] for a in first.attempts(cell["cell"])) <= -30 + 1e-3
+    cell = next(c for c in cell_summaries(first) if c.norm == "db")
+    universal, noise = cell.attacks
+    assert universal.fit_seconds > 0 and not universal.fit_cached and noise.fit_seconds is None
+    assert universal.robust_alone < noise.robust_alone - 0.1  # test clips, never seen while fitting
+    assert max(a["distance"] for a in first.attempts(cell.cell)) <= -30 + 1e-3
     # a second run loads the fit from the cache and plays exactly the same perturbation
     again = run_spec(parse_spec(UNIVERSAL), tmp_path / "b", device=CPU, progress=Progress(quiet=True))
-    repeat = next(c for c in cell_summaries(again) if c["norm"] == "db")
-    assert (
-        repeat["attacks"][0]["fit_cached"] and repeat["attacks"][0]["fit_seconds"] == universal["fit_seconds"]
-    )
-    assert again.attempts(repeat["cell"]) == first.attempts(cell["cell"])
+    repeat = next(c for c in cell_summaries(again) if c.norm == "db")
+    assert repeat.attacks[0].fit_cached and repeat.attacks[0].fit_seconds == universal.fit_seconds
+    assert again.attempts(repeat.cell) == first.attempts(cell.cell)
 
 
 HIDDEN = (
@@ -257,11 +255,10 @@ def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model
     monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
     spec = parse_spec(HIDDEN)
     store = run_spec(spec, tmp_path, device=CPU, progress=Progress(quiet=True))
-    unrestricted_spec(spec, store, device=CPU, progress=Progress(quiet=True))
     assert all(cell["attacks"] == [] for cell in store.cells())  # never mixed into robust accuracy
     [run] = unrestricted_summaries(store)
-    assert run["samples"] == 30 and run["listener"] == "m5"
-    assert run["heard"] >= 0.9 and run["listener_heard"] <= 0.3
+    assert run.samples == 30 and run.listener == "m5"
+    assert run.rates["heard"] >= 0.9 and run.rates["listener_heard"] <= 0.3
     rows = store.unrestricted("standard", "hidden-command-7")
     assert all(r["target"] == 7 and r["distance"] <= -10 + 1e-3 for r in rows)  # 10 dB under the noise
     report = build_report(store, tmp_path / "report").with_suffix(".md").read_text()
@@ -274,11 +271,12 @@ def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model
     assert np.allclose(played / 32767, made.reshape(-1), atol=1 / 32767) and not np.allclose(made, carrier)
     # A later run into the same --out that makes no unrestricted inputs shows none of these rows; one
     # that makes them again finds them done (same wall time: nothing made anew).
-    run_spec(spec, tmp_path, device=CPU, progress=Progress(quiet=True))
+    bounded_only = replace(spec, attacks=tuple(a for a in spec.attacks if a.name != "hidden-command"))
+    run_spec(bounded_only, tmp_path, device=CPU, progress=Progress(quiet=True))
     assert unrestricted_summaries(store) == []
     again = build_report(store, tmp_path / "again").with_suffix(".md").read_text()
     assert "## Unrestricted attacks" not in again
-    unrestricted_spec(spec, store, device=CPU, progress=Progress(quiet=True))
+    run_spec(spec, tmp_path, device=CPU, progress=Progress(quiet=True))
     assert unrestricted_summaries(store) == [run]
 
 

@@ -14,8 +14,8 @@ from torch import nn
 from advsec import registry
 from advsec.cli import main
 from advsec.errors import InputError
-from advsec.harness import check_dataset
 from advsec.registry import Entry
+from advsec.runtime import check_dataset
 from advsec.train import build_model
 
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from advsec.cli import main
 from advsec.compare import compare_runs
 from advsec.errors import AdvsecError
-from advsec.harness import run_spec
 from advsec.progress import Progress
+from advsec.runner import run_spec
 from advsec.spec import parse_spec
 
 SPEC = """

@@ -16,10 +16,11 @@ from advsec.defenses.fgsm_at import FGSMAdversarialTraining
 from advsec.defenses.pgd_at import PGDAdversarialTraining
 from advsec.defenses.random_resize_pad import RandomResizePad
 from advsec.defenses.trades import TRADES
-from advsec.harness import plan, run_spec
+from advsec.harness import plan
 from advsec.progress import Progress
 from advsec.report import build_report
 from advsec.results import cell_summaries, defense_summaries, wilson_interval
+from advsec.runner import run_spec
 from advsec.spec import TrainConfig, parse_spec
 from advsec.threat import ThreatModel
 from advsec.train import _schedule, build_model, load_or_train, train
@@ -245,15 +246,15 @@ repeats = 1  # one draw per score, so the naive-vs-EOT gap is the attack's alone
 
 def test_naive_attacks_are_fooled_and_adaptive_ones_are_not(tmp_path):
     store = run_spec(parse_spec(TRANSFORMS), tmp_path, device=CPU, progress=QUIET)
-    cells = {c["defense"]: c for c in cell_summaries(store) if c["norm"] != "none"}
-    assert [a["attack"] for a in cells["standard"]["attacks"]] == ["pgd"]
-    assert cells["standard"]["naive_robust_accuracy"] is None
+    cells = {c.defense: c for c in cell_summaries(store) if c.norm != "none"}
+    assert [a.attack for a in cells["standard"].attacks] == ["pgd"]
+    assert cells["standard"].naive_robust_accuracy is None
     bit_depth, resize = cells["bit-depth"], cells["random-resize-pad"]
-    assert [a["attack"] for a in bit_depth["attacks"]] == ["pgd", "pgd+BPDA"]
-    assert [a["attack"] for a in resize["attacks"]] == ["pgd", "pgd+EOT10"]
-    assert bit_depth["naive_robust_accuracy"] > 0.8  # a zero gradient stops the naive attack
-    assert bit_depth["robust_accuracy"] < 0.10
-    assert resize["robust_accuracy"] < resize["naive_robust_accuracy"] - 0.15
+    assert [a.attack for a in bit_depth.attacks] == ["pgd", "pgd+BPDA"]
+    assert [a.attack for a in resize.attacks] == ["pgd", "pgd+EOT10"]
+    assert bit_depth.naive_robust_accuracy > 0.8  # a zero gradient stops the naive attack
+    assert bit_depth.robust_accuracy < 0.10
+    assert resize.robust_accuracy < resize.naive_robust_accuracy - 0.15
     html = build_report(store, tmp_path / "report").read_text()
     assert "Naive vs adaptive attacks" in html and "pgd+BPDA" in html
 
@@ -267,7 +268,7 @@ def test_adaptive_evaluation_can_be_turned_off_and_sizes_eot():
 
 
 def _digits():
-    from advsec.harness import load_dataset
+    from advsec.runtime import load_dataset
 
     return load_dataset("digits")
 
@@ -300,7 +301,7 @@ def test_a_sweep_becomes_one_family_of_defenses_drawn_as_a_curve(tmp_path):
     ]
     store = run_spec(spec, tmp_path, device=CPU, progress=QUIET)
     summaries = defense_summaries(store)
-    assert [d["family"] for d in summaries] == ["standard", "trades", "trades"]
+    assert [d.family for d in summaries] == ["standard", "trades", "trades"]
     assert build_report(store, tmp_path / "report").exists()
 
 
@@ -329,13 +330,13 @@ def test_repeated_evaluation_never_reports_more_than_one_evaluation(tmp_path):
     store = run_spec(parse_spec(NOISY), tmp_path, device=CPU, progress=QUIET)
     cells = cell_summaries(store)
     for cell in cells:
-        low, high = cell["robust_interval"]
-        assert low <= cell["robust_accuracy"] <= high
-        assert cell["robust_accuracy"] <= cell["robust_accuracy_single"]
-        if cell["defense"] == "standard":  # deterministic: every draw is the same
-            assert cell["robust_accuracy"] == cell["robust_accuracy_single"]
-    noisy = [c for c in cells if c["defense"] == "gaussian-noise"]
-    assert all(c["robust_accuracy"] < c["robust_accuracy_single"] for c in noisy)  # sigma 0.5 flips some
+        low, high = cell.robust_interval
+        assert low <= cell.robust_accuracy <= high
+        assert cell.robust_accuracy <= cell.robust_accuracy_single
+        if cell.defense == "standard":  # deterministic: every draw is the same
+            assert cell.robust_accuracy == cell.robust_accuracy_single
+    noisy = [c for c in cells if c.defense == "gaussian-noise"]
+    assert all(c.robust_accuracy < c.robust_accuracy_single for c in noisy)  # sigma 0.5 flips some
     html = build_report(store, tmp_path / "report").read_text()
     assert "Repeated evaluation of random defenses" in html and "All 5 evaluations" in html
 

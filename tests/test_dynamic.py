@@ -8,10 +8,9 @@ from click.testing import CliRunner
 from advsec.cli import main
 from advsec.defenses.gaussian_noise import GaussianNoise
 from advsec.defenses.standard import Standard
-from advsec.harness import run_spec
 from advsec.progress import Progress
-from advsec.replay import replay_spec
 from advsec.results import cell_summaries, replay_summaries, transfer_summaries
+from advsec.runner import run_spec
 from advsec.spec import TrainConfig, load_spec, parse_spec
 from advsec.store import Store
 from advsec.train import load_or_train
@@ -58,13 +57,13 @@ def test_a_random_ensemble_trains_distinct_members_and_answers_with_a_random_one
     assert ((answers[:, None] == votes[None]).any(1)).all()  # every answer is some member's vote
     store = run_spec(spec, tmp_path, device=CPU, progress=QUIET)
     cells = cell_summaries(store)
-    assert all(c["robust_accuracy"] <= c["robust_accuracy_single"] for c in cells)  # worst of 5 ≤ first
+    assert all(c.robust_accuracy <= c.robust_accuracy_single for c in cells)  # worst of 5 ≤ first
     # Strictly lower under attack: FGSM's examples fool some members and not others, and each of the 5
     # evaluations (repeats) draws every sample's member afresh. A sample the first draw left robust with one
     # of three members fooled escapes the 4 later draws with chance (2/3)^4 = 0.2, so equal accuracies would
     # need every such sample to escape: here 7 of 364 did not (86.0 % first draw, 84.1 % worst case).
-    (attacked,) = [c for c in cells if c["norm"] == "linf"]
-    assert attacked["robust_accuracy"] < attacked["robust_accuracy_single"]
+    (attacked,) = [c for c in cells if c.norm == "linf"]
+    assert attacked.robust_accuracy < attacked.robust_accuracy_single
 
 
 def test_weight_noise_moves_the_model_at_every_forward_and_still_learns(digits):
@@ -198,7 +197,7 @@ def test_replay_protocol_a_sitting_duck_stays_fooled_a_drifting_model_escapes(tm
     store = Store(out / "results.sqlite")
     replays = replay_summaries(store)
     assert len(printed) == len(replays)
-    by = {(r["defense"], r["attack"], r["mode"]): r for r in replays}
+    by = {(r.defense, r.attack, r.mode): r for r in replays}
     assert set(by) == {
         ("standard", "pgd", "snapshot"), ("standard", "square", "queries"),
         ("drift", "pgd", "snapshot"), ("drift", "pgd", "eot"), ("drift", "square", "queries"),
@@ -208,22 +207,22 @@ def test_replay_protocol_a_sitting_duck_stays_fooled_a_drifting_model_escapes(tm
     }  # fmt: skip
     # A static model is a sitting duck: the same success at every delay, exactly, and as crafted.
     duck = by["standard", "pgd", "snapshot"]
-    assert duck["crafted"] > 0.3
-    assert {p["success"] for p in duck["replay"].values()} == {duck["crafted"]}
-    assert len({p["success"] for p in by["standard", "square", "queries"]["replay"].values()}) == 1
+    assert duck.crafted > 0.3
+    assert {p.success for p in duck.replay.values()} == {duck.crafted}
+    assert len({p.success for p in by["standard", "square", "queries"].replay.values()}) == 1
     # A drifting model answers the next query as the snapshot would, then moves away from the attacker.
     drift = by["drift", "pgd", "snapshot"]
-    assert drift["replay"][0]["success"] == drift["crafted"]
-    assert drift["replay"][1000]["success"] < drift["crafted"] - 0.1
+    assert drift.replay[0].success == drift.crafted
+    assert drift.replay[1000].success < drift.crafted - 0.1
     # A re-keying model holds its key while fewer than `every` (200) samples are queried: 50 of traffic and
     # the 100 replayed still meet the key of the snapshot; past 200, a new key meets them.
     rekey = by["rekey", "pgd", "snapshot"]
-    assert rekey["replay"][0]["success"] == rekey["replay"][50]["success"] == rekey["crafted"]
-    assert rekey["replay"][1000]["success"] < rekey["crafted"] - 0.1
+    assert rekey.replay[0].success == rekey.replay[50].success == rekey.crafted
+    assert rekey.replay[1000].success < rekey.crafted - 0.1
     for r in replays:  # dynamic models' numbers come with intervals around them
-        for p in r["replay"].values():
-            low, high = p["interval"]
-            assert low <= p["success"] <= high and high - low > 0.01
+        for p in r.replay.values():
+            low, high = p.interval
+            assert low <= p.success <= high and high - low > 0.01
     # Each ensemble member's adversarial examples fool that member more than the other one.
     (matrix,) = transfer_summaries(store, ["random-ensemble"]).values()
     assert matrix[0][0] > matrix[0][1] and matrix[1][1] > matrix[1][0]
@@ -231,5 +230,5 @@ def test_replay_protocol_a_sitting_duck_stays_fooled_a_drifting_model_escapes(tm
     html = (out / "report.html").read_text()
     assert "Sitting-duck replay" in html and "Transfer between the members of random-ensemble" in html
     # Resumable: a second run finds every defense replayed and recomputes nothing.
-    replay_spec(load_spec(spec_file), store, device=CPU, progress=QUIET)
+    run_spec(load_spec(spec_file), out, device=CPU, progress=QUIET)
     assert replay_summaries(store) == replays

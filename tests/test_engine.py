@@ -6,9 +6,10 @@ import torch
 from advsec import registry
 from advsec.attack import attack_objective, fooled, gradient_attack
 from advsec.attacks.apgd import APGDStepper, checkpoints
-from advsec.harness import CountingModel, run_spec
 from advsec.progress import Progress
 from advsec.results import cell_summaries
+from advsec.runner import run_spec
+from advsec.runtime import CountingModel
 from advsec.spec import make_plugin, parse_spec
 from advsec.threat import ThreatModel
 
@@ -146,9 +147,9 @@ def test_cascade_gives_the_same_worst_case_as_every_attack_on_every_sample(tmp_p
         )
     cascaded, full = (cell_summaries(stores[c]) for c in ("true", "false"))
     for a, b in zip(cascaded, full, strict=True):
-        assert a["robust_accuracy"] == b["robust_accuracy"]
-        if a["norm"] != "none":
-            assert a["forwards"] < b["forwards"]  # and it did so with less work
+        assert a.robust_accuracy == b.robust_accuracy
+        if a.norm != "none":
+            assert a.forwards < b.forwards  # and it did so with less work
     for cell_a, cell_b in zip(stores["true"].cells(), stores["false"].cells(), strict=True):
         robust = [s["robust"] for s in stores["true"].samples(cell_a["cell"])]
         assert robust == [s["robust"] for s in stores["false"].samples(cell_b["cell"])]

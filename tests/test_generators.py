@@ -5,9 +5,9 @@ import torch
 
 from advsec import registry
 from advsec.attacks import advgan as advgan_module
-from advsec.harness import run_spec
 from advsec.progress import Progress
-from advsec.results import cell_summaries
+from advsec.results import CellSummary, cell_summaries
+from advsec.runner import run_spec
 from advsec.spec import make_plugin, parse_spec
 from advsec.threat import ThreatModel
 
@@ -37,8 +37,8 @@ def _run(text: str, out):
     return run_spec(parse_spec(text), out, device=CPU, progress=Progress(quiet=True))
 
 
-def _attacked(store) -> dict:
-    return next(c for c in cell_summaries(store) if c["norm"] == "linf")
+def _attacked(store) -> CellSummary:
+    return next(c for c in cell_summaries(store) if c.norm == "linf")
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +85,13 @@ def fitted(watched):
 
 def test_advgan_fits_once_and_then_beats_random_noise_by_a_wide_margin(watched):
     store, fit = watched
-    advgan, noise = _attacked(store)["attacks"]
-    assert advgan["fit_seconds"] > 0 and not advgan["fit_cached"]
-    assert advgan["robust_alone"] < noise["robust_alone"] - 0.4
+    advgan, noise = _attacked(store).attacks
+    assert advgan.fit_seconds > 0 and not advgan.fit_cached
+    assert advgan.robust_alone < noise.robust_alone - 0.4
     # Attacking is one pass of the generator: the model answers only the scoring query of each sample,
     # with no gradient, where the fit pushed every sample of its batches through the model and back.
-    assert advgan["backwards"] == 0 and advgan["forwards"] == advgan["attacked"] > 0
-    assert len(fit["batches"]) * 128 > 10 * advgan["forwards"]
+    assert advgan.backwards == 0 and advgan.forwards == advgan.attacked > 0
+    assert len(fit["batches"]) * 128 > 10 * advgan.forwards
 
 
 def test_advgan_stops_when_held_out_samples_are_fooled_not_its_own_batches(watched, digits):
@@ -109,39 +109,39 @@ def test_advgan_stops_when_held_out_samples_are_fooled_not_its_own_batches(watch
     assert not any(tuple(row.flatten().tolist()) in held_out for x in fit["batches"] for row in x)
     # Stopping once 99 % of its recent training batches were fooled left 7.5 % of these test digits robust:
     # on a training split this small, G's own batches run ahead. Held-out samples do not (measured: 1 %).
-    advgan, _ = _attacked(store)["attacks"]
-    assert advgan["robust_alone"] <= 0.03
+    advgan, _ = _attacked(store).attacks
+    assert advgan.robust_alone <= 0.03
 
 
 def test_every_generated_input_is_within_budget_and_bounds(fitted):
     cell = _attacked(fitted)
-    assert all(a["distance"] <= 0.3 + 1e-6 for a in fitted.attempts(cell["cell"]))
-    for _, _, adversarial in fitted.examples(cell["cell"]):
+    assert all(a["distance"] <= 0.3 + 1e-6 for a in fitted.attempts(cell.cell))
+    for _, _, adversarial in fitted.examples(cell.cell):
         assert adversarial.min() >= 0 and adversarial.max() <= 1
 
 
 def test_a_fitted_generator_reloads_from_the_cache_and_gives_identical_outputs(fitted, tmp_path):
     again = _run(DIGITS, tmp_path)
     first, second = _attacked(fitted), _attacked(again)
-    assert second["attacks"][0]["fit_cached"]
-    assert second["attacks"][0]["fit_seconds"] == first["attacks"][0]["fit_seconds"]
-    assert again.attempts(second["cell"]) == fitted.attempts(first["cell"])
+    assert second.attacks[0].fit_cached
+    assert second.attacks[0].fit_seconds == first.attacks[0].fit_seconds
+    assert again.attempts(second.cell) == fitted.attempts(first.cell)
 
 
 def test_targeted_advgan_hits_its_class_far_more_often_than_chance(tmp_path):
     store = _run(DIGITS.replace("max_steps = 300", "max_steps = 300\ntarget = 3"), tmp_path)
-    advgan = _attacked(store)["attacks"][0]
-    assert advgan["attack"] == "advgan-3" and advgan["targeted_success"] > 0.5  # chance: 1 in 9
+    advgan = _attacked(store).attacks[0]
+    assert advgan.attack == "advgan-3" and advgan.targeted_success > 0.5  # chance: 1 in 9
 
 
 def test_a_generator_fitted_through_bpda_is_its_own_fit_and_breaks_what_the_naive_one_cannot(tmp_path):
     quantized = DIGITS.replace('name = "standard"', 'name = "bit-depth"\nbits = 2').replace(
         '[[attacks]]\nname = "noise"\n', ""
     )
-    naive, adaptive = _attacked(_run(quantized, tmp_path))["attacks"]
-    assert adaptive["attack"] == "advgan+BPDA" and not naive["fit_cached"] and not adaptive["fit_cached"]
+    naive, adaptive = _attacked(_run(quantized, tmp_path)).attacks
+    assert adaptive.attack == "advgan+BPDA" and not naive.fit_cached and not adaptive.fit_cached
     # rounding hides every gradient from the naive fit; through the straight-through view it learns
-    assert adaptive["robust_alone"] < naive["robust_alone"] - 0.3
+    assert adaptive.robust_alone < naive.robust_alone - 0.3
 
 
 class QueryOnly(torch.nn.Module):

@@ -5,14 +5,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 from advsec.errors import AdvsecError, SpecError
-from advsec.harness import run_spec
 from advsec.progress import Progress
 from advsec.results import cell_summaries
+from advsec.runner import run_spec
 from advsec.spec import parse_spec
 from advsec.store import Store
 from tests.killed import KILLED
@@ -52,9 +53,8 @@ def table(store) -> list:
     """Everything a run measured except wall time: per-cell aggregates and every per-sample row."""
     rows = []
     for cell in cell_summaries(store):
-        rows.append({k: v for k, v in cell.items() if k != "wall_seconds"})
-        for attack in cell["attacks"]:
-            attack.pop("wall_seconds")
+        attacks = [replace(attack, wall_seconds=0.0) for attack in cell.attacks]
+        rows.append(replace(cell, wall_seconds=0.0, attacks=attacks))
     for cell in store.cells():
         rows.append(store.samples(cell["cell"]))
         rows.append(store.attempts(cell["cell"]))
@@ -93,9 +93,9 @@ def test_robust_accuracy_falls_with_budget_and_the_defense_helps(grid):
     _, store = grid
     cells = cell_summaries(store)
     for defense in ("standard", "pgd-at"):
-        linf = [c["robust_accuracy"] for c in cells if c["defense"] == defense and c["norm"] == "linf"]
+        linf = [c.robust_accuracy for c in cells if c.defense == defense and c.norm == "linf"]
         assert linf == sorted(linf, reverse=True)
-    at = {(c["defense"], c["norm"], c["eps"]): c["robust_accuracy"] for c in cells}
+    at = {(c.defense, c.norm, c.eps): c.robust_accuracy for c in cells}
     assert at[("pgd-at", "linf", 0.1)] > at[("standard", "linf", 0.1)]
 
 
@@ -185,8 +185,8 @@ samples = 50
 """
     )
     store = run_spec(spec, tmp_path, device=torch.device("cpu"), progress=Progress(quiet=True))
-    cell = next(c for c in cell_summaries(store) if c["norm"] == "linf")
-    assert cell["robust_accuracy"] == 0 and [a["attacked"] for a in cell["attacks"]][1] == 0
+    cell = next(c for c in cell_summaries(store) if c.norm == "linf")
+    assert cell.robust_accuracy == 0 and [a.attacked for a in cell.attacks][1] == 0
 
 
 AIMED = """
@@ -208,18 +208,18 @@ samples = 80
 
 def test_a_chosen_class_is_aimed_at_by_every_sample_not_already_in_it(tmp_path):
     store = _run(tmp_path, AIMED)
-    cell = next(c for c in cell_summaries(store) if c["norm"] == "linf")
-    samples = {s["idx"]: s for s in store.samples(cell["cell"])}
-    attempts = store.attempts(cell["cell"])
+    cell = next(c for c in cell_summaries(store) if c.norm == "linf")
+    samples = {s["idx"]: s for s in store.samples(cell.cell)}
+    attempts = store.attempts(cell.cell)
     assert {a["target"] for a in attempts} == {3}
     assert all(samples[a["idx"]]["label"] != 3 for a in attempts)  # threes have nothing to aim for
     aimed = [s for s in samples.values() if s["label"] != 3 and s["clean_pred"] == s["label"]]
-    [stage] = cell["attacks"]
-    assert stage["attack"] == "apgd-t-3" and stage["attacked"] == len(aimed) == len(attempts)
+    [stage] = cell.attacks
+    assert stage.attack == "apgd-t-3" and stage.attacked == len(aimed) == len(attempts)
     heard = sum(a["pred"] == 3 for a in attempts)
-    assert stage["targeted_success"] == heard / len(attempts) > 0.5
-    low, high = stage["targeted_interval"]
-    assert low < stage["targeted_success"] < high
+    assert stage.targeted_success == heard / len(attempts) > 0.5
+    low, high = stage.targeted_interval
+    assert low < stage.targeted_success < high
 
 
 def test_a_class_the_dataset_lacks_is_refused_before_any_training(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 from advsec import registry
 from advsec.attack import Attack
 from advsec.errors import PluginError
-from advsec.registry import Registry, load_plugin_file, plugin_name, plugin_origins
+from advsec.registry import Registry, load_plugin_file, plugin_name
+from advsec.runtime import plugin_origins
 from advsec.spec import parse_spec
 
 

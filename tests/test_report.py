@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from advsec.privacy import MembershipInference
+from advsec.records import AttackRecord, CellResult, MembershipInference
 from advsec.report import build_report, pareto_front
-from advsec.store import AttackRecord, CellResult, Store
+from advsec.store import Store
 
 N = 20
 LABELS = np.arange(N) % 10
@@ -275,18 +275,28 @@ def test_a_fired_overfitting_guard_is_reported(built: Path) -> None:
 
 def test_a_generator_sits_beside_each_gradient_attack_with_its_break_even() -> None:
     from advsec.report.tables import generator_table
+    from advsec.results import AttackSummary, CellSummary
 
-    def stage(name: str, wall: float, fit: float | None, robust: float, backwards: int = 0) -> dict:
-        return {"attack": name, "wall_seconds": wall, "attacked": 100, "fit_seconds": fit,
-                "backwards": backwards, "robust_alone": robust}  # fmt: skip
+    def stage(name: str, wall: float, fit: float | None, robust: float, backwards: int = 0) -> AttackSummary:
+        return AttackSummary(attack=name, adaptive=False, robust_after=robust, robust_alone=robust,
+                             attacked=100, broken=0, forwards=0, backwards=backwards, wall_seconds=wall,
+                             targeted_success=None, targeted_interval=None, fit_seconds=fit,
+                             fit_cached=False)  # fmt: skip
+
+    def cell(defense: str, attacks: list[AttackSummary]) -> CellSummary:
+        return CellSummary(cell=f"{defense}/linf/0.3", defense=defense, norm="linf", eps=0.3, n=100,
+                           clean_accuracy=1.0, robust_accuracy=0.0, robust_interval=(0.0, 1.0),
+                           clean_accuracy_single=1.0, robust_accuracy_single=0.0, naive_robust_accuracy=None,
+                           attacks=attacks, checks=[], privacy=[], wall_seconds=4.1, forwards=0,
+                           backwards=800)  # fmt: skip
 
     attacks = [
         stage("advgan", 0.1, 10.0, 0.02),
         stage("pgd", 1.0, None, 0.0, 800),
         stage("square", 3.0, None, 0.1),
     ]
-    table = generator_table([{"defense": "standard", "norm": "linf", "eps": 0.3, "attacks": attacks}])
+    table = generator_table([cell("standard", attacks)])
     # 10 s / (0.01 - 0.001) s per sample = 1,111; a query attack is no gradient attack to amortize against
     [row] = table.rows
     assert row[2:6] == ["advgan", "2.0%", "pgd", "0.0%"] and row[-2:] == ["10.0×", "1,111"]
-    assert generator_table([{"defense": "d", "norm": "linf", "eps": 0.3, "attacks": attacks[1:]}]) is None
+    assert generator_table([cell("d", attacks[1:])]) is None

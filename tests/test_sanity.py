@@ -8,10 +8,10 @@ import torch
 from advsec.defense import Defense, Transformed
 from advsec.defenses.gaussian_noise import GaussianNoise
 from advsec.defenses.rekey import Rekeyed
-from advsec.harness import run_spec
 from advsec.progress import Progress
 from advsec.report import build_report
 from advsec.results import cell_summaries
+from advsec.runner import run_spec
 from advsec.sanity import model_checks
 from advsec.spec import parse_spec
 
@@ -52,9 +52,7 @@ def _flags(tmp_path, adaptive: bool) -> dict[tuple[str, str, str], bool]:
     store = run_spec(spec, tmp_path, device=CPU, progress=QUIET)
     assert "Sanity checks" in build_report(store, tmp_path / "report").read_text()
     return {
-        (c["defense"], c["norm"], check["name"]): check["flagged"]
-        for c in cell_summaries(store)
-        for check in c["checks"]
+        (c.defense, c.norm, check.name): check.flagged for c in cell_summaries(store) for check in c.checks
     }
 
 

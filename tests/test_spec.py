@@ -47,7 +47,10 @@ def test_minimal_spec_gets_defaults():
         (('norm = "linf"', 'norm = "l3"'), r"threats\[0\]\.norm: expected one of 'linf', 'l2'"),
         (("eps = [0.1]", "eps = [-0.1]"), r"threats\[0\]\.eps: expected a non-empty list of numbers > 0"),
         (("eps = [0.1]", "eps = 0.1"), r"threats\[0\]\.eps: expected a list, got float"),
-        (('name = "t"', 'name = "t"\nmodle = "mlp"'), r"modle: unknown key \(did you mean 'model'\?\)"),
+        (
+            ('name = "t"', 'name = "t"\nmodle = "mlp"'),
+            r"modle: unknown key \(did you mean 'model' or 'models'\?\)",
+        ),
         (('name = "t"', 'name = "t"\nmodel = "resnet-9000"'), r"model: unknown model 'resnet-9000'"),
         (
             ('name = "t"', 'name = "t"\n[evaluation]\nsamples = 1.5'),

@@ -17,8 +17,8 @@ from advsec.adapters import torchattacks as adapter
 from advsec.attack import fooled
 from advsec.cli import main
 from advsec.errors import InputError, PluginError, SpecError
-from advsec.harness import CountingModel
 from advsec.progress import Progress
+from advsec.runtime import CountingModel
 from advsec.spec import load_spec, make_plugin, parse_spec
 from advsec.threat import ThreatModel
 from advsec.train import load_or_train

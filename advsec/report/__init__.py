@@ -15,6 +15,7 @@ import numpy as np
 from scipy.io import wavfile
 
 from advsec.errors import AdvsecError
+from advsec.norms import GEOMETRY
 from advsec.report.figures import (
     Example,
     Style,
@@ -44,16 +45,16 @@ from advsec.report.tables import (
     unrestricted_table,
 )
 from advsec.results import (
-    cell_summaries,
+    CellSummary,
+    CertifiedSummary,
+    DefenseSummary,
+    ReplaySummary,
+    RunResults,
+    UnrestrictedSummary,
     certified_radii,
-    certified_summaries,
-    defense_summaries,
-    replay_summaries,
     transfer_summaries,
-    unrestricted_summaries,
 )
 from advsec.store import Store
-from advsec.threat import GEOMETRY
 
 __all__ = ["build_report", "pareto_front"]
 
@@ -168,16 +169,14 @@ UNRESTRICTED_SOURCES = {
 
 def build_report(store: Store, out_dir: Path) -> Path:
     """Write report.html, report.md and the figures for ``store`` into ``out_dir``; return report.html."""
-    meta = store.meta()
-    cells = cell_summaries(store)
-    certified = certified_summaries(store)
-    replays = replay_summaries(store)
+    results = RunResults.read(store)
+    meta, cells, certified, replays = results.meta, results.cells, results.certified, results.replays
     if not cells and not certified:
         raise AdvsecError(
             f"the store {store.path} holds no finished cells or certificates; run the spec first, then report"
         )
-    defenses = defense_summaries(store, cells)
-    named = defense_styles(list(dict.fromkeys(d["defense"] for d in [*defenses, *certified, *replays])))
+    defenses = results.defenses
+    named = defense_styles(list(dict.fromkeys(d.defense for d in [*defenses, *certified, *replays])))
     families = _families(defenses)
     styles = family_styles(named, families)
     shown = report_budgets(cells, meta.get("report_eps"))
@@ -187,7 +186,7 @@ def build_report(store: Store, out_dir: Path) -> Path:
     if cells:
         blocks += [Heading("Scorecard"), Text(SCORECARD), scorecard(defenses, cells, certified)]
     if shown:
-        clean = {d["defense"]: d["clean_accuracy"] for d in defenses}
+        clean = {d.defense: d.clean_accuracy for d in defenses}
         classes = meta.get("classes") or []
         blocks += [
             Heading("Trade-off"),
@@ -224,10 +223,10 @@ def build_report(store: Store, out_dir: Path) -> Path:
         blocks += _certification(store, certified, cells, styles)
     if replays:
         blocks += _replay(store, replays, meta, styles)
-    if unrestricted := unrestricted_summaries(store):
+    if unrestricted := results.unrestricted:
         blocks += [Heading("Unrestricted attacks"), Text(UNRESTRICTED)]
         for source, text in UNRESTRICTED_SOURCES.items():
-            if any(r["source"] == source for r in unrestricted):
+            if any(r.source == source for r in unrestricted):
                 blocks += [Text(text), unrestricted_table(unrestricted, source)]
         blocks += _made_examples(store, unrestricted, meta)
     blocks += [Heading("How this is scored"), Text(SCORING)]
@@ -248,18 +247,16 @@ def build_report(store: Store, out_dir: Path) -> Path:
 
 
 def _certification(
-    store: Store, certified: list[dict[str, Any]], cells: list[dict[str, Any]], styles: dict[str, Style]
+    store: Store, certified: list[CertifiedSummary], cells: list[CellSummary], styles: dict[str, Style]
 ) -> list[Block]:
     """Certified accuracy against ℓ2 radius per smoothing defense, beside its attacked ℓ2 accuracy."""
-    radii = {
-        c["defense"]: (certified_radii(store.certificates(c["defense"])), c["samples"]) for c in certified
-    }
+    radii = {c.defense: (certified_radii(store.certificates(c.defense)), c.samples) for c in certified}
     attacked = {}
     for c in certified:
-        own = sorted((x for x in cells if x["defense"] == c["defense"] and x["norm"] in ("none", "l2")),
-                     key=lambda x: x["eps"])  # fmt: skip
-        if any(x["norm"] == "l2" for x in own):
-            attacked[c["defense"]] = [(x["eps"], x["robust_accuracy"]) for x in own]  # clean cell: ε = 0
+        own = sorted((x for x in cells if x.defense == c.defense and x.norm in ("none", "l2")),
+                     key=lambda x: x.eps)  # fmt: skip
+        if any(x.norm == "l2" for x in own):
+            attacked[c.defense] = [(x.eps, x.robust_accuracy) for x in own]  # clean cell: ε = 0
     png = certified_png(radii, attacked, styles)
     return [
         Heading("Certified robustness (randomized smoothing)"),
@@ -270,11 +267,11 @@ def _certification(
 
 
 def _replay(
-    store: Store, replays: list[dict[str, Any]], meta: dict[str, Any], styles: dict[str, Style]
+    store: Store, replays: list[ReplaySummary], meta: dict[str, Any], styles: dict[str, Style]
 ) -> list[Block]:
     """The sitting-duck protocol: replay success against the delay, and transfer between ensemble members."""
     norm, eps = meta.get("replay_threat", ["linf", 0.0])
-    transfers = transfer_summaries(store, list(dict.fromkeys(r["defense"] for r in replays)))
+    transfers = transfer_summaries(store, list(dict.fromkeys(r.defense for r in replays)))
     blocks: list[Block] = [
         Heading("Sitting-duck replay"),
         Text(f"{REPLAY} Budget: {budget_name(norm, eps)}."),
@@ -287,7 +284,7 @@ def _replay(
     return blocks
 
 
-def report_budgets(cells: list[dict[str, Any]], report_eps: float | None) -> dict[str, float]:
+def report_budgets(cells: list[CellSummary], report_eps: float | None) -> dict[str, float]:
     """Per attacked norm, the budget the trade-off chart and the examples show.
 
     That is ``report_eps`` where the norm's grid has it; a norm whose grid lacks it (ℓ2 next to an ℓ∞
@@ -305,32 +302,29 @@ def report_budgets(cells: list[dict[str, Any]], report_eps: float | None) -> dic
 
 
 def _tradeoff_panels(
-    cells: list[dict[str, Any]], clean: dict[str, float]
+    cells: list[CellSummary], clean: dict[str, float]
 ) -> list[tuple[str, float, dict[str, tuple[float, float]]]]:
     """A trade-off panel per attacked budget: each defense's (clean, robust) accuracy there."""
     return [
         (
             norm,
             eps,
-            {
-                c["defense"]: (clean[c["defense"]], c["robust_accuracy"])
-                for c in _cells_at_budget(cells, norm, eps)
-            },
+            {c.defense: (clean[c.defense], c.robust_accuracy) for c in _cells_at_budget(cells, norm, eps)},
         )
         for norm, eps in budgets(cells)
     ]
 
 
-def _families(defenses: list[dict[str, Any]]) -> dict[str, list[str]]:
+def _families(defenses: list[DefenseSummary]) -> dict[str, list[str]]:
     """Defenses a sweep expanded from one spec entry, in sweep order: drawn as a trade-off curve."""
     families: dict[str, list[str]] = {}
     for d in defenses:
-        families.setdefault(d["family"], []).append(d["defense"])
+        families.setdefault(d.family, []).append(d.defense)
     return {family: members for family, members in families.items() if len(members) > 1}
 
 
 def _curves(
-    cells: list[dict[str, Any]], clean: dict[str, float], shown: dict[str, float]
+    cells: list[CellSummary], clean: dict[str, float], shown: dict[str, float]
 ) -> list[tuple[str, float, dict[str, list[tuple[float, float]]]]]:
     """Per norm, each defense's robust accuracy by budget, starting from its clean accuracy at ε=0.
 
@@ -340,9 +334,9 @@ def _curves(
     panels = []
     for norm, eps in shown.items():
         curves: dict[str, list[tuple[float, float]]] = {}
-        for c in sorted((c for c in cells if c["norm"] == norm), key=lambda c: c["eps"]):
-            start = [] if GEOMETRY[norm] != norm else [(0.0, clean[c["defense"]])]
-            curves.setdefault(c["defense"], start).append((c["eps"], c["robust_accuracy"]))
+        for c in sorted((c for c in cells if c.norm == norm), key=lambda c: c.eps):
+            start = [] if GEOMETRY[norm] != norm else [(0.0, clean[c.defense])]
+            curves.setdefault(c.defense, start).append((c.eps, c.robust_accuracy))
         panels.append((norm, eps, curves))
     return panels
 
@@ -350,7 +344,7 @@ def _curves(
 def _examples(
     store: Store,
     meta: dict[str, Any],
-    cells: list[dict[str, Any]],
+    cells: list[CellSummary],
     styles: dict[str, Style],
     norm: str,
     eps: float,
@@ -364,11 +358,11 @@ def _examples(
 
     rows: dict[str, list[Example]] = {}
     for cell in _cells_at_budget(cells, norm, eps):
-        cell_id = cell["cell"]
+        cell_id = cell.cell
         samples = {s["idx"]: s for s in store.samples(cell_id)}
         pairs = store.examples(cell_id)[:EXAMPLES_PER_DEFENSE]
         if pairs:
-            rows[cell["defense"]] = [
+            rows[cell.defense] = [
                 Example(
                     clean,
                     adversarial,
@@ -416,7 +410,7 @@ def _examples(
     return blocks
 
 
-def _made_examples(store: Store, runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[Block]:
+def _made_examples(store: Store, runs: list[UnrestrictedSummary], meta: dict[str, Any]) -> list[Block]:
     """The first made inputs of each run beside what each was made from: a grid of images, captioned with
     the model's and the listener's answers; for audio, players (the carrier, the made clip, and the
     difference raised to be audible)."""
@@ -427,16 +421,16 @@ def _made_examples(store: Store, runs: list[dict[str, Any]], meta: dict[str, Any
 
     rows: dict[tuple[str, str], list[Example]] = {}
     for run in runs:
-        answers = {row["idx"]: row for row in store.unrestricted(run["defense"], run["attack"])}
+        answers = {row["idx"]: row for row in store.unrestricted(run.defense, run.attack)}
         made = []
-        for idx, source, example in store.unrestricted_examples(run["defense"], run["attack"]):
+        for idx, source, example in store.unrestricted_examples(run.defense, run.attack):
             row = answers[idx]
-            hit = row["pred"] != row["label"] if run["source"] == "test" else row["pred"] == row["target"]
-            was = name(row["label"] if run["source"] == "test" else row["carrier_pred"])
+            hit = row["pred"] != row["label"] if run.source == "test" else row["pred"] == row["target"]
+            was = name(row["label"] if run.source == "test" else row["carrier_pred"])
             caption = f"{was} → {name(row['pred'])} (listener {name(row['listener_pred'])})"
             made.append(Example(source, example, caption, broken=hit))
         if made:
-            rows[run["defense"], run["attack"]] = made
+            rows[run.defense, run.attack] = made
     if not rows:
         return []
     if meta.get("domain") == "audio":
@@ -493,16 +487,16 @@ def wav_bytes(waveform: Any, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def _cells_at_budget(cells: list[dict[str, Any]], norm: str, eps: float) -> list[dict[str, Any]]:
-    return [c for c in cells if c["norm"] == norm and c["eps"] == eps]
+def _cells_at_budget(cells: list[CellSummary], norm: str, eps: float) -> list[CellSummary]:
+    return [c for c in cells if c.norm == norm and c.eps == eps]
 
 
-def _facts(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
+def _facts(meta: dict[str, Any], cells: list[CellSummary]) -> str:
     """One line: dataset, model, seed, device, sample count, versions, date."""
     versions = meta.get("versions")
     if isinstance(versions, dict):
         versions = ", ".join(f"{k} {v}" for k, v in versions.items())
-    sizes = "/".join(str(n) for n in sorted({c["n"] for c in cells}))
+    sizes = "/".join(str(n) for n in sorted({c.n for c in cells}))
     facts = [
         f"dataset {meta['dataset']}" if "dataset" in meta else None,
         f"model {meta['model']}" if "model" in meta else None,

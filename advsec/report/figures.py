@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import matplotlib
 
@@ -19,6 +18,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+
+from advsec.results import ReplaySummary
 
 # Okabe & Ito's colour-blind-safe palette, yellow last because it is faint on white.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
@@ -241,20 +242,20 @@ REPLAY_MODES = {
 }
 
 
-def replay_png(replays: list[dict[str, Any]], styles: dict[str, Style]) -> bytes:
+def replay_png(replays: list[ReplaySummary], styles: dict[str, Style]) -> bytes:
     """Replay success against the delay since crafting, a panel per crafting mode, a line per defense and
     attack, with its Wilson 95 % band; the delay axis is logarithmic past 1 so that Δ = 0 shows."""
-    modes = [m for m in REPLAY_MODES if any(r["mode"] == m for r in replays)]
-    attacks = list(dict.fromkeys(r["attack"] for r in replays))
+    modes = [m for m in REPLAY_MODES if any(r.mode == m for r in replays)]
+    attacks = list(dict.fromkeys(r.attack for r in replays))
     fig, axes = _panels(len(modes), width=4.8, height=3.8)
     for ax, mode in zip(axes, modes, strict=True):
-        for r in (r for r in replays if r["mode"] == mode):
-            delays = sorted(r["replay"])
-            success = [100 * r["replay"][d]["success"] for d in delays]
-            low, high = zip(*(r["replay"][d]["interval"] for d in delays), strict=True)
-            style = styles[r["defense"]]
-            label = r["defense"] if len(attacks) == 1 else f"{r['defense']} ({r['attack']})"
-            dashes = LINESTYLES[attacks.index(r["attack"]) % len(LINESTYLES)]
+        for r in (r for r in replays if r.mode == mode):
+            delays = sorted(r.replay)
+            success = [100 * r.replay[d].success for d in delays]
+            low, high = zip(*(r.replay[d].interval for d in delays), strict=True)
+            style = styles[r.defense]
+            label = r.defense if len(attacks) == 1 else f"{r.defense} ({r.attack})"
+            dashes = LINESTYLES[attacks.index(r.attack) % len(LINESTYLES)]
             ax.plot(delays, success, color=style.color, marker=style.marker, markersize=4, linestyle=dashes,
                     label=label)  # fmt: skip
             ax.fill_between(delays, [100 * v for v in low], [100 * v for v in high], color=style.color,

@@ -1,0 +1,11 @@
+"""The norms a budget can be given in, apart from the tensor code that enforces them (:mod:`advsec.threat`),
+so that specs and reports can name them without importing torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Norm = Literal["linf", "l2", "db", "snr"]
+NORMS: tuple[Norm, ...] = ("linf", "l2", "db", "snr")
+# The image norm each budget's ball has the shape of: the audio budgets are relative linf and l2 balls.
+GEOMETRY: dict[str, Literal["linf", "l2"]] = {"linf": "linf", "l2": "l2", "db": "linf", "snr": "l2"}

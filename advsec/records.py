@@ -1,0 +1,132 @@
+"""The records a run writes and a report reads: plain dataclasses of numbers, strings and numpy arrays.
+
+They are what the harness and the protocols hand to the store, and nothing here imports torch, so reading
+a finished run never loads the attack engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    """One sanity check's finding (:mod:`advsec.sanity`): a flag says where to look, not a verdict."""
+
+    name: str
+    value: float
+    flagged: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class MembershipInference:
+    signal: str  # "loss" or "adversarial loss"
+    samples: int  # members, and as many non-members
+    accuracy: float  # balanced accuracy on the held-back half
+    advantage: float  # TPR − FPR on the held-back half
+
+
+@dataclass
+class AttackRecord:
+    """One attack's share of a cell: how many samples it attacked and broke, and at what cost."""
+
+    label: str
+    name: str
+    params: dict[str, Any]
+    target: str
+    adaptive: bool = False
+    attacked: int = 0
+    broken: int = 0
+    forwards: int = 0
+    backwards: int = 0
+    wall_seconds: float = 0.0
+    # A generator's fit (advsec.generator), charged once apart from the per-sample cost; None for others.
+    fit_seconds: float | None = None
+    fit_cached: bool = False
+    # (sample, prediction, distance, the class aimed at or None)
+    attempts: list[tuple[int, int, float, int | None]] = field(default_factory=list)
+
+
+@dataclass
+class CellResult:
+    """Everything one cell (defense × norm × eps × attack cascade) produced."""
+
+    cell: str
+    defense: str
+    norm: str
+    eps: float
+    cascade: bool
+    labels: np.ndarray
+    clean_pred: np.ndarray
+    adv_pred: np.ndarray
+    robust: np.ndarray
+    clean_single: np.ndarray  # correct on the first of the evaluation draws (all draws for `robust`)
+    robust_single: np.ndarray
+    broken_by: list[str | None]
+    attacks: list[AttackRecord]
+    wall_seconds: float
+    examples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (sample, clean, adv)
+    checks: list[SanityCheck] = field(default_factory=list)
+    privacy: list[MembershipInference] = field(default_factory=list)  # the clean cell's
+
+
+@dataclass
+class CertificationResult:
+    """One defense's certificates (Cohen et al.'s CERTIFY, per sample) and the settings behind them."""
+
+    defense: str
+    key: str  # a hash of the model and the settings: a certification already stored under it is skipped
+    settings: dict[str, Any]  # sigma, n0, n, alpha, samples, batch_size, seed
+    labels: np.ndarray
+    predictions: np.ndarray  # the smoothed classifier's class; -1 where it abstains
+    counts: np.ndarray  # estimation draws (of n) on the selected class
+    p_lower: np.ndarray  # the lower confidence bound on that class's probability
+    radii: np.ndarray  # certified ℓ2 radius; NaN where it abstains
+    forwards: int
+    wall_seconds: float
+
+
+@dataclass
+class Craft:
+    """One attacker of the sitting-duck protocol: how it crafted, and what its examples did when replayed."""
+
+    attack: str  # the attack's label
+    mode: str  # "snapshot", "eot" or "queries" (advsec.replay)
+    samples: int
+    crafted_fooled: int | None  # samples the crafted-against snapshot got wrong; None for the live modes
+    queries: int  # samples the attacker pushed through the network while crafting
+    wall_seconds: float
+    # Per replay: (delay, repeat, adversarial examples that fooled the model, clean inputs it got wrong).
+    trials: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+
+@dataclass
+class ReplayResult:
+    """One defense's sitting-duck protocol: its attackers, and the transfer between its members."""
+
+    defense: str
+    key: str  # a hash of the model and the settings: a defense already replayed under it is skipped
+    crafts: list[Craft]
+    transfers: list[tuple[int, int, int, int]] = field(default_factory=list)  # (source, target, fooled, n)
+
+
+@dataclass
+class UnrestrictedResult:
+    """One unrestricted attack's made inputs against one defense (:mod:`advsec.unrestricted`)."""
+
+    key: str  # a hash of everything that determines the run: a run already stored under it is skipped
+    defense: str
+    attack: str
+    listener: str  # the listener's architecture
+    source: str  # "carrier" or "test": what the inputs were made from
+    norm: str  # what the rows' distance measures
+    fit_seconds: float
+    wall_seconds: float
+    # Per made input: (index, target or -1, the test input's label or -1, what the model made of what it was
+    # made from, what it makes of the made input, what the listener does, distance from what it was made from)
+    rows: list[tuple[int, int, int, int, int, int, float]]
+    examples: list[tuple[int, np.ndarray, np.ndarray]]  # the first few: (index, source, made input)

@@ -1,0 +1,335 @@
+"""The runtime under the harness and every protocol: data, deployed models, batched prediction, seeds and
+run metadata.
+
+A protocol (the grid of :mod:`advsec.harness`, or :mod:`advsec.certify`, :mod:`advsec.replay`,
+:mod:`advsec.unrestricted`) asks a :class:`Runtime` for the spec's dataset and for "the deployed model of
+this defense", trained once per run or loaded from the model cache, and for the seed of a piece of work
+keyed by its content. None of them reaches into another's internals.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import advsec.registry as registry
+from advsec.data import Dataset
+from advsec.defense import Expectation
+from advsec.errors import InputError
+from advsec.keys import content_key, key_seed
+from advsec.progress import Progress
+from advsec.spec import DefenseSpec, EvaluationConfig, Spec, make_plugin
+from advsec.store import Store
+from advsec.threat import check_inputs
+from advsec.train import TrainedModel, load_or_train, model_key
+from advsec.user_models import checkpoint_key, load_user_model
+from advsec.version import __version__
+
+
+def load_dataset(name: str, params: dict[str, Any] | None = None) -> Dataset:
+    """The dataset plugin ``name`` made with ``params`` (a spec's ``[dataset]`` table), loaded, checked."""
+    dataset = make_plugin(registry.datasets.get(name), params or {}, "dataset").load()
+    check_dataset(dataset)
+    return dataset
+
+
+def check_dataset(dataset: Dataset) -> None:
+    """Refuse a dataset any attack would trip over later: mismatched shapes, labels outside the classes,
+    NaN/Inf or inputs outside its own bounds; each with a message saying which split and what is wrong."""
+    for split, x, y in (
+        ("train", dataset.x_train, dataset.y_train),
+        ("test", dataset.x_test, dataset.y_test),
+    ):
+        what = f"dataset {dataset.name!r} {split}"
+        if x.dim() < 2 or tuple(x.shape[1:]) != dataset.input_shape or not x.is_floating_point():
+            raise InputError(
+                f"{what} inputs are {x.dtype} shaped {tuple(x.shape)}; expected floats shaped "
+                f"(N, {', '.join(map(str, dataset.input_shape))}) like the training inputs"
+            )
+        if y.shape != (len(x),) or y.is_floating_point():
+            raise InputError(
+                f"{what} labels are {y.dtype} shaped {tuple(y.shape)}; expected ({len(x)},) integers"
+            )
+        if len(y) and (y.min() < 0 or y.max() >= dataset.num_classes):
+            raise InputError(
+                f"{what} labels run from {int(y.min())} to {int(y.max())}, "
+                f"but the dataset has {dataset.num_classes} classes"
+            )
+        check_inputs(x, dataset.bounds, f"{what} inputs")
+
+
+def trained_model_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
+    """The model cache's key for ``defense`` as ``spec`` trains it; a checkpoint's own for a user's model."""
+    if defense.model is not None:
+        return checkpoint_key(spec.checkpoint(defense.model))
+    return model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
+
+
+def deployed_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
+    """The key of the model as deployed: the trained network's, and every field of its defense, defaults
+    included, since they decide its inference-time behaviour even where training shares a network
+    (``Defense.trained_like``). Results about a deployed model are stored under it."""
+    plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
+    fields = asdict(plugin) if is_dataclass(plugin) else defense.params
+    return content_key(
+        {"model": trained_model_key(spec, dataset, defense), "defense": [defense.name, fields]}
+    )
+
+
+def plugin_origins(spec: Spec) -> dict[str, dict[str, dict[str, Any]]]:
+    """Where every plugin ``spec`` uses comes from (:meth:`advsec.registry.Registry.origin`), keyed by kind,
+    then name: the report and ``--json`` say which code produced a run.
+
+    Kinds are ``datasets``, ``models`` (the spec's, and an unrestricted attack's other listener),
+    ``defenses`` and ``attacks`` (generators included, as a spec names them among the attacks)::
+
+        {"datasets": {"digits": {"source": "built-in"}}, "models": {...}, "defenses": {...},
+         "attacks": {"rand-fgsm": {"source": "file", "path": "/abs/rand_fgsm.py", "sha256": "…"}}}
+    """
+    listeners = []
+    for attack in spec.attacks:
+        cls = registry.attacks.get(attack.name)
+        if cls.unrestricted:  # trains a listener model of its own architecture, "" for the spec's
+            listeners.append(attack.params.get("listener", getattr(cls, "listener", "")) or spec.model)
+    trained = [spec.model] if any(d.model is None for d in spec.defenses) else []
+    brought = [m.architecture for m in spec.models if m.architecture in registry.models.names()]
+    used = {
+        "datasets": [spec.dataset],
+        "models": [*trained, *brought, *listeners],
+        "defenses": [d.name for d in spec.defenses],
+        "attacks": [a.name for a in spec.attacks],
+    }
+    return {kind: {name: _origin(kind, name) for name in names} for kind, names in used.items()}
+
+
+def _origin(kind: str, name: str) -> dict[str, Any]:
+    plugins = registry.REGISTRIES[kind]
+    return plugins.origin(name) if name in plugins.names() else {"source": "in memory"}
+
+
+class Runtime:
+    """What a run of ``spec`` needs, whatever the protocol: its dataset (loaded once), each defense's
+    trained model (trained or loaded once, and described in the store), seeds and metadata.
+
+    Without a ``store`` (a worker of a distributed executor) it records nothing: the driver does.
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        device: torch.device,
+        progress: Progress,
+        store: Store | None = None,
+        dataset: Dataset | None = None,
+        in_memory: dict[str, nn.Module] | None = None,
+    ) -> None:
+        self.spec, self.device, self.progress, self.store = spec, device, progress, store
+        if dataset is not None:  # tensors handed over in memory (advsec.evaluate) rather than a plugin's
+            self.__dict__["dataset"] = dataset
+        self.in_memory = in_memory or {}  # [[models]] labels -> modules handed over in memory
+        self._models: dict[str, TrainedModel] = {}
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        return load_dataset(self.spec.dataset, self.spec.dataset_params)
+
+    def trained_key(self, defense: DefenseSpec) -> str:
+        return trained_model_key(self.spec, self.dataset, defense)
+
+    def deployed_key(self, defense: DefenseSpec) -> str:
+        return deployed_key(self.spec, self.dataset, defense)
+
+    def seed(self, key: str) -> int:
+        """The seed of the piece of work keyed ``key``: a function of its content and the run's seed."""
+        return key_seed(key, self.spec.seed)
+
+    def trained(self, defense: DefenseSpec) -> TrainedModel:
+        """``defense``'s trained model, trained (or loaded from the cache) on first use."""
+        if defense.label not in self._models:
+            if defense.model is not None:
+                trained = self._checkpoint(defense)
+                source = "checkpoint"
+            else:
+                trained = load_or_train(
+                    self.dataset,
+                    self.spec.model,
+                    defense.name,
+                    defense.params,
+                    defense.train,
+                    self.spec.seed,
+                    device=self.device,
+                    progress=self.progress,
+                    label=defense.label,
+                )
+                source = "cache" if trained.cached else f"trained in {trained.train_seconds:.1f} s"
+            self.progress.log(f"model for {defense.label}: {source} ({trained.key})")
+            if self.store is not None:
+                _record_model(self.store, defense, trained)
+            self._models[defense.label] = trained
+        return self._models[defense.label]
+
+    def _checkpoint(self, defense: DefenseSpec) -> TrainedModel:
+        """The user's model ``defense.model`` as deployed under ``defense``: loaded, never trained."""
+        assert defense.model is not None
+        entry = self.spec.checkpoint(defense.model)
+        plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
+        network = load_user_model(entry, self.dataset, self.device, self.in_memory.get(entry.label))
+        prepared = plugin.prepare(
+            self.dataset, seed=self.spec.seed, device=self.device, progress=self.progress
+        )
+        return TrainedModel(network, plugin, self.dataset.bounds, checkpoint_key(entry), prepared, True, [])
+
+    def test_split(self, samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``samples`` test inputs and labels (all of them for None), on the device."""
+        x, y = self.dataset.x_test[:samples], self.dataset.y_test[:samples]
+        return x.to(self.device), y.to(self.device)
+
+    def meta(self) -> dict[str, Any]:
+        """What a report says about a run: the spec, the data set's facts, the device and the versions."""
+        spec, dataset = self.spec, self.dataset
+        return {
+            "name": spec.name,
+            "spec": spec.text,
+            "dataset": spec.dataset,
+            "model": spec.model,
+            "seed": spec.seed,
+            "report_eps": spec.report_eps,
+            "repeats": spec.evaluation.repeats,
+            "bounds": list(dataset.bounds),
+            "classes": list(dataset.classes),
+            "domain": dataset.domain,
+            "sample_rate": dataset.sample_rate,
+            "device": str(self.device),
+            "versions": {
+                "advsec": __version__,
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
+            "plugins": plugin_origins(spec),
+            "git_commit": _git_commit(),
+            "started_at": now(),
+        }
+
+
+def _record_model(store: Store, defense: DefenseSpec, trained: TrainedModel) -> None:
+    """What the report says about a defense's model: its plugin, parameters, flags, cost and history."""
+    store.save_model(
+        defense.label,
+        {
+            "family": defense.family,
+            "name": defense.name,
+            "params": defense.params,
+            "model_key": trained.key,
+            "train_seconds": trained.train_seconds,
+            "cached": trained.cached,
+            "stochastic": type(trained.defense).stochastic,
+            "stateful": type(trained.defense).stateful,
+            "history": trained.history,
+        },
+    )
+
+
+class CountingModel(nn.Module):
+    """Counts the samples pushed through the model, and how many of those needed an input gradient."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forwards = 0
+        self.backwards = 0
+        self.counting = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.counting:
+            self.forwards += len(x)
+            self.backwards += len(x) if torch.is_grad_enabled() and x.requires_grad else 0
+        return self.model(x)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Passes that are not the attack's (sanity checks) go uncounted."""
+        self.counting = False
+        try:
+            yield
+        finally:
+            self.counting = True
+
+
+@dataclass
+class Views:
+    """The deployed model as an evaluation sees it: the counted network, the deployed model, and the
+    adaptive view."""
+
+    counted: CountingModel  # counts network passes, however often a view calls it
+    deployed: nn.Module
+    adaptive: nn.Module  # BPDA's surrogate gradient, and an expectation over draws for a random model
+    draws: int  # evaluations per scored prediction: `repeats` for a random defense, else 1
+    batch: int
+    classes: int
+
+    @classmethod
+    def of(cls, trained: TrainedModel, dataset: Dataset, evaluation: EvaluationConfig) -> Views:
+        counted = CountingModel(trained.network)
+        for parameter in counted.parameters():
+            parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
+        stochastic = type(trained.defense).stochastic
+        deployed = trained.defense.wrap(counted, bounds=dataset.bounds)
+        adaptive = trained.defense.adaptive(deployed)
+        if stochastic:
+            adaptive = Expectation(adaptive, evaluation.eot_draws)
+        draws = evaluation.repeats if stochastic else 1
+        return cls(counted, deployed, adaptive, draws, evaluation.batch_size, dataset.num_classes)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """One evaluation of the deployed model on ``x``."""
+        return batched_logits(self.deployed, x, self.batch, self.classes)
+
+    def redraw(self, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Predictions of every evaluation of ``x`` shaped (draws, n); ``first`` is the first one's."""
+        more = [self.logits(x).argmax(1) for _ in range(self.draws - 1)]
+        return torch.stack([first, *more])
+
+    def predictions(self, x: torch.Tensor) -> torch.Tensor:
+        return self.redraw(self.logits(x).argmax(1), x)
+
+
+@torch.no_grad()
+def batched_logits(model: nn.Module, x: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
+    """Logits for ``x`` in batches, refusing a model whose output does not match the dataset's classes."""
+    logits = torch.cat([model(chunk) for chunk in x.split(batch)]) if len(x) else torch.empty(0, num_classes)
+    if logits.dim() != 2 or logits.shape[1] != num_classes:
+        raise InputError(
+            f"the model returns outputs shaped {tuple(logits.shape[1:])} per sample, "
+            f"but the dataset has {num_classes} classes"
+        )
+    return logits
+
+
+def first_hit(predictions: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+    """Per sample (column), the first of the draws (rows) where ``hit`` holds, else the first draw."""
+    return predictions.gather(0, hit.int().argmax(0, keepdim=True)).squeeze(0)
+
+
+def _git_commit() -> str | None:
+    """The commit of the working directory's repository, if there is one: which code produced a run."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
