@@ -2,16 +2,12 @@
 
 Public API for plugin authors: subclass :class:`Attack` or :class:`Defense` (as dataclasses), use the
 :class:`ThreatModel` you are handed, and register the class through an entry point or ``--plugin FILE``.
+For a model and tensors in memory: :func:`evaluate` (advsec.api).
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from advsec.version import __version__
 
-try:
-    __version__ = version("advsec")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
-
-__all__ = ["Attack", "Defense", "ThreatModel", "__version__", "gradient_attack"]
+__all__ = ["Attack", "Defense", "ThreatModel", "__version__", "evaluate", "gradient_attack"]
 
 
 def __getattr__(name: str):  # the CLI imports advsec without paying for torch until it needs it
@@ -23,6 +19,10 @@ def __getattr__(name: str):  # the CLI imports advsec without paying for torch u
         from advsec.defense import Defense
 
         return Defense
+    if name == "evaluate":
+        from advsec.api import evaluate
+
+        return evaluate
     if name == "ThreatModel":
         from advsec.threat import ThreatModel
 

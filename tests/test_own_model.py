@@ -1,0 +1,270 @@
+"""The user's own model: a checkpoint trained outside advsec is evaluated exactly as it is."""
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from advsec.errors import AdvsecError, SpecError
+from advsec.progress import Progress
+from advsec.results import cell_summaries
+from advsec.runner import run_spec
+from advsec.spec import parse_spec
+
+CPU = torch.device("cpu")
+QUIET = Progress(quiet=True)
+
+NET = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, hidden=32):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+MODELS = {
+    "safetensors": 'architecture = "net.py:Net"\nweights = "net.safetensors"',
+    "state-dict": 'architecture = "net.py:Net"\nweights = "net.pt"',
+    "exported": 'architecture = "net.pt2"',
+}
+NORMALIZATION = "mean = [0.5]\nstd = [0.25]\nparams = {hidden = 24}"
+
+
+def spec_text(models: str, defenses: str = "") -> str:
+    return f"""
+name = "own"
+[dataset]
+name = "npz"
+path = "test.npz"
+{models}
+{defenses}
+[[threats]]
+norm = "linf"
+eps = [0.05, 0.1]
+[[attacks]]
+name = "fgsm"
+[[attacks]]
+name = "pgd"
+steps = 10
+[evaluation]
+samples = 120
+"""
+
+
+def model_entry(label: str, files: str, extra: str = NORMALIZATION) -> str:
+    return f'[[models]]\nlabel = "{label}"\n{files}\n{extra if "pt2" not in files else ""}\n'
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A plain PyTorch script, no advsec: train on normalized digits, save three ways, measure accuracy."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("own")
+    (folder / "net.py").write_text(NET)
+    namespace: dict = {}
+    exec(NET, namespace)
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
+    y = torch.tensor(digits.target)
+    x_train, y_train, x_test, y_test = x[:1500], y[:1500], x[1500:], y[1500:]
+    torch.manual_seed(0)
+    net = namespace["Net"](hidden=24)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net((x_train - 0.5) / 0.25), y_train).backward()
+        optimizer.step()
+    net.eval()
+    with torch.no_grad():
+        accuracy = (net((x_test[:120] - 0.5) / 0.25).argmax(1) == y_test[:120]).sum().item() / 120
+    np.savez(folder / "test.npz", x=x_test.numpy(), y=y_test.numpy())
+    torch.save(net.state_dict(), folder / "net.pt")
+    save_file(net.state_dict(), folder / "net.safetensors")
+
+    class Normalized(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return net((x - 0.5) / 0.25)
+
+    batch = torch.export.Dim("batch")
+    exported = torch.export.export(Normalized(), (x_test[:4],), dynamic_shapes=({0: batch},))
+    torch.export.save(exported, folder / "net.pt2")
+    return folder, accuracy
+
+
+def evaluate(folder: Path, text: str, out: str = "out"):
+    spec = parse_spec(text, base_dir=folder)
+    return run_spec(spec, folder / out, device=CPU, progress=QUIET)
+
+
+def test_a_checkpoint_saved_three_ways_gets_the_scripts_accuracy_and_one_table(checkpoint) -> None:
+    folder, accuracy = checkpoint
+    models = "".join(model_entry(label, files) for label, files in MODELS.items())
+    cells = cell_summaries(evaluate(folder, spec_text(models)))
+    by_model = {label: [c for c in cells if c.defense == label] for label in MODELS}
+    for label, own in by_model.items():
+        assert own[0].norm == "none" and own[0].clean_accuracy == accuracy, label
+        assert own[0].privacy == []  # a checkpoint's training set is unknown: no membership inference
+    tables = {label: [(c.norm, c.eps, c.robust_accuracy) for c in own] for label, own in by_model.items()}
+    assert tables["safetensors"] == tables["state-dict"] == tables["exported"]
+    assert tables["safetensors"][2][2] < tables["safetensors"][1][2] < accuracy  # attacks really attack
+
+
+def test_an_inference_time_defense_wraps_a_checkpoint_and_a_training_one_is_refused(checkpoint) -> None:
+    folder, _ = checkpoint
+    models = model_entry("mine", MODELS["safetensors"])
+    wrapped = '[[defenses]]\nname = "bit-depth"\nbits = 1\nmodel = "mine"\n'
+    cells = cell_summaries(evaluate(folder, spec_text(models, wrapped), out="wrapped"))
+    mine, squeezed = (
+        next(c for c in cells if c.defense == d and c.norm == "none") for d in ("mine", "bit-depth")
+    )
+    assert squeezed.clean_accuracy != mine.clean_accuracy  # the deployed model is the wrapped checkpoint
+    with pytest.raises(SpecError, match="acts by training the model"):
+        parse_spec(spec_text(models, '[[defenses]]\nname = "pgd-at"\nmodel = "mine"\n'), base_dir=folder)
+    with pytest.raises(SpecError, match="did you mean 'mine'"):
+        parse_spec(spec_text(models, '[[defenses]]\nname = "bit-depth"\nmodel = "mien"\n'), base_dir=folder)
+
+
+class RunsCode:
+    """What a malicious checkpoint pickles: unpickling it would run a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickled_checkpoint_never_runs_and_says_how_to_convert(checkpoint, tmp_path) -> None:
+    folder, _ = checkpoint
+    marker = tmp_path / "ran"
+    with (folder / "evil.pt").open("wb") as handle:
+        pickle.dump({"body.1.weight": RunsCode(marker)}, handle)
+    text = spec_text(model_entry("evil", 'architecture = "net.py:Net"\nweights = "evil.pt"'))
+    with pytest.raises(AdvsecError, match=r"refused.*safetensors"):
+        evaluate(folder, text, out="evil")
+    assert not marker.exists()
+
+
+def test_a_mis_keyed_state_dict_names_its_keys(checkpoint) -> None:
+    folder, _ = checkpoint
+    state = torch.load(folder / "net.pt", weights_only=True)
+    state["head.weight"] = state.pop("body.3.weight")
+    state["body.1.bias"] = torch.zeros(7)
+    torch.save(state, folder / "miskeyed.pt")
+    text = spec_text(model_entry("bad", 'architecture = "net.py:Net"\nweights = "miskeyed.pt"'))
+    with pytest.raises(AdvsecError) as caught:
+        evaluate(folder, text, out="miskeyed")
+    message = str(caught.value)
+    assert "missing: body.3.weight" in message and "unexpected: head.weight" in message
+    assert "mis-shaped: body.1.bias (7,) (model: (24,))" in message
+
+
+@pytest.mark.parametrize(
+    ("forward", "expected"),
+    [
+        ("return self.body(x).softmax(1)", "returns probabilities"),
+        ("return self.body(x)[:, :3]", "expected 10 logits"),
+        ("return self.body(x[:, :, :4])", "cannot take inputs shaped"),
+    ],
+)
+def test_a_model_that_does_not_answer_in_logits_is_refused_before_any_attack(
+    checkpoint, forward: str, expected: str
+) -> None:
+    folder, _ = checkpoint
+    (folder / "odd.py").write_text(NET.replace("return self.body(x)", forward))
+    text = spec_text(model_entry("odd", 'architecture = "odd.py:Net"\nweights = "net.safetensors"'))
+    with pytest.raises(AdvsecError, match=expected):
+        evaluate(folder, text, out="odd")
+
+
+def test_advsec_evaluate_needs_no_spec_and_prints_the_one_it_ran(checkpoint, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from advsec.cli import main
+
+    folder, accuracy = checkpoint
+    args = ["evaluate", "--model", f"{folder / 'net.py'}:Net", "-m", "hidden=24",
+            "--weights", str(folder / "net.safetensors"), "--mean", "0.5", "--std", "0.25",
+            "--data", str(folder / "test.npz"),
+            "--eps", "8/255", "--attacks", "fgsm,pgd", "--samples", "120"]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a"), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [clean, attacked] = json.loads(result.output)["cells"]
+    assert clean["clean_accuracy"] == accuracy and attacked["eps"] == pytest.approx(8 / 255, abs=1e-15)
+    kept = tmp_path / "a" / "spec.toml"
+    again = CliRunner().invoke(main, ["run", str(kept), "--out", str(tmp_path / "b"), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["cells"][1]["robust_accuracy"] == attacked["robust_accuracy"]
+    bad = CliRunner().invoke(main, [*args[:-6], "--eps", "8/0"])
+    assert bad.exit_code == 2 and "not a budget" in bad.output
+
+
+class NormalizedNet(nn.Module):
+    """The checkpoint as torchattacks sees it: normalization inside, inputs in [0, 1]."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - 0.5) / 0.25)
+
+
+@pytest.mark.slow  # AutoAttack's Square spends 5,000 queries on every robust sample, ours too
+def test_advsec_evaluate_in_memory_is_no_weaker_than_torchattacks_autoattack(checkpoint) -> None:
+    torchattacks = pytest.importorskip("torchattacks")
+    import advsec
+
+    folder, accuracy = checkpoint
+    namespace: dict = {}
+    exec(NET, namespace)
+    net = namespace["Net"](hidden=24)
+    net.load_state_dict(torch.load(folder / "net.pt", weights_only=True))
+    data = np.load(folder / "test.npz")
+    x, y = torch.from_numpy(data["x"])[:120], torch.from_numpy(data["y"])[:120]
+    result = advsec.evaluate(net, x, y, eps=0.1, mean=[0.5], std=[0.25])
+    assert result.clean_accuracy == accuracy and net.training  # the user's module is left as it was
+    assert result.robust[0.1].mean() == result.robust_accuracy[0.1] < accuracy
+    model = NormalizedNet(net).eval()
+    autoattack = torchattacks.AutoAttack(
+        model, norm="Linf", eps=0.1, version="standard", n_classes=10, seed=0
+    )
+    x_adv = autoattack(x, y)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+    with torch.no_grad():
+        theirs = (model(x_adv).argmax(1) == y).float().mean().item()
+    print(f"advsec worst-case {result.robust_accuracy[0.1]:.3f}, torchattacks AutoAttack {theirs:.3f}")
+    assert result.robust_accuracy[0.1] <= theirs + 0.01
+
+
+def test_the_readme_notebook_example_runs_as_printed(checkpoint, capsys) -> None:
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    match = re.search(r"<!-- own-model-example -->\n```python\n(.*?)```", readme, re.S)
+    assert match, "the README lost its own-model example"
+    folder, _ = checkpoint
+    namespace: dict = {}
+    exec(NET, namespace)
+    net = namespace["Net"](hidden=24)
+    net.load_state_dict(torch.load(folder / "net.pt", weights_only=True))
+    data = np.load(folder / "test.npz")
+    example = {"model": NormalizedNet(net).eval(), "x_test": torch.from_numpy(data["x"])[:12],
+               "y_test": torch.from_numpy(data["y"])[:12]}  # fmt: skip
+    exec(match.group(1), example)
+    result = example["result"]
+    assert result.clean_accuracy > 0.8 and 0 <= result.robust_accuracy[8 / 255] < result.clean_accuracy
+    assert capsys.readouterr().out.startswith(str(result.robust_accuracy[8 / 255]))
