@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from advsec import registry
+import advsec.registry as registry
 from advsec.attack import Attack
 from advsec.data import Dataset
 from advsec.defense import AdversarialTraining
