@@ -2,6 +2,7 @@
 point, the defense through --plugin with the signatures the harness calls; every relative link in the README
 and docs/ leads to a file and heading that exist."""
 
+import hashlib
 import inspect
 import json
 import os
@@ -94,10 +95,15 @@ def _check(payload):
 def test_example_runs_as_a_plugin_file(example, tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
-    out = _run(
-        ["run", str(spec), "--plugin", str(example), "--out", str(tmp_path / "out"), "--json", "--no-report"]
-    )
-    _check(json.loads(out))
+    out = _run(["run", str(spec), "--plugin", str(example), "--out", str(tmp_path / "out"), "--json"])
+    payload = json.loads(out)
+    _check(payload)
+    # The run records where its code came from: the file's bytes by hash, advsec's own as built-in.
+    sha256 = hashlib.sha256(example.read_bytes()).hexdigest()
+    origin = {"source": "file", "path": str(example.resolve()), "sha256": sha256}
+    assert payload["plugins"]["attacks"] == {"rand-fgsm": origin, "fgsm": {"source": "built-in"}}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"| attack | rand-fgsm | file | {example.resolve()} (sha256 {sha256[:16]}…) |" in report
     listing = json.loads(_run(["list", "attacks", "--plugin", str(example), "--json"]))
     row = next(r for r in listing["attacks"] if r["name"] == "rand-fgsm")
     assert row["norms"] == ["linf"] and row["status"] == "ok"
@@ -111,7 +117,10 @@ def test_example_runs_as_an_installed_entry_point(example, tmp_path):
     spec.write_text(SPEC)
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = _run(["run", str(spec), "--out", str(tmp_path / "out"), "--json", "--no-report"], env=env)
-    _check(json.loads(out))
+    payload = json.loads(out)
+    _check(payload)
+    assert payload["plugins"]["attacks"]["rand-fgsm"] == {"source": "package", "package": "rand-fgsm-plugin",
+                                                          "version": "0.1"}  # fmt: skip
 
 
 def test_example_refuses_a_norm_it_does_not_declare(example, tmp_path):

@@ -37,6 +37,7 @@ from advsec.report.tables import (
     budgets,
     certified_table,
     generator_table,
+    provenance_table,
     repeats_table,
     replay_table,
     sanity_table,
@@ -60,6 +61,10 @@ __all__ = ["build_report", "pareto_front"]
 
 EXAMPLES_PER_DEFENSE = 4
 
+PROVENANCE = (
+    "Every plugin this run used, and where it was loaded from: advsec's own built-ins, a local file (its "
+    "path and the sha256 of the bytes that ran) or an installed package (its name and version)."
+)
 SCORING = (
     "A sample counts as robust at a budget only if the model classifies it correctly on the clean input "
     "AND on the output of every attack in the cascade at that budget: the worst case over the attacks, per "
@@ -230,6 +235,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
                 blocks += [Text(text), unrestricted_table(unrestricted, source)]
         blocks += _made_examples(store, unrestricted, meta)
     blocks += [Heading("How this is scored"), Text(SCORING)]
+    if meta.get("plugins"):
+        blocks += [Heading("Where the code came from"), Text(PROVENANCE), provenance_table(meta["plugins"])]
     if meta.get("spec"):
         blocks.append(Code("Spec (TOML)", meta["spec"], "toml"))
 

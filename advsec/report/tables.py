@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from advsec.records import MembershipInference
 from advsec.report.figures import budget_name
 from advsec.report.render import Block, Heading, Table
@@ -339,3 +341,19 @@ def unrestricted_table(runs: list[UnrestrictedSummary], source: str) -> Table:
         if r.source == source
     ]
     return Table(header, rows, numeric=[False, False, True, True, True, True, False, True, True, True, True])
+
+
+def provenance_table(plugins: dict[str, dict[str, dict[str, Any]]]) -> Table:
+    """Where each plugin the run used came from: built-in, a file (path and sha256) or a package."""
+    rows = []
+    for kind, named in plugins.items():
+        for name, origin in named.items():
+            source = origin.get("source", "")
+            if source == "file":
+                detail = f"{origin['path']} (sha256 {origin['sha256'][:16]}…)"
+            elif source == "package":
+                detail = f"{origin.get('package')} {origin.get('version')}"
+            else:
+                detail = ""
+            rows.append([kind.rstrip("s"), name, source, detail])
+    return Table(["Kind", "Name", "Source", "Detail"], rows, numeric=[False] * 4)
