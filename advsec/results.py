@@ -160,9 +160,6 @@ class UnrestrictedSummary:
     rates: dict[str, float | None] = field(default_factory=dict)
     intervals: dict[str, Interval | None] = field(default_factory=dict)
 
-    def rate(self, name: str) -> float | None:
-        return self.rates.get(name)
-
     def to_json(self) -> dict[str, Any]:
         """Flat, as ``--json`` has always printed it: each rate and ``<rate>_interval`` beside the rest."""
         out = {k: v for k, v in asdict(self).items() if k not in ("rates", "intervals")}
@@ -295,13 +292,13 @@ def defense_summaries(store: Store, cells: list[CellSummary] | None = None) -> l
                 name=model.get("name"),
                 params=model.get("params", {}),
                 clean_accuracy=clean.clean_accuracy,
-                robust={budget_key(c): c.robust_accuracy for c in attacked},
-                robust_interval={budget_key(c): c.robust_interval for c in attacked},
-                robust_single={budget_key(c): c.robust_accuracy_single for c in attacked},
+                robust={budget_key(c.norm, c.eps): c.robust_accuracy for c in attacked},
+                robust_interval={budget_key(c.norm, c.eps): c.robust_interval for c in attacked},
+                robust_single={budget_key(c.norm, c.eps): c.robust_accuracy_single for c in attacked},
                 clean_interval=clean.robust_interval,
                 clean_accuracy_single=clean.clean_accuracy_single,
                 naive_robust={
-                    budget_key(c): c.naive_robust_accuracy
+                    budget_key(c.norm, c.eps): c.naive_robust_accuracy
                     for c in attacked
                     if c.naive_robust_accuracy is not None
                 },
@@ -459,9 +456,9 @@ def transfer_summaries(store: Store, defenses: list[str]) -> dict[str, list[list
     return out
 
 
-def budget_key(cell: CellSummary) -> str:
-    """A defense summary's key for a cell's budget, e.g. ``linf:0.3``."""
-    return f"{cell.norm}:{cell.eps:g}"
+def budget_key(norm: str, eps: float) -> str:
+    """A defense summary's key for a budget, e.g. ``linf:0.3``."""
+    return f"{norm}:{eps:g}"
 
 
 def _guard(history: list[dict[str, float]]) -> list[GuardEvent]:

@@ -210,6 +210,16 @@ def test_advsec_evaluate_needs_no_spec_and_prints_the_one_it_ran(checkpoint, tmp
     assert bad.exit_code == 2 and "not a budget" in bad.output
 
 
+def in_memory(folder: Path, samples: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The checkpoint and the first test samples as a notebook holds them: a module and tensors."""
+    namespace: dict = {}
+    exec(NET, namespace)
+    net = namespace["Net"](hidden=24)
+    net.load_state_dict(torch.load(folder / "net.pt", weights_only=True))
+    data = np.load(folder / "test.npz")
+    return net, torch.from_numpy(data["x"])[:samples], torch.from_numpy(data["y"])[:samples]
+
+
 class NormalizedNet(nn.Module):
     """The checkpoint as torchattacks sees it: normalization inside, inputs in [0, 1]."""
 
@@ -227,12 +237,7 @@ def test_advsec_evaluate_in_memory_is_no_weaker_than_torchattacks_autoattack(che
     import advsec
 
     folder, accuracy = checkpoint
-    namespace: dict = {}
-    exec(NET, namespace)
-    net = namespace["Net"](hidden=24)
-    net.load_state_dict(torch.load(folder / "net.pt", weights_only=True))
-    data = np.load(folder / "test.npz")
-    x, y = torch.from_numpy(data["x"])[:120], torch.from_numpy(data["y"])[:120]
+    net, x, y = in_memory(folder, 120)
     result = advsec.evaluate(net, x, y, eps=0.1, mean=[0.5], std=[0.25])
     assert result.clean_accuracy == accuracy and net.training  # the user's module is left as it was
     assert result.robust[0.1].mean() == result.robust_accuracy[0.1] < accuracy
@@ -256,14 +261,8 @@ def test_the_readme_notebook_example_runs_as_printed(checkpoint, capsys) -> None
     readme = (REPO / "README.md").read_text()
     match = re.search(r"<!-- own-model-example -->\n```python\n(.*?)```", readme, re.S)
     assert match, "the README lost its own-model example"
-    folder, _ = checkpoint
-    namespace: dict = {}
-    exec(NET, namespace)
-    net = namespace["Net"](hidden=24)
-    net.load_state_dict(torch.load(folder / "net.pt", weights_only=True))
-    data = np.load(folder / "test.npz")
-    example = {"model": NormalizedNet(net).eval(), "x_test": torch.from_numpy(data["x"])[:12],
-               "y_test": torch.from_numpy(data["y"])[:12]}  # fmt: skip
+    net, x, y = in_memory(checkpoint[0], 12)
+    example = {"model": NormalizedNet(net).eval(), "x_test": x, "y_test": y}
     exec(match.group(1), example)
     result = example["result"]
     assert result.clean_accuracy > 0.8 and 0 <= result.robust_accuracy[8 / 255] < result.clean_accuracy

@@ -17,6 +17,7 @@ from advsec.results import (
     GuardEvent,
     ReplaySummary,
     UnrestrictedSummary,
+    budget_key,
     distance_text,
 )
 
@@ -56,7 +57,7 @@ def scorecard(
     rows = []
     for summary in defenses:
         robust = [(summary.robust.get(key), summary.robust_interval.get(key))
-                  for key in (f"{norm}:{eps:g}" for norm, eps in columns)]  # fmt: skip
+                  for key in (budget_key(norm, eps) for norm, eps in columns)]  # fmt: skip
         random = summary.stochastic
         shown = [with_interval(v, ci) if random and v is not None else percent(v) for v, ci in robust]
         rows.append(
