@@ -46,11 +46,14 @@ CLEAN = "none"  # the norm of a defense's clean cell: no attack, just accuracy
 
 @dataclass(frozen=True)
 class Cell:
-    key: str
+    key: str  # a hash of everything that determines the cell's rows, its label included
     defense: DefenseSpec
     norm: str
     eps: float
     attacks: tuple[AttackSpec, ...]
+    # A hash of what determines its numbers, the label aside: the same model under two names (a checkpoint
+    # saved twice, say) meets the same random starts and draws, and so gets the same table.
+    randomness: str
 
     @property
     def title(self) -> str:
@@ -84,7 +87,8 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
                 "evaluation": asdict(spec.evaluation),
                 "seed": spec.seed,
             }
-            cells.append(Cell(content_key(content), defense, norm, eps, tuple(cell_attacks)))
+            randomness = content_key({k: v for k, v in content.items() if k != "defense"})
+            cells.append(Cell(content_key(content), defense, norm, eps, tuple(cell_attacks), randomness))
     return cells
 
 
@@ -170,7 +174,7 @@ class CellEvaluator:
     def __call__(self, cell: Cell) -> CellResult:
         runtime = self.runtime
         trained = runtime.trained(cell.defense)
-        seed = runtime.seed(cell.key)
+        seed = runtime.seed(cell.randomness)
         with seeded(seed, runtime.device):  # random defenses draw from the global generator
             x, y = runtime.test_split(runtime.spec.evaluation.samples)
             return evaluate_cell(cell, trained, x, y, runtime.dataset, runtime.spec, seed, runtime.progress)
@@ -218,9 +222,10 @@ def evaluate_cell(
             task.advance()
     with views.counted.paused():
         checks += _checks(cell, trained, views, x, y, verdicts.robust, records, dataset, spec)
-        # A checkpoint's training set is unknown, so its members cannot be told from anything.
-        known_members = threat is None and cell.defense.model is None
-        privacy = _membership(trained, views.deployed, x, y, dataset, spec) if known_members else []
+        # A checkpoint's members are the dataset's training split, where the user gave one.
+        known_members = cell.defense.model is None or len(dataset.x_train) > 0
+        attacked = threat is not None or not known_members
+        privacy = [] if attacked else _membership(cell.defense, trained, views.deployed, x, y, dataset, spec)
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     return CellResult(
         cell=cell.key,
@@ -359,11 +364,21 @@ def _perturbed(
 
 
 def _membership(
-    trained: TrainedModel, deployed: nn.Module, x: torch.Tensor, y: torch.Tensor, dataset: Dataset, spec: Spec
+    defense: DefenseSpec,
+    trained: TrainedModel,
+    deployed: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dataset: Dataset,
+    spec: Spec,
 ) -> list[MembershipInference]:
     """Membership inference against the deployed model: as many training samples it learned from as test
-    samples evaluated, told apart by their loss, benign and at the report's budget (:mod:`advsec.privacy`)."""
-    members = trained_on(dataset, trained.defense, spec.seed)[: len(x)]
+    samples evaluated, told apart by their loss, benign and at the report's budget (:mod:`advsec.privacy`).
+    A user's checkpoint learned from the dataset's training split, as the user declares by giving one."""
+    if defense.model is None:
+        members = trained_on(dataset, trained.defense, spec.seed)[: len(x)]
+    else:
+        members = torch.arange(min(len(x), len(dataset.x_train)))
     threat = ThreatModel(spec.threats[0].norm, spec.report_eps, dataset.bounds)
     return membership_inference(
         deployed,

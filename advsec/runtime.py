@@ -71,7 +71,7 @@ def check_dataset(dataset: Dataset) -> None:
 def trained_model_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
     """The model cache's key for ``defense`` as ``spec`` trains it; a checkpoint's own for a user's model."""
     if defense.model is not None:
-        return checkpoint_key(spec.checkpoint(defense.model))
+        return checkpoint_key(spec.checkpoint(defense.model), dataset)
     return model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
 
 
@@ -185,10 +185,11 @@ class Runtime:
         entry = self.spec.checkpoint(defense.model)
         plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
         network = load_user_model(entry, self.dataset, self.device, self.in_memory.get(entry.label))
-        prepared = plugin.prepare(
+        seconds = plugin.prepare(
             self.dataset, seed=self.spec.seed, device=self.device, progress=self.progress
         )
-        return TrainedModel(network, plugin, self.dataset.bounds, checkpoint_key(entry), prepared, True, [])
+        key = checkpoint_key(entry, self.dataset)
+        return TrainedModel(network, plugin, self.dataset.bounds, key, seconds, True, [])
 
     def test_split(self, samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``samples`` test inputs and labels (all of them for None), on the device."""

@@ -59,11 +59,27 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_key(entry: ModelSpec) -> str:
-    """A hash of everything that decides the model: the files' bytes, the constructor keywords, the
-    normalization. Results about it are stored under keys derived from this one."""
+def checkpoint_key(entry: ModelSpec, dataset: Dataset) -> str:
+    """What identifies a checkpoint: what it computes. A hash of its logits on the first test inputs (on the
+    CPU), so one model saved as safetensors, as a state dict or as an exported graph is one model, with the
+    same keys, seeds and results, while any change to its weights or normalization shows. A model handed
+    over in memory is identified by its weights' fingerprint instead."""
+    if entry.fingerprint is not None:
+        return content_key({"model": asdict(entry) | {"label": None}})
     files = [_architecture_file(entry.architecture), entry.weights and Path(entry.weights)]
-    return content_key({"model": asdict(entry) | {"label": None}, "files": [_sha256(f) for f in files if f]})
+    found = content_key(
+        {"model": asdict(entry) | {"label": None}, "files": [_sha256(f) for f in files if f],
+         "data": dataset.fingerprint}
+    )  # fmt: skip
+    if found not in _BEHAVIOUR:  # a pure function of the files: worked out once per process
+        model = load_user_model(entry, dataset, torch.device("cpu"))
+        with torch.no_grad():
+            logits = model(dataset.x_test[:PROBE_SAMPLES]).double().numpy()
+        _BEHAVIOUR[found] = content_key({"logits": hashlib.sha256(logits.tobytes()).hexdigest()})
+    return _BEHAVIOUR[found]
+
+
+_BEHAVIOUR: dict[str, str] = {}  # checkpoint_key's memo: the files' key -> the behaviour's
 
 
 def load_user_model(

@@ -89,6 +89,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     with torch.no_grad():
         accuracy = (net((x_test[:120] - 0.5) / 0.25).argmax(1) == y_test[:120]).sum().item() / 120
     np.savez(folder / "test.npz", x=x_test.numpy(), y=y_test.numpy())
+    np.savez(folder / "members.npz", x=x_test.numpy(), y=y_test.numpy(), x_train=x_train[:300].numpy(),
+             y_train=y_train[:300].numpy())  # fmt: skip
     torch.save(net.state_dict(), folder / "net.pt")
     save_file(net.state_dict(), folder / "net.safetensors")
 
@@ -133,6 +135,14 @@ def test_an_inference_time_defense_wraps_a_checkpoint_and_a_training_one_is_refu
         parse_spec(spec_text(models, '[[defenses]]\nname = "pgd-at"\nmodel = "mine"\n'), base_dir=folder)
     with pytest.raises(SpecError, match="did you mean 'mine'"):
         parse_spec(spec_text(models, '[[defenses]]\nname = "bit-depth"\nmodel = "mien"\n'), base_dir=folder)
+
+
+def test_a_checkpoint_given_its_training_split_gets_a_privacy_column(checkpoint) -> None:
+    folder, _ = checkpoint
+    text = spec_text(model_entry("mine", MODELS["safetensors"])).replace("test.npz", "members.npz")
+    [clean, *_] = cell_summaries(evaluate(folder, text, out="members"))
+    assert [m.signal for m in clean.privacy] == ["loss", "adversarial loss"]
+    assert all(m.samples == 120 for m in clean.privacy)  # members from the split given, as many as tested
 
 
 class RunsCode:
