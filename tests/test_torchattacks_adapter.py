@@ -1,5 +1,6 @@
 """torchattacks served as ``torchattacks:NAME``: every class runs inside the threat model, on any bounds."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -76,19 +77,33 @@ def _random_model(seed: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
 
 
+@dataclasses.dataclass(frozen=True)
+class Recorded(ThreatModel):
+    """The threat model, keeping each point handed to its projection: what torchattacks itself returned,
+    mapped back to the dataset's units, before the adapter projects it."""
+
+    raw: list[torch.Tensor] = dataclasses.field(default_factory=list, compare=False, repr=False)
+
+    def project(self, x, x_adv, radius=None):
+        self.raw.append(x_adv.detach().clone())
+        return super().project(x, x_adv, radius)
+
+
 def _run(name, params, norm, eps, bounds, batch, seed, targeted=False):
-    """Attack random inputs within ``bounds``; return the inputs, the result and the threat model."""
+    """Attack random inputs within ``bounds``; return the inputs, the adapter's output, torchattacks' own
+    result before the adapter projected it, and the threat model."""
     generator = torch.Generator().manual_seed(seed)
     low, high = bounds
     x = low + (high - low) * torch.rand((batch, *SHAPE), generator=generator)
     model = _random_model(seed)
     with torch.no_grad():
         y = model(x).argmax(1)  # classified correctly, so that no attack stops before it starts
-    threat = ThreatModel(norm, eps, bounds)
+    threat = Recorded(norm, eps, bounds)
     attack = make_plugin(registry.attacks.get(f"torchattacks:{name}"), params, name)
     target = (y + 1) % 10 if targeted else None
     x_adv = attack.perturb(model, x, y, threat, target=target, generator=generator)
-    return x, x_adv, threat
+    (raw,) = threat.raw  # projected once, at the end
+    return x, x_adv, raw, ThreatModel(norm, eps, bounds)
 
 
 def _assert_inside(x, x_adv, threat):
@@ -99,10 +114,25 @@ def _assert_inside(x, x_adv, threat):
     assert x_adv.min() >= threat.bounds[0] and x_adv.max() <= threat.bounds[1]
 
 
+# Float32 rounding of the map to torchattacks' [0, 1] box and back, far below any budget tested.
+RESCALING = 1e-5
+
+
+def _budgeted(name: str) -> bool:
+    """Whether the attack takes its budget (eps) from advsec; minimum-norm and l0 attacks have none."""
+    return bool(adapter.load(name)._controls & {"eps", "max_epsilon"})
+
+
 @pytest.mark.parametrize(("name", "norm", "targeted"), CASES)
 def test_every_attack_runs_inside_its_threat_model(name, norm, targeted):
-    x, x_adv, threat = _run(name, FAST.get(name, {}), norm, 0.3, (-1.0, 1.0), 3, 0, targeted)
+    x, x_adv, raw, threat = _run(name, FAST.get(name, {}), norm, 0.3, (-1.0, 1.0), 3, 0, targeted)
     _assert_inside(x, x_adv, threat)
+    # torchattacks' own result, before the adapter projects it: always within the bounds (its box mapped
+    # back), and within budget when the adapter handed it the budget (rescaled to its [0, 1] box) and the
+    # norm. Minimum-norm and l0 attacks have no budget: the projection is what brings them inside.
+    assert raw.min() >= threat.bounds[0] - 1e-6 and raw.max() <= threat.bounds[1] + 1e-6
+    if _budgeted(name):
+        assert not threat.violations(x, raw, tol=RESCALING).any(), threat.distance(x, raw).max().item()
 
 
 @pytest.mark.parametrize("name", ["PGD", "PGDL2"])
@@ -115,7 +145,10 @@ def test_every_attack_runs_inside_its_threat_model(name, norm, targeted):
 )
 def test_budget_and_bounds_hold_for_any_eps_and_batch(name, eps, batch, bounds, seed):
     norm = adapter.load(name).norms[0]
-    _assert_inside(*_run(name, {"steps": 3}, norm, eps, bounds, batch, seed))
+    x, x_adv, raw, threat = _run(name, {"steps": 3}, norm, eps, bounds, batch, seed)
+    _assert_inside(x, x_adv, threat)
+    # the adapter's translation of budget and bounds, not the projection after it, keeps PGD inside
+    assert not threat.violations(x, raw, tol=RESCALING).any(), threat.distance(x, raw).max().item()
 
 
 def test_names_and_capabilities():
