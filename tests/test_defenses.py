@@ -43,7 +43,9 @@ def pgd_accuracy(model, digits, eps: float) -> float:
         ("fast-at", {"eps": 0.1}),
         ("pgd-at", {"eps": 0.1, "steps": 7}),
         ("fgsm-at", {"eps": 0.1}),
-        ("trades", {"eps": 0.1, "beta": 6.0, "steps": 5}),
+        # The costliest (six passes a batch, 30 epochs): slow. The TRADES sweep below shows the same gain
+        # in the default suite, from cheaper trainings (10 epochs, 3 steps).
+        pytest.param("trades", {"eps": 0.1, "beta": 6.0, "steps": 5}, marks=pytest.mark.slow),
     ],
 )
 def test_adversarial_training_raises_robust_accuracy_over_standard(digits, digits_models, name, params):
@@ -304,10 +306,12 @@ def test_a_sweep_becomes_one_family_of_defenses_drawn_as_a_curve(tmp_path, monke
     summaries = defense_summaries(store)
     assert [d.family for d in summaries] == ["standard", "trades", "trades"]
     # TRADES buys robustness at the budget it trained for, the more the larger beta (measured: 53.6 %
-    # standard, 71.2 % at beta 0.5, 78.0 % at beta 4, on 364 digits).
+    # standard, 71.2 % at beta 0.5, 78.0 % at beta 4, on 364 digits): the default suite's proof that TRADES
+    # raises robust accuracy over standard training (the 30-epoch one is slow).
     robust = {d.defense: d.robust["linf:0.1"] for d in summaries}
     assert robust["trades beta=0.5"] > robust["standard"] + 0.1
     assert robust["trades beta=4"] > robust["trades beta=0.5"]
+    assert robust["trades beta=4"] > robust["standard"] + 0.2
     # The trade-off chart draws the family as one curve, in sweep order, through the defenses' own numbers.
     drawn, tradeoff_png = {}, report.tradeoff_png
 
