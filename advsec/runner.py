@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from advsec.certify import Certification
-from advsec.harness import Executor, run_grid
+from advsec.harness import Executor, plan, run_grid
 from advsec.progress import Progress
 from advsec.protocol import SideProtocol, run_side_protocol
 from advsec.replay import Replay
@@ -43,9 +43,11 @@ def run_spec(
     ``fresh`` forgets what the store held; ``max_cost`` refuses a grid estimated to cost more sample passes;
     ``executor`` runs the grid's cells elsewhere (:class:`advsec.distributed.RayExecutor`).
     """
-    store = Store(Path(out_dir) / "results.sqlite")
-    with claimed(store.path):
-        runtime = Runtime(spec, device=device, progress=progress, store=store)
+    runtime = Runtime(spec, device=device, progress=progress)
+    plan(spec, runtime.dataset)  # a spec its data cannot serve is refused before anything is written
+    path = Path(out_dir) / "results.sqlite"
+    with claimed(path):
+        store = runtime.store = Store(path)
         run_grid(runtime, fresh=fresh, executor=executor, max_cost=max_cost)
         for protocol in side_protocols(spec):
             run_side_protocol(protocol, runtime)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import pickle
 from dataclasses import asdict
 from pathlib import Path
 
@@ -194,12 +193,12 @@ def _read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
             raise InputError(f"{where}: not a readable safetensors file: {exc}") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise InputError(
-            f"{where} needs full unpickling, which can run any code, so it is refused. Save a state dict "
-            "instead: safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
-        ) from exc
-    except (OSError, RuntimeError, EOFError) as exc:
+    except Exception as exc:  # what weights_only refuses comes as pickle's UnpicklingError
+        if type(exc).__name__ == "UnpicklingError":
+            raise InputError(
+                f"{where} needs full unpickling, which can run any code, so it is refused. Save a state "
+                "dict instead: safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
+            ) from exc
         raise InputError(f"{where}: not a readable torch file: {exc}") from exc
     for nested in ("state_dict", "model"):  # training scripts often save {"state_dict": ..., "epoch": ...}
         if isinstance(state, dict) and isinstance(state.get(nested), dict):
