@@ -36,13 +36,13 @@ name = "fgsm"
 [[attacks]]
 name = "pgd"
 steps = 20
-restarts = 3
+restarts = 2
 [[attacks]]
 name = "square"
-queries = 300
+queries = 100
 [evaluation]
-samples = 200
-"""
+samples = 100
+"""  # run eight times below (two whole, three killed, three resumed): kept small
 
 
 def test_a_second_run_writing_the_same_store_is_refused_with_the_holder(tmp_path):
