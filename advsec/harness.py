@@ -144,7 +144,9 @@ def run_grid(
         store.clear()
     done = store.finished()
     pending = [c for c in cells if c.key not in done]
-    untrained = [d for d in spec.defenses if d.model is None and not is_cached(runtime.trained_key(d))]
+    untrained = [
+        d for d in spec.defenses if (d.model is None or d.fine_tune) and not is_cached(runtime.trained_key(d))
+    ]
     cost = estimate(spec, dataset, pending, untrained)
     progress.log(f"{spec.name}: {cost.describe()}; an upper bound for advsec's own attacks")
     if max_cost is not None and cost.total > max_cost:
@@ -375,7 +377,7 @@ def _membership(
     """Membership inference against the deployed model: as many training samples it learned from as test
     samples evaluated, told apart by their loss, benign and at the report's budget (:mod:`advsec.privacy`).
     A user's checkpoint learned from the dataset's training split, as the user declares by giving one."""
-    if defense.model is None:
+    if defense.model is None or defense.fine_tune:
         members = trained_on(dataset, trained.defense, spec.seed)[: len(x)]
     else:
         members = torch.arange(min(len(x), len(dataset.x_train)))

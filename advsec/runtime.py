@@ -31,7 +31,7 @@ from advsec.progress import Progress
 from advsec.spec import DefenseSpec, EvaluationConfig, Spec, make_plugin
 from advsec.store import Store
 from advsec.threat import check_inputs
-from advsec.train import TrainedModel, load_or_train, model_key
+from advsec.train import TrainedModel, fit_or_load, load_or_train, model_key
 from advsec.user_models import checkpoint_key, load_user_model
 from advsec.version import __version__
 
@@ -69,10 +69,14 @@ def check_dataset(dataset: Dataset) -> None:
 
 
 def trained_model_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
-    """The model cache's key for ``defense`` as ``spec`` trains it; a checkpoint's own for a user's model."""
-    if defense.model is not None:
-        return checkpoint_key(spec.checkpoint(defense.model), dataset)
-    return model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
+    """The model cache's key for ``defense`` as ``spec`` trains it; a checkpoint's own for a user's model
+    (unless the defense fine-tunes it)."""
+    if defense.model is None:
+        return model_key(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed)
+    key = checkpoint_key(spec.checkpoint(defense.model), dataset)
+    if defense.fine_tune:  # the checkpoint trained further: keyed as if it were the architecture
+        return model_key(dataset, key, defense.name, defense.params, defense.train, spec.seed)
+    return key
 
 
 def deployed_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
@@ -159,7 +163,7 @@ class Runtime:
         if defense.label not in self._models:
             if defense.model is not None:
                 trained = self._checkpoint(defense)
-                source = "checkpoint"
+                source = "checkpoint" if not defense.fine_tune else _source(trained)
             else:
                 trained = load_or_train(
                     self.dataset,
@@ -172,7 +176,7 @@ class Runtime:
                     progress=self.progress,
                     label=defense.label,
                 )
-                source = "cache" if trained.cached else f"trained in {trained.train_seconds:.1f} s"
+                source = _source(trained)
             self.progress.log(f"model for {defense.label}: {source} ({trained.key})")
             if self.store is not None:
                 _record_model(self.store, defense, trained)
@@ -180,11 +184,19 @@ class Runtime:
         return self._models[defense.label]
 
     def _checkpoint(self, defense: DefenseSpec) -> TrainedModel:
-        """The user's model ``defense.model`` as deployed under ``defense``: loaded, never trained."""
+        """The user's model ``defense.model`` as deployed under ``defense``: loaded, and trained further
+        (or loaded from the cache) when the defense fine-tunes it."""
         assert defense.model is not None
         entry = self.spec.checkpoint(defense.model)
         plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
         network = load_user_model(entry, self.dataset, self.device, self.in_memory.get(entry.label))
+        if defense.fine_tune:
+            network.requires_grad_(True)
+            trained = fit_or_load(network, self.trained_key(defense), self.dataset, plugin, defense.train,
+                                  self.spec.seed, device=self.device, progress=self.progress,
+                                  label=defense.label)  # fmt: skip
+            network.requires_grad_(False)
+            return trained
         seconds = plugin.prepare(
             self.dataset, seed=self.spec.seed, device=self.device, progress=self.progress
         )
@@ -222,6 +234,10 @@ class Runtime:
             "git_commit": _git_commit(),
             "started_at": now(),
         }
+
+
+def _source(trained: TrainedModel) -> str:
+    return "cache" if trained.cached else f"trained in {trained.train_seconds:.1f} s"
 
 
 def _record_model(store: Store, defense: DefenseSpec, trained: TrainedModel) -> None:

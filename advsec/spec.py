@@ -50,11 +50,13 @@ class DefenseSpec:
     train: TrainConfig
     family: str = ""  # the entry a sweep expanded this defense from (its label); reports draw it as a curve
     model: str | None = None  # the label of the user's [[models]] entry it deploys, instead of training one
+    fine_tune: bool = False  # train that checkpoint further under this defense (training-time defenses)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model the user brings (:mod:`advsec.user_models`): evaluated as it is, never trained."""
+    """A model the user brings (:mod:`advsec.user_models`): evaluated as it is, trained further only by a
+    defense that asks to fine-tune it."""
 
     label: str
     architecture: str  # a registered model, "path/to/file.py:ClassName", or a torch.export "file.pt2"
@@ -210,7 +212,7 @@ _TOP = {
     "certify",
     "replay",
 }
-_DEFENSE_KEYS = {"name", "label", "train", "sweep", "model"}
+_DEFENSE_KEYS = {"name", "label", "train", "sweep", "model", "fine_tune"}
 _ATTACK_KEYS = {"name", "label", "target"}
 
 # Named cascades a spec can ask for with `[[attacks]] preset = "..."`; each attacks what the last left robust.
@@ -289,7 +291,7 @@ def spec_from_dict(
     ) + tuple(
         defense
         for i, entry in enumerate(_array(raw, "defenses", [] if models else None))
-        for defense in _defenses(entry, f"defenses[{i}]", train, [m.label for m in models])
+        for defense in _defenses(entry, f"defenses[{i}]", train, models)
     )
     attacks = attack_specs(_array(raw, "attacks"))
     threats = tuple(
@@ -383,18 +385,19 @@ def _model(entry: dict[str, Any], path: str, base_dir: Path) -> ModelSpec:
 
 
 def _defenses(
-    entry: dict[str, Any], path: str, train: TrainConfig, checkpoints: list[str]
+    entry: dict[str, Any], path: str, train: TrainConfig, checkpoints: tuple[ModelSpec, ...]
 ) -> list[DefenseSpec]:
     """One defense, or one per value of the parameter its ``sweep`` table varies (a trade-off curve)."""
     name = _plugin_name(entry, "name", registry.defenses, path=path)
     params = {k: v for k, v in entry.items() if k not in _DEFENSE_KEYS}
     train = build(TrainConfig, _table(entry, "train", path), f"{path}.train", defaults=train)
     label = coerce(entry.get("label", name), str, f"{path}.label")
-    model = _checkpoint(entry, name, path, checkpoints)
+    model, fine_tune = _checkpoint(entry, name, path, checkpoints)
+    deploys = {"family": label, "model": model, "fine_tune": fine_tune}
     sweep = _table(entry, "sweep", path)
     if not sweep:
         make_plugin(registry.defenses.get(name), params, path)  # validate now, before any compute
-        return [DefenseSpec(name=name, label=label, params=params, train=train, family=label, model=model)]
+        return [DefenseSpec(name, label, params, train, **deploys)]
     if len(sweep) != 1:
         raise SpecError(f"{path}.sweep: sweep one parameter per entry (a curve), got {', '.join(sweep)}")
     [(key, values)] = sweep.items()
@@ -412,28 +415,47 @@ def _defenses(
         swept = {**params, key: value}
         make_plugin(cls, swept, path)
         shown = f"{value:g}" if isinstance(value, float) else str(value)
-        out.append(DefenseSpec(name, f"{label} {key}={shown}", swept, train, family=label, model=model))
+        out.append(DefenseSpec(name, f"{label} {key}={shown}", swept, train, **deploys))
     return out
 
 
-def _checkpoint(entry: dict[str, Any], name: str, path: str, checkpoints: list[str]) -> str | None:
-    """The ``[[models]]`` label a defense deploys (``model = "..."``): it must name one, and the defense
-    must act at inference, since a checkpoint is evaluated as it is, not trained."""
+def _checkpoint(
+    entry: dict[str, Any], name: str, path: str, checkpoints: tuple[ModelSpec, ...]
+) -> tuple[str | None, bool]:
+    """The ``[[models]]`` label a defense deploys (``model = "..."``) and whether it fine-tunes it.
+
+    A checkpoint is evaluated as it is, so a defense that acts by training needs ``fine_tune = true``
+    (training the checkpoint further with the defense's loss); one that builds its own networks (an
+    ensemble) cannot start from one checkpoint at all."""
+    fine_tune = coerce(entry.get("fine_tune", False), bool, f"{path}.fine_tune")
     if "model" not in entry:
-        return None
+        if fine_tune:
+            raise SpecError(f"{path}.fine_tune: fine-tunes a [[models]] checkpoint; name it with model")
+        return None, False
     label = coerce(entry["model"], str, f"{path}.model")
-    if label not in checkpoints:
-        raise SpecError(f"{path}.model: {unknown_name_message('[[models]] label', label, checkpoints)}")
+    labels = [m.label for m in checkpoints]
+    if label not in labels:
+        raise SpecError(f"{path}.model: {unknown_name_message('[[models]] label', label, labels)}")
     from advsec.defense import Defense
 
     cls = registry.defenses.get(name)
-    if cls.wrap is Defense.wrap or cls.network is not Defense.network:
+    if cls.network is not Defense.network:
+        raise SpecError(
+            f"{path}: {name!r} builds networks of its own, so it cannot deploy checkpoint {label!r}"
+        )
+    if fine_tune and next(m for m in checkpoints if m.label == label).architecture.endswith(".pt2"):
+        raise SpecError(
+            f"{path}.fine_tune: {label!r} is a torch.export archive, which cannot be trained; give its "
+            "architecture and weights instead"
+        )
+    if cls.wrap is Defense.wrap and not fine_tune:
         raise SpecError(
             f"{path}: {name!r} acts by training the model, but model {label!r} is a checkpoint evaluated "
-            "as it is; wrap it in an inference-time defense (bit-depth, random-resize-pad, smoothing, the "
-            "dynamic ones), or evaluate the checkpoint itself"
+            "as it is; set fine_tune = true to train it further under this defense, wrap it in an "
+            "inference-time defense (bit-depth, random-resize-pad, smoothing, the dynamic ones), or "
+            "evaluate the checkpoint itself"
         )
-    return label
+    return label, fine_tune
 
 
 def attack_specs(entries: list[dict[str, Any]]) -> tuple[AttackSpec, ...]:

@@ -120,6 +120,25 @@ def load_or_train(
     defense = make_plugin(registry.defenses.get(defense_name), params, defense_name)
     key = model_key(dataset, model_name, defense_name, params, config, seed)
     model = defense.network(lambda member: build_model(model_name, dataset, seed + member))
+    return fit_or_load(
+        model, key, dataset, defense, config, seed, device=device, progress=progress, label=label
+    )
+
+
+def fit_or_load(
+    model: nn.Module,
+    key: str,
+    dataset: Dataset,
+    defense: Defense,
+    config: TrainConfig,
+    seed: int,
+    *,
+    device: torch.device,
+    progress: Progress,
+    label: str | None = None,
+) -> TrainedModel:
+    """``model`` with the weights cached under ``key``, or trained from the weights it has (and cached);
+    in eval mode on ``device``, its defense prepared."""
     path = cache_dir() / f"{key}.safetensors"
     if is_cached(key):
         meta = load_checkpoint(model, path)

@@ -89,8 +89,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     with torch.no_grad():
         accuracy = (net((x_test[:120] - 0.5) / 0.25).argmax(1) == y_test[:120]).sum().item() / 120
     np.savez(folder / "test.npz", x=x_test.numpy(), y=y_test.numpy())
-    np.savez(folder / "members.npz", x=x_test.numpy(), y=y_test.numpy(), x_train=x_train[:300].numpy(),
-             y_train=y_train[:300].numpy())  # fmt: skip
+    np.savez(folder / "members.npz", x=x_test.numpy(), y=y_test.numpy(), x_train=x_train.numpy(),
+             y_train=y_train.numpy())  # fmt: skip
     torch.save(net.state_dict(), folder / "net.pt")
     save_file(net.state_dict(), folder / "net.safetensors")
 
@@ -131,10 +131,38 @@ def test_an_inference_time_defense_wraps_a_checkpoint_and_a_training_one_is_refu
         next(c for c in cells if c.defense == d and c.norm == "none") for d in ("mine", "bit-depth")
     )
     assert squeezed.clean_accuracy != mine.clean_accuracy  # the deployed model is the wrapped checkpoint
-    with pytest.raises(SpecError, match="acts by training the model"):
+    with pytest.raises(SpecError, match=r"acts by training the model.*fine_tune = true"):
         parse_spec(spec_text(models, '[[defenses]]\nname = "pgd-at"\nmodel = "mine"\n'), base_dir=folder)
     with pytest.raises(SpecError, match="did you mean 'mine'"):
         parse_spec(spec_text(models, '[[defenses]]\nname = "bit-depth"\nmodel = "mien"\n'), base_dir=folder)
+
+
+def test_a_training_time_defense_fine_tunes_a_checkpoint_when_asked(checkpoint) -> None:
+    folder, _ = checkpoint
+    models = model_entry("mine", MODELS["safetensors"])
+    tuned = '[[defenses]]\nname = "pgd-at"\nlabel = "tuned"\nmodel = "mine"\nfine_tune = true\neps = 0.1\n'
+    tuned += "steps = 5\ntrain = {epochs = 10, lr = 1e-2}\n"
+    text = spec_text(models, tuned).replace("test.npz", "members.npz")
+    before = (folder / "net.safetensors").read_bytes()
+    results = evaluate(folder, text, out="tuned")
+    robust = {(c.defense, c.eps): c.robust_accuracy for c in cell_summaries(results)}
+    assert robust["tuned", 0.1] > robust["mine", 0.1] + 0.1  # PGD fine-tuning made the checkpoint robust
+    assert (folder / "net.safetensors").read_bytes() == before  # the user's file is never written
+    again = evaluate(folder, text, out="tuned-again")  # the fine-tuned weights come from the cache
+    assert {(c.defense, c.eps): c.robust_accuracy for c in cell_summaries(again)} == robust
+
+
+def test_fine_tuning_is_refused_where_it_cannot_mean_anything(checkpoint) -> None:
+    folder, _ = checkpoint
+    models = model_entry("mine", MODELS["safetensors"]) + model_entry("graph", MODELS["exported"])
+    refusals = {
+        '[[defenses]]\nname = "pgd-at"\nfine_tune = true\n': "name it with model",
+        '[[defenses]]\nname = "pgd-at"\nmodel = "graph"\nfine_tune = true\n': "cannot be trained",
+        '[[defenses]]\nname = "random-ensemble"\nmodel = "mine"\nfine_tune = true\n': "networks of its own",
+    }
+    for defense, message in refusals.items():
+        with pytest.raises(SpecError, match=message):
+            parse_spec(spec_text(models, defense), base_dir=folder)
 
 
 def test_a_checkpoint_given_its_training_split_gets_a_privacy_column(checkpoint) -> None:
