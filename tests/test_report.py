@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 from collections.abc import Iterator
@@ -260,6 +261,39 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
     assert pareto_front(points) == [0, 1, 2, 4]
     assert pareto_front([]) == []
     assert pareto_front([(0.3, 0.3)]) == [0]
+
+
+HOSTILE = "<script>alert(1)</script> & ../../x"  # markup, an ampersand and a path, as a label may hold
+
+
+def make_hostile_store(path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """The usual store plus a run name and a defense and attack labels holding ``HOSTILE``."""
+    store = make_store(path, "image", (1, 8, 8))
+    monkeypatch.setitem(PRIVACY, HOSTILE, 0.1)
+    store.set_meta({"name": f"demo {HOSTILE}"})
+    store.save_model(HOSTILE, {"family": HOSTILE, "name": "standard", "params": {}, "model_key": "h",
+                               "train_seconds": 1.0, "cached": 0, "stochastic": 0, "stateful": 0,
+                               "history": []})  # fmt: skip
+    cells = [make_cell(HOSTILE, 0.0, {0}, [], (1, 8, 8))]
+    cells += [make_cell(HOSTILE, eps, {0}, [{1, 2}, {3}], (1, 8, 8)) for eps in (0.1, 0.3)]
+    for cell in cells:
+        for record in cell.attacks:
+            record.label = f"{record.name} {HOSTILE}"
+        store.save_cell(cell)
+    store.set_plan([row["cell"] for row in store.cells()] + [c.cell for c in cells])
+    return store
+
+
+def test_names_and_labels_are_escaped_in_the_html(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make_hostile_store(tmp_path / "results.sqlite", monkeypatch)
+    page = build_report(store, tmp_path / "report").read_text()
+    assert HOSTILE not in page and "<script>alert" not in page
+    assert page.count("<script>") == 1  # the page's own table-sorting script, nothing a label brought
+    assert f"<title>demo {html.escape(HOSTILE)}</title>" in page
+    assert "fgsm &lt;script&gt;alert(1)&lt;/script&gt; &amp; ../../x" in page  # an attack's label
+    tables = Tables(page).tables  # and each reads back as the text it was
+    assert HOSTILE in [row[0] for row in tables[0]]
+    assert any(f"pgd {HOSTILE}" in row for table in tables[1:] for row in table)
 
 
 def test_a_fired_overfitting_guard_is_reported(built: Path) -> None:
