@@ -7,6 +7,7 @@ so ``attacks[1].steps: expected int, got 'ten'`` reads the same whether the key 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -309,7 +310,7 @@ def spec_from_dict(
                 _check_capabilities(attack, threat, f"attacks[{j}]", f"threats[{i}]")
 
     spec = Spec(
-        name=coerce(raw.get("name", default_name), str, "name"),
+        name=_run_name(raw, default_name),
         dataset=dataset,
         dataset_params=dataset_params,
         models=models,
@@ -333,6 +334,43 @@ def spec_from_dict(
     if spec.replay is not None:
         replay_attacks(spec.attacks, spec.replay)  # refuse unknown or targeted attacks before any compute
     return spec
+
+
+# A run's name is the folder its results go to, reports/<name>/: one plain file name, never a path.
+_NAME_CHARACTER = re.compile(r"[\w.\- ]")  # letters and digits (any script), '_', '.', '-', ' '
+_NAME_BYTES = 100
+
+
+def _run_name(raw: dict[str, Any], default_name: str) -> str:
+    """The spec's ``name`` (else ``default_name``, its file's stem), refused unless a plain folder name."""
+    name = coerce(raw.get("name", default_name), str, "name")
+    if problem := _name_problem(name):
+        given = "name" in raw
+        where = "name" if given else "name (none is set, so the spec file's name is used)"
+        fix = "" if given else '; set name = "..." in the spec'
+        raise SpecError(
+            f"{where}: {name!r} {problem}. A run name becomes the folder reports/<name>/, so it must be a "
+            "plain name: letters, digits, '-', '_', '.' and spaces, no path separators, not starting with "
+            f"'.' or '-'{fix}. To write elsewhere, use --out"
+        )
+    return name
+
+
+def _name_problem(name: str) -> str | None:
+    """What keeps ``name`` from being one plain folder name (None when nothing does)."""
+    if not name.strip():
+        return "is empty or blank"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name[0] in ".-":
+        return f"starts with {name[0]!r}"
+    if odd := next((c for c in name if not _NAME_CHARACTER.fullmatch(c)), None):
+        return f"contains {odd!r}"
+    if name != name.strip():
+        return "starts or ends with a space"
+    if len(name.encode()) > _NAME_BYTES:
+        return f"is {len(name.encode())} bytes long, over {_NAME_BYTES}"
+    return None
 
 
 def replay_attacks(attacks: tuple[AttackSpec, ...], replay: ReplayConfig) -> list[AttackSpec]:
