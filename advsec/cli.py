@@ -219,13 +219,14 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
 
 
 def _open_run(run_ref: str) -> Any:
+    """A run's store, opened read-only: show, report and compare never write it, even when it is damaged."""
     from advsec.store import Store
 
     path = Path(run_ref)
     candidates = [path / "results.sqlite", path, REPORTS / run_ref / "results.sqlite"]
     for candidate in candidates:
         if candidate.is_file():
-            return Store(candidate)
+            return Store(candidate, readonly=True)
     raise UsageError(f"no run found at {run_ref!r} (looked for {', '.join(map(str, candidates[::2]))})")
 
 

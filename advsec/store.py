@@ -106,28 +106,85 @@ def claimed(path: Path) -> Iterator[None]:
         yield
 
 
-class Store:
-    """A run's SQLite file (WAL), opened for reading and writing."""
+# SQLite's result codes for a file that is not (or no longer) a whole SQLite database: a damaged store
+# (ERROR: e.g. a table it should hold is missing).
+_DAMAGED = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_ERROR"}
 
-    def __init__(self, path: str | Path) -> None:
+
+class Store:
+    """A run's SQLite file (WAL), opened for reading and writing, or only for reading (``readonly``).
+
+    A reader never writes the file: not its schema, not its journal mode, not even to an empty file. A
+    damaged file (overwritten, truncated) is an :class:`AdvsecError` naming it, when opened or when read.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        if readonly:
+            self._open_to_read()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
             written = self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            # A damaged store is refused before anything is written to it, and before any compute.
+            damage = _damage(self.db.execute("PRAGMA quick_check(1)").fetchall()) if written else None
+            if damage is None:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if not written:
                 self.db.executescript(SCHEMA)
                 self.db.execute(f"PRAGMA user_version = {FORMAT}")
         except (OSError, sqlite3.Error) as exc:
             raise AdvsecError(f"cannot open the results store {self.path}: {exc}") from exc
+        if damage is not None:
+            self.db.close()
+            raise AdvsecError(f"cannot open the results store {self.path}: damaged: {damage}")
         if written and version != FORMAT:
             self.db.close()
             raise AdvsecError(
                 f"the results store {self.path} has format {version}; this advsec reads format {FORMAT}. "
                 "Delete it to run again, or write elsewhere with --out"
             )
+
+    def _open_to_read(self) -> None:
+        """Open the file read-only (SQLite's ``mode=ro``) and check it is an advsec store of our format."""
+        try:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        except sqlite3.Error as exc:
+            raise self._unreadable(exc) from exc
+        try:
+            tables = self._query("SELECT count(*) FROM sqlite_master")[1][0][0]
+            # Every page, read once: a damaged page is named now, whichever pages the command goes on to read.
+            damage = _damage(self._query("PRAGMA quick_check(1)")[1])
+            version = self._query("PRAGMA user_version")[1][0][0]
+        except AdvsecError:
+            self.db.close()
+            raise
+        if not tables or damage is not None or version != FORMAT:
+            self.db.close()
+            if not tables:
+                raise AdvsecError(f"{self.path} is not a readable advsec results store (it holds no tables)")
+            if damage is not None:
+                raise AdvsecError(f"{self.path} is not a readable advsec results store (damaged: {damage})")
+            raise AdvsecError(
+                f"the results store {self.path} has format {version}; this advsec reads format {FORMAT}. "
+                "Delete it to run again, or write elsewhere with --out"
+            )
+
+    def _unreadable(self, exc: sqlite3.Error) -> AdvsecError:
+        """The error for a failed read: a damaged file is named as such, anything else (locked, I/O) said."""
+        if getattr(exc, "sqlite_errorname", "SQLITE_ERROR") in _DAMAGED:
+            return AdvsecError(f"{self.path} is not a readable advsec results store ({exc})")
+        return AdvsecError(f"cannot read the results store {self.path}: {exc}")
+
+    def _query(self, query: str, args: tuple = ()) -> tuple[list[str], list[tuple]]:
+        """Every row of ``query`` (fetched here, so a damaged page fails here) and its column names."""
+        try:
+            cursor = self.db.execute(query, args)
+            return [d[0] for d in cursor.description or ()], cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise self._unreadable(exc) from exc
 
     def close(self) -> None:
         self.db.close()
@@ -172,7 +229,7 @@ class Store:
             )
 
     def meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+        return {k: json.loads(v) for k, v in self._query("SELECT key, value FROM meta")[1]}
 
     def set_plan(self, cells: list[str]) -> None:
         """The run's grid, in order. The side protocols' plans are emptied: each one the spec runs sets its
@@ -183,7 +240,7 @@ class Store:
             self.db.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in SIDE_PLANS])
 
     def finished(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT cell FROM cells")}
+        return {row[0] for row in self._query("SELECT cell FROM cells")[1]}
 
     def save_model(self, defense: str, row: dict[str, Any]) -> None:
         with self._transaction():
@@ -336,7 +393,7 @@ class Store:
             )
 
     def unrestricted_keys(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT key FROM unrestricted_runs")}
+        return {row[0] for row in self._query("SELECT key FROM unrestricted_runs")[1]}
 
     def unrestricted_runs(self) -> list[dict[str, Any]]:
         """Each run of the last unrestricted plan (meta ``unrestricted_plan``), in plan order."""
@@ -347,10 +404,10 @@ class Store:
         return self._rows(query, (defense, attack))
 
     def replay_keys(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT DISTINCT key FROM replays")}
+        return {row[0] for row in self._query("SELECT DISTINCT key FROM replays")[1]}
 
     def certification_keys(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT key FROM certifications")}
+        return {row[0] for row in self._query("SELECT key FROM certifications")[1]}
 
     # Reading: only what the current plan holds, in plan order.
 
@@ -380,14 +437,14 @@ class Store:
 
     def examples(self, cell: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
         query = "SELECT idx, shape, clean, adversarial FROM examples WHERE cell = ? ORDER BY idx"
-        return _arrays(self.db.execute(query, (cell,)))
+        return _arrays(self._query(query, (cell,))[1])
 
     def unrestricted_examples(self, defense: str, attack: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
         query = (
             "SELECT idx, shape, source, made FROM unrestricted_examples WHERE defense = ? AND attack = ? "
             "ORDER BY idx"
         )
-        return _arrays(self.db.execute(query, (defense, attack)))
+        return _arrays(self._query(query, (defense, attack))[1])
 
     def certifications(self) -> list[dict[str, Any]]:
         """Each defense's certification in the last certify plan (meta ``certify_plan``), in plan order."""
@@ -425,9 +482,14 @@ class Store:
         return [rows[key] for key in self.meta().get(plan, []) if key in rows]
 
     def _rows(self, query: str, args: tuple = ()) -> list[dict[str, Any]]:
-        cursor = self.db.execute(query, args)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor]
+        names, rows = self._query(query, args)
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _damage(checked: list[tuple[str]]) -> str | None:
+    """The first problem in SQLite's ``quick_check`` rows (every page read once), or None when it says ok."""
+    found = [line for (row,) in checked for line in str(row).splitlines() if line not in ("", "ok")]
+    return next((line for line in found if not line.startswith("***")), found[0]) if found else None
 
 
 def _packed(idx: int, before: np.ndarray, after: np.ndarray) -> tuple[int, str, bytes, bytes]:

@@ -1,5 +1,5 @@
 """Nothing escapes its folder: a run's name is one plain folder name under reports/, labels never become
-paths."""
+paths, and a damaged results store is named in one line by every command that reads it, and left as it was."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from advsec.cli import main
 from advsec.errors import SpecError
 from advsec.report import build_report
 from advsec.spec import load_spec, parse_spec, spec_from_dict
-from tests.test_report import HOSTILE, make_hostile_store
+from tests.test_report import HOSTILE, make_hostile_store, make_store
 
 GRID = (
     '[[defenses]]\nname = "standard"\n[[threats]]\nnorm = "linf"\neps = [0.1]\n[[attacks]]\nname = "fgsm"\n'
@@ -110,3 +110,104 @@ def test_labels_never_become_file_names(tmp_path, monkeypatch):
     sqlite = {"results.sqlite", "results.sqlite-wal", "results.sqlite-shm"}
     assert {f"run/{name}" for name in report} <= made <= {"run", *(f"run/{name}" for name in report | sqlite)}
     assert HOSTILE in (tmp_path / "run" / "report.md").read_text()  # it was there to be misused
+
+
+# A damaged store: each way a file stops being a whole advsec store, and the reason SQLite gives for it.
+DAMAGES = {
+    "garbage": r"\(file is not a database\)",
+    "truncated": r"\(database disk image is malformed\)",
+    "page overwritten": r"\(damaged: .+\)",  # the file opens, its header and schema are whole
+    "emptied": r"\(it holds no tables\)",
+}
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory) -> tuple[bytes, int, int]:
+    """A finished run's store as bytes (closed: its WAL is in the file), its samples table's first page and
+    the page size."""
+    path = tmp_path_factory.mktemp("healthy") / "results.sqlite"
+    store = make_store(path, "image", (1, 8, 8))
+    page = store.db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'samples'").fetchone()[0]
+    size = store.db.execute("PRAGMA page_size").fetchone()[0]
+    store.close()
+    return path.read_bytes(), page, size
+
+
+def _damaged(tmp_path: Path, healthy: tuple[bytes, int, int], damage: str) -> Path:
+    data, page, size = healthy
+    start = (page - 1) * size
+    damaged = {
+        "garbage": b"not a results store " * 400,
+        "truncated": data[: len(data) // 2],
+        "page overwritten": data[:start] + b"\xff" * size + data[start + size :],
+        "emptied": b"",
+    }
+    path = tmp_path / "damaged" / "results.sqlite"
+    path.parent.mkdir()
+    path.write_bytes(damaged[damage])
+    return path
+
+
+def _sidecars_change_nothing(path: Path) -> None:
+    """No rollback journal beside the store, and any WAL SQLite left there is empty: nothing to replay."""
+    assert not path.with_name(path.name + "-journal").exists()
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["show", "{run}"],
+        ["show", "{run}", "--json"],
+        ["report", "{run}", "--out", "{out}"],
+        ["compare", "{run}", "{good}", "--out", "{out}"],
+        ["compare", "{good}", "{run}", "--out", "{out}"],
+    ],
+)
+def test_a_damaged_store_is_named_in_one_line_and_left_as_it_was(tmp_path, healthy, damage, command):
+    path = _damaged(tmp_path, healthy, damage)
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "results.sqlite").write_bytes(healthy[0])
+    before = path.read_bytes()
+    args = [arg.format(run=path.parent, good=tmp_path / "good", out=tmp_path / "out") for arg in command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.stdout == ""
+    message = (
+        rf"advsec: error: {re.escape(str(path))} is not a readable advsec results store {DAMAGES[damage]}\n"
+    )
+    assert re.fullmatch(message, result.stderr), result.stderr
+    assert path.read_bytes() == before
+    _sidecars_change_nothing(path)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "page overwritten"])
+def test_run_refuses_a_damaged_store_before_writing_to_it(tmp_path, healthy, damage):
+    path = _damaged(tmp_path, healthy, damage)
+    before = path.read_bytes()
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'name = "r"\n{GRID}')
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(path.parent), "--quiet"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"advsec: error: cannot open the results store {path}: ")
+    assert result.stderr.count("\n") == 1
+    assert path.read_bytes() == before
+    _sidecars_change_nothing(path)
+
+
+def test_reading_a_healthy_store_writes_nothing_to_it(tmp_path, healthy):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.sqlite").write_bytes(healthy[0])
+    for args in (
+        ["show", run],
+        ["report", run, "--out", tmp_path / "r"],
+        ["compare", run, run, "--out", tmp_path / "c"],
+    ):
+        result = CliRunner().invoke(main, [str(arg) for arg in args])
+        assert result.exit_code == 0, result.output
+    assert (run / "results.sqlite").read_bytes() == healthy[0]
+    _sidecars_change_nothing(run / "results.sqlite")
