@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,10 @@ class Attack:
     # that stops early on each sample can then keep its batch full (gradient_attack's refill).
     streams: ClassVar[bool] = False
     batch: int | None = None
+    # The class each output of the last ``perturb`` call was aimed at, for an attack that picks its targets
+    # itself (APGD-T without a spec target): the loss check judges the output by it. Read per call, so an
+    # attack that streams does not set it.
+    aimed: torch.Tensor | None = None
 
     def perturb(
         self,
@@ -56,6 +60,16 @@ class Attack:
     ) -> torch.Tensor:
         """Adversarial versions of ``x`` (labels ``y``) inside ``threat``; aim at ``target`` if given."""
         raise NotImplementedError
+
+    def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Per sample, what this attack raises (higher is better for it), towards ``target`` if given.
+
+        The loss check (:mod:`advsec.sanity`) asks whether the attack's outputs raised it above the clean
+        inputs': judged on a loss the attack does not follow, a healthy attack looks stalled. Default: the
+        plugin's ``loss`` field where it names one of :data:`Loss`, else cross-entropy.
+        """
+        loss = getattr(self, "loss", "ce")
+        return attack_objective(logits, y, target, loss if loss in get_args(Loss) else "ce")
 
     def prepare(self, dataset: Dataset, *, seed: int, device: torch.device, progress: Progress) -> float:
         """Fit what the attack needs that does not depend on the attacked model (``natural-gan``'s GAN);

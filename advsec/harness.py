@@ -327,7 +327,7 @@ def _attack_stage(
         check_attack_output(spec_attack.label, threat, x[chunk], x_adv)
         if climbs:
             with counted.paused():
-                stalled += loss_not_raised(views.adaptive, x[chunk], x_adv, y[chunk])
+                stalled += loss_not_raised(attack, views.adaptive, x[chunk], x_adv, y[chunk], target)
         pred, broken = verdicts.update(chunk, x_adv, views.predictions(x_adv), spec_attack.label)
         distances = threat.distance(x[chunk], x_adv).tolist()
         aims = [None] * len(chunk) if target is None else target.tolist()

@@ -1,13 +1,15 @@
 """Attack-agnostic sanity checks: signs that an evaluation measured gradient masking rather than robustness.
 
-They work with any attack plugin because they look at the model and at what the cascade broke, not at how
-an attack works (Carlini et al. 2019, "On evaluating adversarial robustness"; Athalye et al. 2018):
+They work with any attack plugin because they look at the model, at what the cascade broke and at the
+objective each attack declares it raises, not at how an attack works (Carlini et al. 2019, "On evaluating
+adversarial robustness"; Athalye et al. 2018):
 - zero or non-finite input gradients on clean inputs: gradient attacks have nothing to follow;
 - accuracy that survives an unbounded attack (eps spanning the whole input range), which any classifier
   must lose: if it does not, the attack is not reaching the model;
 - predictions that differ between two identical queries of a defense that declares itself deterministic,
   or that change after other queries of one that declares itself stateless;
-- an iterative gradient attack that leaves the loss it follows no higher than on the clean input;
+- an iterative gradient attack that leaves the objective it follows (its loss, towards the class it aimed
+  at) no higher than on the clean input;
 - a query-only attack breaking samples every gradient attack before it left robust;
 - a random defense attacked without EOT, where a short EOT attack breaks samples the evaluation left robust.
 A flag is not a verdict; it says where to look (and which adaptive attack to add).
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advsec.attack import gradient_attack, robust_accuracy
+from advsec.attack import Attack, gradient_attack, robust_accuracy
 from advsec.keys import seeded
 from advsec.records import SanityCheck
 from advsec.threat import ThreatModel, random_tensor
@@ -154,10 +156,20 @@ def _share_differing(first: torch.Tensor, second: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def loss_not_raised(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> int:
-    """Samples whose cross-entropy at the attack's output is no higher than at the clean input."""
-    before = F.cross_entropy(model(x), y, reduction="none")
-    return int((F.cross_entropy(model(x_adv), y, reduction="none") <= before).sum())
+def loss_not_raised(
+    attack: Attack,
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None = None,
+) -> int:
+    """Samples where the attack's output ``x_adv`` of ``x`` is no higher than the clean input on the
+    objective the attack follows (:meth:`~advsec.attack.Attack.objective`), towards ``target`` or, for an
+    attack that picked its targets itself, the class it aimed each output at."""
+    aim = target if target is not None else attack.aimed
+    before = attack.objective(model(x), y, aim)
+    return int((attack.objective(model(x_adv), y, aim) <= before).sum())
 
 
 def loss_check(label: str, stalled: int, attacked: int) -> SanityCheck:
@@ -166,8 +178,8 @@ def loss_check(label: str, stalled: int, attacked: int) -> SanityCheck:
         f"loss not raised: {label}",
         share,
         share > LOSS_STALL_LIMIT,
-        "attacked samples whose loss (on the view the attack differentiates; the expectation for a random "
-        "model) is no higher after the gradient attack: it is not climbing what it follows",
+        "attacked samples whose loss the gradient attack follows (towards its target if it aims; on the view "
+        "it differentiates, the expectation for a random model) is no higher after it: it is not climbing",
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from advsec.attack import Attack
+from advsec.attack import Attack, attack_objective
 from advsec.attacks.apgd import apgd
 from advsec.threat import ThreatModel
 
@@ -36,12 +36,13 @@ class APGDTargeted(Attack):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         if target is not None:
+            self.aimed = target
             return apgd(model, x, y, threat, steps=self.steps, restarts=1, loss="dlr", target=target,
                         generator=generator, eot=self.eot)  # fmt: skip
         with torch.no_grad():
             ranked = model(x).argsort(dim=1, descending=True)
         wrong = ranked[ranked != y[:, None]].view(len(x), -1)  # classes other than y, most likely first
-        result = x.clone()
+        result, self.aimed = x.clone(), wrong[:, 0].clone()
         robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for k in range(min(self.targets, wrong.shape[1])):
             index = robust.nonzero().squeeze(1)
@@ -49,7 +50,20 @@ class APGDTargeted(Attack):
                 break
             adv = apgd(model, x[index], y[index], threat, steps=self.steps, restarts=1, loss="dlr",
                        target=wrong[index, k], generator=generator, eot=self.eot)  # fmt: skip
-            result[index] = adv
+            result[index], self.aimed[index] = adv, wrong[index, k]
             with torch.no_grad():
                 robust[index] = model(adv).argmax(dim=1) == y[index]
         return result
+
+    def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """The targeted DLR towards ``target``; without one, the best over the classes it may aim at.
+
+        A run raises the margin towards its own target, not the cross-entropy of the true class: on a
+        PGD-trained digits MLP, untargeted cross-entropy was no higher at 57 % of APGD-T's outputs, the DLR
+        towards the class each was aimed at at none of them.
+        """
+        if target is not None:
+            return attack_objective(logits, y, target, "dlr")
+        classes = torch.arange(logits.shape[1], device=y.device)
+        every = torch.stack([attack_objective(logits, y, c.expand_as(y), "dlr") for c in classes], dim=1)
+        return every.masked_fill(classes == y[:, None], float("-inf")).amax(dim=1)

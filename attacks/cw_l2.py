@@ -67,6 +67,10 @@ class CarliniWagnerL2(Attack):
         # returned point, so the projection can turn a success into a failure but never fake a success.
         return threat.project(x, best)
 
+    def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """The logit margin it drives below −κ (the norm it minimizes too is not what the loss check asks)."""
+        return attack_objective(logits, y, target, "cw")
+
     def _round(
         self,
         model: nn.Module,
