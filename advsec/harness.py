@@ -5,7 +5,7 @@ the cascade. In cascade mode each attack sees only the samples all earlier attac
 defense's predictions are drawn ``repeats`` times: a sample counts only if every draw gets it right, and the
 first draw alone gives the single-evaluation numbers shown beside them.
 Every cell draws its randomness from a seed derived from its own content, so cells can run in any order,
-be resumed after a crash, and reproduce bit for bit.
+be resumed after a crash, and reproduce bit for bit (at one torch thread count: see advsec.threads).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from advsec.attack import Attack
 from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
 from advsec.errors import CostError, SpecError
+from advsec.escalate import causes, escalated_views, follow_ups, pristine_views
 from advsec.generator import Generator, fit_generator
 from advsec.keys import content_key, seeded
 from advsec.privacy import membership_inference
@@ -200,9 +201,12 @@ def evaluate_cell(
     started = time.perf_counter()
     generator = torch.Generator(device=x.device).manual_seed(seed)
     views = Views.of(trained, dataset, spec.evaluation)
+    threat = ThreatModel(cell.norm, cell.eps, dataset.bounds) if cell.norm != CLEAN else None
+    escalates = spec.evaluation.escalate and threat is not None
+    # Taken before the first query: a model that keeps state it did not declare is restored to this.
+    pristine = pristine_views(views) if escalates and not type(trained.defense).stateful else None
     clean_logits = views.logits(x)
     verdicts = Verdicts.clean(x, y, views.redraw(clean_logits.argmax(1), x))
-    threat = ThreatModel(cell.norm, cell.eps, dataset.bounds) if cell.norm != CLEAN else None
 
     def fit(attack: Generator, spec_attack: AttackSpec, model: nn.Module) -> tuple[float, bool]:
         with views.counted.paused():  # the fit is charged once, apart from the per-sample passes
@@ -211,7 +215,11 @@ def evaluate_cell(
             return fit_generator(attack, spec_attack.name, model, dataset, threat, target=aim, view=view,
                                  model_key=trained.key, seed=spec.seed, progress=progress)  # fmt: skip
 
-    records, checks = [], []
+    records, checks, judged = [], [], []
+    # A defense attacked adaptively declared its tricks and met the attacks made for them, so a stage's
+    # stalled loss calls for nothing more: behind rounding, a loss no attack raises is often one that no
+    # input within the budget changes. It is still reported.
+    answered = any(a.adaptive for a in cell.attacks)
     with progress.task(cell.title, total=len(cell.attacks)) as task:
         for spec_attack in cell.attacks:
             candidates = verdicts.robust if spec.evaluation.cascade else verdicts.clean_correct
@@ -221,9 +229,25 @@ def evaluate_cell(
             )
             records.append(record)
             checks += [check] if check is not None else []
+            judged += [check] if check is not None and not answered else []
             task.advance()
     with views.counted.paused():
-        checks += _checks(cell, trained, views, x, y, verdicts.robust, records, dataset, spec)
+        own = _checks(cell, trained, views, x, y, verdicts.robust, records, dataset, spec)
+        checks += own
+        found = (
+            causes(judged + own + _model_checks(cell, trained, views, x, y, dataset, spec))
+            if escalates
+            else {}
+        )
+    escalated = escalated_views(views, pristine, found, spec.evaluation)
+    for spec_attack, reason in follow_ups(found, cell.norm):
+        todo = verdicts.robust.nonzero().squeeze(1)
+        record, _ = _attack_stage(
+            spec_attack, todo, escalated, verdicts, x, y, clean_logits, threat, generator, fit
+        )
+        record.escalation = reason
+        records.append(record)
+    with views.counted.paused():
         # A checkpoint's members are the dataset's training split, where the user gave one.
         known_members = cell.defense.model is None or len(dataset.x_train) > 0
         attacked = threat is not None or not known_members
@@ -405,9 +429,7 @@ def _checks(
     """Sanity checks (:mod:`advsec.sanity`): the model's own in its clean cell, the evaluation's elsewhere."""
     flags = type(trained.defense)
     if cell.norm == CLEAN:
-        attacked = views.adaptive if adaptive_attacks(cell.defense, spec) else views.deployed
-        return model_checks(views.deployed, attacked, x, y, stochastic=flags.stochastic,
-                            stateful=flags.stateful, batch=views.batch, bounds=dataset.bounds)  # fmt: skip
+        return _model_checks(cell, trained, views, x, y, dataset, spec)
     checks = []
     # A defense attacked adaptively is judged by those attacks: its naive stage losing to a query attack is
     # the masking they exist for, so the order checked is the adaptive stage's alone.
@@ -425,6 +447,23 @@ def _checks(
         threat = ThreatModel(cell.norm, cell.eps, dataset.bounds)
         checks.append(eot_probe(views.adaptive, x[probed], y[probed], robust[probed], threat, correct))
     return checks
+
+
+def _model_checks(
+    cell: Cell,
+    trained: TrainedModel,
+    views: Views,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dataset: Dataset,
+    spec: Spec,
+) -> list[SanityCheck]:
+    """The model's own checks (:func:`advsec.sanity.model_checks`), its gradients as the cell's attacks
+    see them."""
+    flags = type(trained.defense)
+    attacked = views.adaptive if adaptive_attacks(cell.defense, spec) else views.deployed
+    return model_checks(views.deployed, attacked, x, y, stochastic=flags.stochastic,
+                        stateful=flags.stateful, batch=views.batch, bounds=dataset.bounds)  # fmt: skip
 
 
 def _worst(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

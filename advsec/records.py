@@ -47,6 +47,7 @@ class AttackRecord:
     # A generator's fit (advsec.generator), charged once apart from the per-sample cost; None for others.
     fit_seconds: float | None = None
     fit_cached: bool = False
+    escalation: str | None = None  # the flags that added this attack (advsec.escalate); None: the spec's
     # (sample, prediction, distance, the class aimed at or None)
     attempts: list[tuple[int, int, float, int | None]] = field(default_factory=list)
 

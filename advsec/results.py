@@ -38,6 +38,7 @@ class AttackSummary:
     targeted_interval: Interval | None
     fit_seconds: float | None  # a generator's one-off training (None for other attacks)
     fit_cached: bool
+    escalation: str | None  # the sanity flags that added this attack (advsec.escalate); None: the spec's
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class CellSummary:
     clean_accuracy_single: float  # each sample scored on one draw of a random defense instead of all
     robust_accuracy_single: float
     naive_robust_accuracy: float | None  # before any adaptive attack: what a naive evaluation would claim
+    # After the spec's own attacks, before the ones its sanity flags added; None when none were added.
+    unescalated_robust_accuracy: float | None
     attacks: list[AttackSummary]
     checks: list[SanityCheck]
     privacy: list[MembershipInference]  # membership inference, in the clean cell
@@ -244,10 +247,12 @@ def _summarize(store: Store, cell: dict[str, Any]) -> CellSummary:
                 targeted_interval=wilson_interval(sum(hits), len(hits)) if hits else None,
                 fit_seconds=record["fit_seconds"],
                 fit_cached=bool(record["fit_cached"]),
+                escalation=record["escalation"],
             )
         )
     robust = sum(s["robust"] for s in samples)
-    naive = [a.robust_after for a in attacks if not a.adaptive]
+    own = [a for a in attacks if a.escalation is None]
+    naive = [a.robust_after for a in own if not a.adaptive]
     return CellSummary(
         cell=cell["cell"],
         defense=cell["defense"],
@@ -259,7 +264,10 @@ def _summarize(store: Store, cell: dict[str, Any]) -> CellSummary:
         robust_interval=wilson_interval(robust, n),
         clean_accuracy_single=sum(s["clean_single"] for s in samples) / n,
         robust_accuracy_single=sum(s["robust_single"] for s in samples) / n,
-        naive_robust_accuracy=naive[-1] if naive and len(naive) < len(attacks) else None,
+        naive_robust_accuracy=naive[-1] if naive and len(naive) < len(own) else None,
+        unescalated_robust_accuracy=(own[-1].robust_after if own else len(clean_correct) / n)
+        if len(own) < len(attacks)
+        else None,
         attacks=attacks,
         checks=[
             SanityCheck(c["name"], c["value"], bool(c["flagged"]), c["detail"])

@@ -129,30 +129,41 @@ def undeclared_randomness(model: nn.Module, x: torch.Tensor) -> float:
 
 @torch.no_grad()
 def undeclared_state(model: nn.Module, x: torch.Tensor, bounds: tuple[float, float]) -> float:
-    """Share of fresh queries answered differently by two copies of the model, one of which saw them before.
+    """Share of fresh queries answered differently by copies of the model, one of which saw them before.
 
     Both answers start from the same state of torch's global generator, so a stateless model, random or
     not, answers alike; one that counts queries, remembers them or keeps a generator of its own need not.
-    The queries are uniform noise within the bounds: inputs no earlier query can have matched.
+    The queries are uniform noise within the bounds: inputs no earlier query can have matched. Each is
+    asked again and also nudged by 1 % of the input range, as an attack's next iterate would be: a model
+    that answers near-repeats from memory gives itself away on the nudged one.
     """
     if not len(x):
         return 0.0
     low, high = bounds
-    fresh = low + (high - low) * random_tensor(x.shape, x, torch.Generator(device=x.device).manual_seed(0))
-    unseen, seen = copy.deepcopy(model), copy.deepcopy(model)
-    with seeded(0, x.device):
-        first = unseen(fresh)
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    fresh = low + (high - low) * random_tensor(x.shape, x, generator)
+    nudge = 0.01 * (high - low) * (2 * (random_tensor(x.shape, x, generator) > 0.5) - 1)
+    near = (fresh + nudge).clamp(low, high)
+    unseen, unseen_near, seen = (copy.deepcopy(model) for _ in range(3))
     with seeded(1, x.device):  # the history only one copy has
         seen(fresh)
         seen(fresh)
-    with seeded(0, x.device):
-        again = seen(fresh)
-    return _share_differing(first, again)
+    differing = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for reference, query in ((unseen, fresh), (unseen_near, near)):
+        with seeded(0, x.device):
+            first = reference(query)
+        with seeded(0, x.device):
+            differing |= _differing(first, seen(query))
+    return differing.float().mean().item()
 
 
 def _share_differing(first: torch.Tensor, second: torch.Tensor) -> float:
     """Share of samples whose two answers differ by more than float noise."""
-    return (first - second).abs().flatten(1).amax(dim=1).gt(1e-5).float().mean().item()
+    return _differing(first, second).float().mean().item()
+
+
+def _differing(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    return (first - second).abs().flatten(1).amax(dim=1).gt(1e-5)
 
 
 @torch.no_grad()

@@ -97,6 +97,9 @@ class EvaluationConfig:
     eot_draws: int = 10
     # A random defense's predictions are evaluated this many times; a sample counts only if all agree.
     repeats: int = 5
+    # A cell whose sanity checks flag masking, randomness or state is attacked again on its survivors
+    # with the attacks those flags call for (advsec.escalate).
+    escalate: bool = True
 
     def __post_init__(self) -> None:
         if self.eot_draws < 1:

@@ -20,7 +20,7 @@ import numpy as np
 from advsec.errors import AdvsecError
 from advsec.records import CellResult, CertificationResult, ReplayResult, UnrestrictedResult
 
-FORMAT = 3  # the store's PRAGMA user_version: raised whenever a table changes shape
+FORMAT = 4  # the store's PRAGMA user_version: raised whenever a table changes shape
 SIDE_PLANS = ("certify_plan", "replay_plan", "unrestricted_plan")  # meta keys: what each protocol last ran
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS cell_attacks (
     cell TEXT, position INTEGER, attack TEXT, name TEXT, params TEXT, target TEXT, adaptive INTEGER,
     attacked INTEGER, broken INTEGER, forwards INTEGER, backwards INTEGER, wall_seconds REAL,
-    fit_seconds REAL, fit_cached INTEGER, PRIMARY KEY (cell, position));
+    fit_seconds REAL, fit_cached INTEGER, escalation TEXT, PRIMARY KEY (cell, position));
 CREATE TABLE IF NOT EXISTS samples (
     cell TEXT, idx INTEGER, label INTEGER, clean_pred INTEGER, adv_pred INTEGER, robust INTEGER,
     clean_single INTEGER, robust_single INTEGER, broken_by TEXT, PRIMARY KEY (cell, idx));
@@ -287,10 +287,10 @@ class Store:
             )
             for position, a in enumerate(attacks):
                 self.db.execute(
-                    "INSERT INTO cell_attacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO cell_attacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (result.cell, position, a.label, a.name, json.dumps(a.params, sort_keys=True),
                      str(a.target), a.adaptive, a.attacked, a.broken, a.forwards, a.backwards, a.wall_seconds,
-                     a.fit_seconds, a.fit_cached),
+                     a.fit_seconds, a.fit_cached, a.escalation),
                 )  # fmt: skip
                 self.db.executemany(
                     "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?)",

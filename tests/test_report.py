@@ -315,14 +315,14 @@ def test_a_generator_sits_beside_each_gradient_attack_with_its_break_even() -> N
         return AttackSummary(attack=name, adaptive=False, robust_after=robust, robust_alone=robust,
                              attacked=100, broken=0, forwards=0, backwards=backwards, wall_seconds=wall,
                              targeted_success=None, targeted_interval=None, fit_seconds=fit,
-                             fit_cached=False)  # fmt: skip
+                             fit_cached=False, escalation=None)  # fmt: skip
 
     def cell(defense: str, attacks: list[AttackSummary]) -> CellSummary:
         return CellSummary(cell=f"{defense}/linf/0.3", defense=defense, norm="linf", eps=0.3, n=100,
                            clean_accuracy=1.0, robust_accuracy=0.0, robust_interval=(0.0, 1.0),
                            clean_accuracy_single=1.0, robust_accuracy_single=0.0, naive_robust_accuracy=None,
-                           attacks=attacks, checks=[], privacy=[], wall_seconds=4.1, forwards=0,
-                           backwards=800)  # fmt: skip
+                           unescalated_robust_accuracy=None, attacks=attacks, checks=[], privacy=[],
+                           wall_seconds=4.1, forwards=0, backwards=800)  # fmt: skip
 
     attacks = [
         stage("advgan", 0.1, 10.0, 0.02),

@@ -36,6 +36,7 @@ from advsec.report.tables import (
     attack_tables,
     budgets,
     certified_table,
+    escalation_table,
     generator_table,
     provenance_table,
     repeats_table,
@@ -112,6 +113,15 @@ SANITY = (
     "than robustness (Carlini et al. 2019): blind input gradients, randomness a defense did not declare, "
     "and a query-only attack succeeding where every gradient attack before it failed. A flag says where to "
     "look and which adaptive attack to add; it is not a verdict."
+)
+
+ESCALATION = (
+    "A flag is acted on: a cell whose sanity checks point at masked gradients, randomness or state the "
+    "defense did not declare is attacked again, on the samples the spec's attacks left robust, with the "
+    "attack each flag calls for: APGD on the margin loss and Square (no gradients) for masked gradients, "
+    "APGD through the expected prediction over draws and scoring over repeated draws for randomness, and "
+    "queries to the model as it was before the cell began for state. The robust accuracy everywhere else "
+    "in this report includes them. Turn this off with [evaluation] escalate = false."
 )
 
 REPEATS = (
@@ -213,6 +223,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
         blocks += [Heading("Naive vs adaptive attacks"), Text(ADAPTIVE), adaptive]
     if sanity := sanity_table(cells):
         blocks += [Heading("Sanity checks"), Text(SANITY), *sanity]
+    if escalated := escalation_table(cells):
+        blocks += [Heading("Flags that acted"), Text(ESCALATION), escalated]
     if repeated := repeats_table(defenses, meta.get("repeats", 1)):
         blocks += [Heading("Repeated evaluation of random defenses"), Text(REPEATS), repeated]
     if generators := generator_table(cells):

@@ -214,6 +214,32 @@ def adaptive_table(defenses: list[DefenseSummary]) -> Table | None:
     return Table(header, rows, numeric=[False, False, True, True, True])
 
 
+def escalation_table(cells: list[CellSummary]) -> Table | None:
+    """Per cell whose sanity flags added attacks: robust accuracy after the spec's attacks and after the
+    added ones, what was added (and how many samples each broke) and which flags called for it."""
+    rows = []
+    for cell in (c for c in cells if c.unescalated_robust_accuracy is not None):
+        added = [a for a in cell.attacks if a.escalation is not None]
+        before, after = cell.unescalated_robust_accuracy, cell.robust_accuracy
+        rows.append(
+            [cell.defense, budget_name(cell.norm, cell.eps), percent(before), percent(after),
+             f"{100 * (after - before):+.1f} pp", ", ".join(f"{a.attack}: {a.broken}" for a in added),
+             "; ".join(dict.fromkeys(a.escalation for a in added if a.escalation))]
+        )  # fmt: skip
+    if not rows:
+        return None
+    header = [
+        "Defense",
+        "Budget",
+        "Spec's attacks",
+        "+ escalated",
+        "Change",
+        "Added (samples broken)",
+        "Flags",
+    ]
+    return Table(header, rows, numeric=[False, False, True, True, True, False, False])
+
+
 def certified_table(certified: list[CertifiedSummary], cells: list[CellSummary]) -> Table:
     """Per smoothing defense, certified accuracy by ℓ2 radius, and below it the attacked accuracy at ε = r.
 

@@ -1,0 +1,164 @@
+"""Flags that act: defenses that hide their tricks behind a deterministic, differentiable, stateless
+declaration are attacked again with what their flags call for, and end near the honest worst case."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from advsec.progress import Progress
+from advsec.results import cell_summaries
+from advsec.runner import run_spec
+from advsec.spec import parse_spec
+
+CPU = torch.device("cpu")
+QUIET = Progress(quiet=True)
+
+# Every defense here deploys the standard network (trained_like): only the trick and its declaration differ.
+HIDDEN = '''
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from advsec.defense import Defense
+from advsec.defenses.bit_depth import BitDepth
+from advsec.defenses.gaussian_noise import GaussianNoise
+
+
+@dataclass
+class HiddenRounding(BitDepth):
+    """1-bit inputs, declared differentiable: its zero gradient is hidden."""
+
+    differentiable = True
+    trained_like = "standard"
+
+
+@dataclass
+class DeclaredRounding(BitDepth):
+    trained_like = "standard"
+
+
+@dataclass
+class HiddenNoise(GaussianNoise):
+    """Input noise, declared deterministic."""
+
+    stochastic = False
+    certifiable = False
+    trained_like = "standard"
+
+
+@dataclass
+class DeclaredNoise(GaussianNoise):
+    trained_like = "standard"
+
+
+class Saturated(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) * 1e4  # the same predictions; cross-entropy's gradient underflows to zero
+
+
+@dataclass
+class HiddenSaturation(Defense):
+    trained_like = "standard"
+
+    def wrap(self, model, *, bounds):
+        return Saturated(model)
+
+
+class Memory(nn.Module):
+    """Answers a query within `radius` (linf) of an earlier one as it answered that one."""
+
+    def __init__(self, model, radius):
+        super().__init__()
+        self.model = model
+        self.radius = radius
+        self.seen = []
+
+    def forward(self, x):
+        out = self.model(x)
+        if self.seen:
+            keys, answers = (torch.cat(parts) for parts in zip(*self.seen))
+            nearest, index = torch.cdist(x.flatten(1), keys.flatten(1), p=float("inf")).min(1)
+            hit = nearest <= self.radius
+            out = torch.where(hit[:, None], answers[index] + 0 * out, out)
+        else:
+            hit = torch.zeros(len(x), dtype=torch.bool)
+        self.seen.append((x.detach()[~hit], out.detach()[~hit]))
+        return out
+
+
+@dataclass
+class HiddenMemory(Defense):
+    """Remembers its queries, declared stateless."""
+
+    trained_like = "standard"
+    radius: float = 0.15
+
+    def wrap(self, model, *, bounds):
+        return Memory(model, self.radius)
+'''
+
+SPEC = """
+name = "escalation"
+plugins = ["hidden.py"]
+[train]
+epochs = 15
+[[defenses]]
+name = "standard"
+{defenses}
+[[threats]]
+norm = "linf"
+eps = [0.1]
+[[attacks]]
+name = "pgd"
+steps = 10
+[evaluation]
+samples = 100
+"""
+
+HONEST = {  # each hidden trick, and what it is when declared truthfully and attacked adaptively
+    "hidden-rounding": "declared-rounding",
+    "hidden-noise": "declared-noise",
+    "hidden-saturation": "standard",  # the same predictions
+    "hidden-memory": "standard",  # the same answer to any fresh query
+}
+
+
+@pytest.fixture(scope="module")
+def escalated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("escalation")
+    (folder / "hidden.py").write_text(HIDDEN)
+    names = [*HONEST, "declared-rounding", "declared-noise"]
+    text = SPEC.format(defenses="".join(f'[[defenses]]\nname = "{n}"\n' for n in names))
+    store = run_spec(parse_spec(text, base_dir=folder), folder / "out", device=CPU, progress=QUIET)
+    return {c.defense: c for c in cell_summaries(store) if c.norm == "linf"}
+
+
+def test_hidden_tricks_are_escalated_to_the_honest_worst_case(escalated) -> None:
+    for hidden, honest in HONEST.items():
+        cell = escalated[hidden]
+        assert cell.unescalated_robust_accuracy is not None, f"{hidden} was not escalated"
+        assert cell.unescalated_robust_accuracy > cell.robust_accuracy + 0.1, hidden  # the flags mattered
+        assert cell.robust_accuracy <= escalated[honest].robust_accuracy + 0.05, hidden
+        assert all(a.escalation for a in cell.attacks[1:]), hidden  # what was added says why
+
+
+def test_a_truthful_defense_is_never_escalated(escalated) -> None:
+    for truthful in ("standard", "declared-rounding", "declared-noise"):
+        cell = escalated[truthful]
+        assert cell.unescalated_robust_accuracy is None, truthful
+        assert not any(a.escalation for a in cell.attacks), truthful
+
+
+def test_escalation_can_be_turned_off(tmp_path: Path) -> None:
+    (tmp_path / "hidden.py").write_text(HIDDEN)
+    text = SPEC.format(defenses='[[defenses]]\nname = "hidden-saturation"\n') + "escalate = false\n"
+    store = run_spec(parse_spec(text, base_dir=tmp_path), tmp_path / "out", device=CPU, progress=QUIET)
+    [cell] = [c for c in cell_summaries(store) if c.defense == "hidden-saturation" and c.norm == "linf"]
+    assert cell.unescalated_robust_accuracy is None
+    assert [a.attack for a in cell.attacks] == ["pgd"]
