@@ -30,6 +30,7 @@ from advsec.keys import content_key, key_seed
 from advsec.progress import Progress
 from advsec.spec import DefenseSpec, EvaluationConfig, Spec, make_plugin
 from advsec.store import Store
+from advsec.threads import rebalance
 from advsec.threat import check_inputs
 from advsec.train import TrainedModel, fit_or_load, load_or_train, model_key
 from advsec.user_models import checkpoint_key, load_user_model
@@ -269,6 +270,7 @@ class CountingModel(nn.Module):
         self.counting = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rebalance()  # every network pass is a moment to share the cores (advsec.threads)
         if self.counting:
             self.forwards += len(x)
             self.backwards += len(x) if torch.is_grad_enabled() and x.requires_grad else 0

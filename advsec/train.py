@@ -25,6 +25,7 @@ from advsec.errors import InputError
 from advsec.keys import content_key, seeded
 from advsec.progress import Progress
 from advsec.spec import TrainConfig, make_plugin
+from advsec.threads import rebalance
 
 CACHE_FORMAT = 4  # bump when training semantics change, so old checkpoints are not reused
 
@@ -206,6 +207,7 @@ def train(
                 permutation = torch.randperm(len(x), generator=generator).to(device)
                 total = 0.0
                 for start in range(0, len(x), config.batch_size):
+                    rebalance()
                     batch = permutation[start : start + config.batch_size]
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(step)

@@ -43,9 +43,11 @@ def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def parse_benchmark_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Parse the command line, pin torch's threads, and use ../shared/data unless $ADVSEC_DATA is set."""
+    """Parse the command line, pin torch's threads (advsec.threads keeps them), and use ../shared/data
+    unless $ADVSEC_DATA is set."""
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["ADVSEC_THREADS"] = str(args.threads)
     if "ADVSEC_DATA" not in os.environ and SHARED_DATA.is_dir():
         os.environ["ADVSEC_DATA"] = str(SHARED_DATA)
     return args

@@ -22,6 +22,12 @@ def shared_data_dir() -> Path:
     pytest.skip(f"no data sets: ADVSEC_DATA is not set and {shared} does not exist")
 
 
+# Float reductions may differ in their last bits between thread counts, and several tests compare runs made
+# in different processes bit for bit: every test process uses one fixed count, every core (advsec.threads
+# would otherwise share the cores with whatever else is running).
+os.environ.setdefault("ADVSEC_THREADS", str(len(os.sched_getaffinity(0))))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests train into a cache of their own, never the user's ``~/.cache/advsec``."""
