@@ -1,0 +1,162 @@
+"""Published headline figures, reproduced over seeds: median and range beside the paper's figure.
+
+    python benchmarks/reproductions.py [--settings mnist-fast-at ...] [--seeds 5] [--samples 1000]
+                                       [--epochs N] [--certify-n N]
+
+Each setting runs a spec from evaluations/ through the same code as `advsec run`, cut to the one defense
+the paper trained, once per seed (the spec's `seed`: training, attack starts and draws all change), each
+seed with a model cache of its own. Reduced arguments (fewer seeds, samples, epochs or certification
+draws: what a 2-core machine allows) appear in the recorded command line and in every row; a figure
+reproduces when the paper's number lies within the range over seeds, or the median is within 1 pp of it.
+
+Settings and the figures they are checked against (REFERENCES.md):
+- mnist-fast-at: Wong, Rice & Kolter 2020, FGSM-RS at eps 0.3: clean 98.50, PGD-50x10 88.77.
+- mnist-pgd-at: Madry et al. 2018 at eps 0.3: clean 98.8, PGD-100 with restarts 89.3.
+- fashion-fast-at, fashion-pgd-at: the same recipes on Fashion-MNIST at eps 0.1; no published figure.
+- mnist-smoothing: Cohen et al. 2019, sigma 0.25 (n = 100,000): certified 96.7 % at l2 radius 0.5.
+- mnist-advgan: Xiao et al. 2018, AdvGAN at linf 0.3 on undefended MNIST models: 97.9-98.3 % success.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import REPO, Output, benchmark_parser, parse_benchmark_args, record
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One published number and how to read ours from a finished run (in %)."""
+
+    metric: str
+    paper: float | None  # None: no published figure for this setting
+    source: str
+
+
+@dataclass(frozen=True)
+class Setting:
+    spec: str  # evaluations/<spec>.toml
+    defense: str  # the label of the defense kept
+    figures: tuple[Figure, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)  # top-level tables replaced
+
+
+WONG = "Wong et al. 2020"
+MADRY = "Madry et al. 2018"
+SETTINGS = {
+    "mnist-fast-at": Setting(
+        "mnist-linf", "fast-at",
+        (Figure("clean", 98.50, WONG), Figure("pgd-50x10", 88.77, WONG), Figure("worst-case", 82.93,
+                                                                                "AutoAttack paper")),
+        {"threats": [{"norm": "linf", "eps": [0.3]}]},
+    ),
+    "mnist-pgd-at": Setting(
+        "mnist-linf", "pgd-at",
+        (Figure("clean", 98.8, MADRY), Figure("pgd-50x10", 89.3, MADRY + " (PGD-100, restarts)"),
+         Figure("worst-case", 88.50, "AutoAttack paper")),
+        {"threats": [{"norm": "linf", "eps": [0.3]}]},
+    ),
+    "fashion-fast-at": Setting(
+        "fashion-linf", "fast-at",
+        (Figure("clean", None, "none published"), Figure("worst-case", None, "none published")),
+        {"threats": [{"norm": "linf", "eps": [0.1]}]},
+    ),
+    "fashion-pgd-at": Setting(
+        "fashion-linf", "pgd-at",
+        (Figure("clean", None, "none published"), Figure("worst-case", None, "none published")),
+        {"threats": [{"norm": "linf", "eps": [0.1]}]},
+    ),
+    "mnist-smoothing": Setting(
+        "smoothing-mnist", "smoothing σ=0.25",
+        (Figure("certified r=0.5", 96.7, "Cohen et al. 2019"),),
+        {"threats": [{"norm": "l2", "eps": [0.5]}]},
+    ),
+    "mnist-advgan": Setting(
+        "mnist-advgan", "standard",
+        (Figure("advgan success", 97.9, "Xiao et al. 2018 (97.9-98.3)"),),
+        {"threats": [{"norm": "linf", "eps": [0.3]}]},
+    ),
+}  # fmt: skip
+
+
+def run_seed(setting: Setting, seed: int, args: Any) -> dict[str, float]:
+    """One seed of a setting, in a fresh folder and model cache: its figures, in %."""
+    from advsec.progress import Progress
+    from advsec.results import cell_summaries, certified_summaries
+    from advsec.runner import run_spec
+    from advsec.spec import spec_from_dict
+
+    text = (REPO / "evaluations" / f"{setting.spec}.toml").read_text()
+    raw = tomllib.loads(text)
+    raw["defenses"] = [d for d in raw["defenses"] if d.get("label", d["name"]) == setting.defense]
+    raw.update(setting.overrides, seed=seed)
+    raw.setdefault("evaluation", {})["samples"] = args.samples
+    if args.epochs:
+        raw["train"] = {**raw.get("train", {}), "epochs": args.epochs}
+    if "certify" in raw and args.certify_n:
+        raw["certify"] = {**raw["certify"], "n": args.certify_n, "samples": args.samples}
+    folder = Path(tempfile.mkdtemp(prefix=f"reproduce-{setting.spec}-{seed}-"))
+    os.environ["ADVSEC_CACHE"] = str(folder / "cache")
+    spec = spec_from_dict(raw, text=text, default_name=setting.spec)
+    store = run_spec(spec, folder / "run", device=torch.device("cpu"), progress=Progress(quiet=True))
+    cells = cell_summaries(store)
+    clean = next(c for c in cells if c.norm == "none")
+    attacked = next(c for c in cells if c.norm != "none")
+    found = {"clean": 100 * clean.clean_accuracy, "worst-case": 100 * attacked.robust_accuracy}
+    for attack in attacked.attacks:
+        found[attack.attack] = 100 * (attack.robust_alone if attack.robust_alone is not None
+                                      else attack.robust_after)  # fmt: skip
+        if attack.attack == "advgan":
+            found["advgan success"] = 100 * (attack.broken / max(attack.attacked, 1))
+    for certified in certified_summaries(store):
+        for radius, accuracy in certified.certified.items():
+            found[f"certified r={radius}"] = 100 * accuracy
+    return found
+
+
+def verdict(paper: float | None, values: list[float]) -> str:
+    if paper is None:
+        return "no published figure"
+    within = min(values) <= paper <= max(values) or abs(statistics.median(values) - paper) <= 1.0
+    return "reproduced" if within else f"not reproduced ({statistics.median(values) - paper:+.2f} pp)"
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=None, help="override the specs' training epochs")
+    parser.add_argument("--certify-n", type=int, default=None, help="override [certify] n")
+    args = parse_benchmark_args(parser)
+    say = Output()
+    reduced = [f"{k} {v}" for k, v in (("epochs", args.epochs), ("certify n", args.certify_n)) if v]
+    say(
+        f"{args.seeds} seeds, first {args.samples} test images"
+        + (f"; reduced: {', '.join(reduced)}" * bool(reduced))
+    )
+    say(f"{'setting':<16} {'figure':<18} {'paper':>7} {'median':>7} {'range':>15}  verdict (source)")
+    for name in args.settings:
+        setting = SETTINGS[name]
+        runs = [run_seed(setting, seed, args) for seed in range(args.seeds)]
+        for figure in setting.figures:
+            values = [run[figure.metric] for run in runs if figure.metric in run]
+            if not values:
+                say(f"{name:<16} {figure.metric:<18} not measured by this spec")
+                continue
+            paper = "—" if figure.paper is None else f"{figure.paper:.2f}"
+            spread = f"{min(values):.2f}–{max(values):.2f}"
+            say(f"{name:<16} {figure.metric:<18} {paper:>7} {statistics.median(values):>7.2f} {spread:>15}  "
+                f"{verdict(figure.paper, values)} ({figure.source})")  # fmt: skip
+    record("reproductions", say.lines)
+
+
+if __name__ == "__main__":
+    main()
