@@ -56,7 +56,7 @@ def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[D
         per_pass = defense.network_passes_per_query()
         attacks += per_pass * samples * (1 + draws)  # the clean predictions and their redraws
         for attack in cell.attacks:
-            eot = spec.evaluation.eot_draws if attack.adaptive and defense.stochastic else 1
+            eot = spec.evaluation.most_eot_draws if attack.adaptive and defense.stochastic else 1
             passes = samples * (eot * attack_passes(attack) + draws)
             attacks += per_pass * passes + fit_passes(attack, dataset)
     certify = 0
@@ -71,7 +71,7 @@ def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[D
     if spec.replay is not None:
         settings = spec.replay
         per_defense = sum(
-            settings.samples * attack_passes(a) * (1 + spec.evaluation.eot_draws)
+            settings.samples * attack_passes(a) * (1 + spec.evaluation.most_eot_draws)
             for a in replay_attacks(spec.attacks, settings)
         )
         replayed = 2 * settings.samples * len(settings.delays) + max(settings.delays)  # + the traffic

@@ -10,7 +10,8 @@ time adaptively (Athalye, Carlini & Wagner 2018), through :meth:`Defense.adaptiv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,9 +22,12 @@ from torch import nn
 from advsec.data import Dataset
 from advsec.norms import Norm
 from advsec.progress import Progress
+from advsec.spec import EOT_AUTO as AUTO
+from advsec.spec import EOT_MOST_DRAWS as MOST_DRAWS
 from advsec.threat import ThreatModel
 
 Bounds = tuple[float, float]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,24 @@ class Defense:
         defense that computes before classifying (``defense-gan``'s projection)."""
         return 1
 
+    def trainer(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        samples: int,
+        batch_size: int,
+        epochs: int,
+        generator: torch.Generator,
+        log: Callable[[str], None],
+    ) -> Trainer:
+        """How training takes its steps on ``samples`` training samples: the batches and the optimizer.
+
+        Shuffled batches of ``batch_size`` and ``optimizer`` as it is by default; ``dp-sgd`` draws Poisson
+        batches and clips and noises per-sample gradients (Opacus), and counts the privacy spent.
+        """
+        return Trainer(optimizer, samples, batch_size, generator)
+
     def network(self, build: Callable[[int], nn.Module]) -> nn.Module:
         """The network this defense trains; ``build(i)`` makes the i-th freshly initialized model.
 
@@ -121,6 +143,38 @@ class Defense:
         handled by the harness, which averages this view over draws (:class:`Expectation`).
         """
         return deployed
+
+
+class Trainer:
+    """How training takes its steps: the batches of each epoch and the optimizer stepping on their loss.
+
+    The default: each epoch a fresh permutation of the samples cut into batches of ``batch_size``, and the
+    optimizer as given. A context manager: leaving it undoes what training added to the model.
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, samples: int, batch_size: int, generator: torch.Generator
+    ) -> None:
+        self.optimizer = optimizer
+        self.samples, self.batch_size, self.generator = samples, batch_size, generator
+        self.batches = -(-samples // batch_size)  # per epoch
+
+    def epoch(self) -> Iterator[torch.Tensor]:
+        """The sample indices of each batch of one epoch."""
+        return iter(torch.randperm(self.samples, generator=self.generator).split(self.batch_size))
+
+    def record(self) -> dict[str, float]:
+        """What an epoch's history record gains (``dp-sgd``: the privacy spent so far); nothing here."""
+        return {}
+
+    def close(self) -> None:
+        """Undo what training added to the model; nothing here."""
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -179,21 +233,75 @@ class AdversarialTraining(Defense):
         raise NotImplementedError
 
 
+AGREEMENT = 0.9  # median cosine two independent gradient estimates must reach for their draws to suffice
+PROBE = 32  # samples of the first differentiated batch the draws are measured on
+PROVISIONAL = 10  # draws averaged before any input was differentiated (no-gradient calls only)
+
+
 class Expectation(nn.Module):
     """EOT: the expected prediction of a random model, as log-probabilities averaged over ``draws`` calls.
 
     Differentiating it gives the gradient of the expected classifier, which is what an attacker who
     knows the defense's randomness optimizes. Each call runs the model ``draws`` times.
+
+    With ``draws="auto"`` the number is measured for the model, on the first input an attack
+    differentiates (its first iterate): two independent estimates of the expected loss's input gradient,
+    each over n draws, are compared on up to ``PROBE`` samples, and n doubles from 1 until their median
+    cosine similarity reaches ``AGREEMENT`` or n reaches ``MOST_DRAWS``. A model whose randomness barely
+    moves its gradient keeps one draw; a very noisy one gets many. The measuring passes run through the
+    model like any other, so whatever counts the attack's passes counts them too; they draw from the same
+    generators as the attack, so a seeded evaluation repeats them exactly. ``measured`` keeps each
+    (n, agreement) tried.
     """
 
-    def __init__(self, model: nn.Module, draws: int) -> None:
+    def __init__(self, model: nn.Module, draws: int | str) -> None:
         super().__init__()
+        if draws != AUTO and not (isinstance(draws, int) and draws >= 1):
+            raise ValueError(f"draws must be a positive int or {AUTO!r}, got {draws!r}")
         self.model = model
-        self.draws = draws
+        self.auto = draws == AUTO
+        self.draws: int | None = None if self.auto else int(draws)
+        self.measured: list[tuple[int, float]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.stack([F.softmax(self.model(x), dim=1) for _ in range(self.draws)]).mean(0)
+        if self.draws is None and x.requires_grad and torch.is_grad_enabled():
+            self.draws = self.choose(x.detach())
+        return self.expected(x, self.draws or PROVISIONAL)
+
+    def expected(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+        probabilities = torch.stack([F.softmax(self.model(x), dim=1) for _ in range(draws)]).mean(0)
         return probabilities.clamp_min(1e-12).log()
+
+    def choose(self, x: torch.Tensor) -> int:
+        """The fewest draws (a power of two, at most ``MOST_DRAWS``) whose gradient estimates agree."""
+        x = x[:PROBE]
+        draws = 1
+        while True:
+            first, label = self._gradient(x, draws, None)
+            second, _ = self._gradient(x, draws, label)
+            first, second = first.flatten(1), second.flatten(1)
+            seen = (first.norm(dim=1) > 0) & (second.norm(dim=1) > 0)  # a blind sample agrees at no draws
+            cosine = F.cosine_similarity(first[seen], second[seen], dim=1)
+            agreement = float(cosine.median()) if len(cosine) else 1.0
+            self.measured.append((draws, agreement))
+            if agreement >= AGREEMENT or draws >= MOST_DRAWS:
+                log.info("EOT: %d draws (median gradient agreement %.3f; tried %s)", draws, agreement,
+                         ", ".join(f"{n}: {a:.3f}" for n, a in self.measured))  # fmt: skip
+                return draws
+            draws = min(2 * draws, MOST_DRAWS)
+
+    def _gradient(
+        self, x: torch.Tensor, draws: int, label: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input gradient of the expected cross-entropy over ``draws`` draws, towards leaving ``label``
+        (the expected prediction's own class when None), and that label."""
+        with torch.enable_grad():
+            x = x.clone().requires_grad_(True)
+            log_probabilities = self.expected(x, draws)
+            label = log_probabilities.argmax(1).detach() if label is None else label
+            loss = F.nll_loss(log_probabilities, label, reduction="sum")
+            (gradient,) = torch.autograd.grad(loss, x)
+        return gradient, label
 
 
 class InputTransform(Defense):

@@ -38,7 +38,7 @@ from advsec.sanity import (
     loss_not_raised,
     model_checks,
 )
-from advsec.spec import AttackSpec, DefenseSpec, Spec, make_plugin
+from advsec.spec import EOT_AUTO, AttackSpec, DefenseSpec, Spec, make_plugin
 from advsec.threat import ThreatModel, check_attack_output
 from advsec.train import TrainedModel, is_cached, trained_on
 
@@ -93,18 +93,33 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
     return cells
 
 
+# The strong EOT stage of a random defense: APGD-CE's own schedule over 100 steps.
+STRONG_EOT = AttackSpec("apgd-ce", "apgd-ce", {"steps": 100}, adaptive=True)
+
+
 def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]:
     """The spec's attacks again, aimed at the defense's adaptive view, when a naive attack can be fooled.
 
     A random defense is attacked through the expectation of its predictions (EOT), a non-differentiable
-    one through its surrogate gradient (BPDA); the labels say which, e.g. ``pgd+BPDA``.
+    one through its surrogate gradient (BPDA); the labels say which, e.g. ``pgd+BPDA``. With ``eot_draws =
+    "auto"`` a random defense's expectation measures its own draws (:class:`advsec.defense.Expectation`)
+    and APGD-CE (``STRONG_EOT``) follows the spec's attacks through it: a spec's short attacks, through
+    a few draws, stop short of what a strong EOT attack reaches, and APGD halves its step wherever the
+    expected loss stops rising. A number of draws fixes the stage to the spec's attacks alone.
     """
     cls = registry.defenses.get(defense.name)
-    tricks = ["BPDA"] * (not cls.differentiable) + [f"EOT{spec.evaluation.eot_draws}"] * cls.stochastic
+    auto = spec.evaluation.eot_draws == EOT_AUTO
+    draws = "" if auto else spec.evaluation.eot_draws
+    tricks = ["BPDA"] * (not cls.differentiable) + [f"EOT{draws}"] * cls.stochastic
     if not (spec.evaluation.adaptive and tricks):
         return ()
     suffix = "+" + "+".join(tricks)
-    return tuple(replace(a, label=a.label + suffix, adaptive=True) for a in bounded(spec.attacks))
+    attacks = tuple(replace(a, label=a.label + suffix, adaptive=True) for a in bounded(spec.attacks))
+    strong = registry.attacks.get(STRONG_EOT.name)
+    label = STRONG_EOT.label + suffix
+    if auto and cls.stochastic and all(t.norm in strong.norms for t in spec.threats):
+        attacks += (replace(STRONG_EOT, label=label),) * (label not in {a.label for a in attacks})
+    return attacks
 
 
 def bounded(attacks: tuple[AttackSpec, ...]) -> tuple[AttackSpec, ...]:

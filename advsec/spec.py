@@ -83,6 +83,10 @@ class ThreatSpec:
     eps: tuple[float, ...]
 
 
+EOT_AUTO = "auto"  # `[evaluation] eot_draws`: as many draws as each defense's randomness needs
+EOT_MOST_DRAWS = 64  # the most draws "auto" gives an expectation
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     """Which test samples are attacked and how the attacks combine."""
@@ -92,9 +96,11 @@ class EvaluationConfig:
     cascade: bool = True  # attack only samples every earlier attack left robust
     examples: int = 8  # adversarial examples kept per cell for the report
     # Defenses that are random or non-differentiable are attacked twice: as deployed ("naive") and
-    # adaptively, through BPDA and an expectation over `eot_draws` draws of their randomness.
+    # adaptively, through BPDA and an expectation over `eot_draws` draws of their randomness: "auto"
+    # measures the draws per defense (advsec.defense.Expectation) and adds APGD-CE through it; a number
+    # fixes the draws and keeps the adaptive stage to the spec's own attacks.
     adaptive: bool = True
-    eot_draws: int = 10
+    eot_draws: int | Literal["auto"] = EOT_AUTO
     # A random defense's predictions are evaluated this many times; a sample counts only if all agree.
     repeats: int = 5
     # A cell whose sanity checks flag masking, randomness or state is attacked again on its survivors
@@ -102,10 +108,15 @@ class EvaluationConfig:
     escalate: bool = True
 
     def __post_init__(self) -> None:
-        if self.eot_draws < 1:
-            raise ValueError(f"eot_draws must be >= 1, got {self.eot_draws}")
+        if self.eot_draws != EOT_AUTO and self.eot_draws < 1:
+            raise ValueError(f"eot_draws must be >= 1 or {EOT_AUTO!r}, got {self.eot_draws}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+    @property
+    def most_eot_draws(self) -> int:
+        """The most draws an expectation averages: ``eot_draws``, or ``EOT_MOST_DRAWS`` for "auto"."""
+        return EOT_MOST_DRAWS if self.eot_draws == EOT_AUTO else self.eot_draws
 
 
 @dataclass(frozen=True)
