@@ -234,6 +234,7 @@ class AdversarialTraining(Defense):
 
 
 AGREEMENT = 0.9  # median cosine two independent gradient estimates must reach for their draws to suffice
+ESTIMATES = 4  # independent gradient estimates compared pairwise per number of draws tried
 PROBE = 32  # samples of the first differentiated batch the draws are measured on
 PROVISIONAL = 10  # draws averaged before any input was differentiated (no-gradient calls only)
 
@@ -245,9 +246,12 @@ class Expectation(nn.Module):
     knows the defense's randomness optimizes. Each call runs the model ``draws`` times.
 
     With ``draws="auto"`` the number is measured for the model, on the first input an attack
-    differentiates (its first iterate): two independent estimates of the expected loss's input gradient,
-    each over n draws, are compared on up to ``PROBE`` samples, and n doubles from 1 until their median
-    cosine similarity reaches ``AGREEMENT`` or n reaches ``MOST_DRAWS``. A model whose randomness barely
+    differentiates (its first iterate): ``ESTIMATES`` independent estimates of the expected loss's input
+    gradient, each over n draws, are compared on up to ``PROBE`` samples, and n doubles from 1 until their
+    cosine similarity (the median over samples, averaged over the pairs) reaches ``AGREEMENT`` or n
+    reaches ``MOST_DRAWS``. Several pairs, not one: a defense that draws once per call for the whole batch
+    (a random ensemble's member) gives two one-draw estimates the same draw, and so full agreement, a
+    third of the time with three members. A model whose randomness barely
     moves its gradient keeps one draw; a very noisy one gets many. The measuring passes run through the
     model like any other, so whatever counts the attack's passes counts them too; they draw from the same
     generators as the attack, so a seeded evaluation repeats them exactly. ``measured`` keeps each
@@ -278,11 +282,12 @@ class Expectation(nn.Module):
         draws = 1
         while True:
             first, label = self._gradient(x, draws, None)
-            second, _ = self._gradient(x, draws, label)
-            first, second = first.flatten(1), second.flatten(1)
-            seen = (first.norm(dim=1) > 0) & (second.norm(dim=1) > 0)  # a blind sample agrees at no draws
-            cosine = F.cosine_similarity(first[seen], second[seen], dim=1)
-            agreement = float(cosine.median()) if len(cosine) else 1.0
+            estimates = [first] + [self._gradient(x, draws, label)[0] for _ in range(ESTIMATES - 1)]
+            flat = [g.flatten(1) for g in estimates]
+            seen = torch.stack([g.norm(dim=1) > 0 for g in flat]).all(0)  # blind samples agree at no draws
+            pairs = [(a, b) for i, a in enumerate(flat) for b in flat[i + 1 :]]
+            medians = [F.cosine_similarity(a[seen], b[seen], dim=1).median() for a, b in pairs]
+            agreement = float(torch.stack(medians).mean()) if seen.any() else 1.0
             self.measured.append((draws, agreement))
             if agreement >= AGREEMENT or draws >= MOST_DRAWS:
                 log.info("EOT: %d draws (median gradient agreement %.3f; tried %s)", draws, agreement,
