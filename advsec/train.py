@@ -189,26 +189,31 @@ def train(
         held_out, kept = training_split(len(dataset.x_train), defense.guard_samples, generator)
         x, y = dataset.x_train[kept].to(device), dataset.y_train[kept].to(device)
         model.to(device).train()
-        optimizer = _optimizer(model, config)
         name = label or type(defense).__name__
+
+        def log(message: str) -> None:
+            progress.log(f"{name}: {message}")
+
+        # The defense says how steps are taken: which samples make a batch, how the optimizer steps.
+        trainer = defense.trainer(model, _optimizer(model, config), samples=len(x),
+                                  batch_size=config.batch_size, epochs=config.epochs, generator=generator,
+                                  log=log)  # fmt: skip
+        optimizer = trainer.optimizer
         guard = None
         if len(held_out):
             checked = (dataset.x_train[held_out].to(device), dataset.y_train[held_out].to(device))
-            guard = OverfittingGuard(defense, model, optimizer, checked, dataset.bounds, generator,
-                                     log=lambda message: progress.log(f"{name}: {message}"))  # fmt: skip
-        batches = -(-len(x) // config.batch_size)
-        steps = config.epochs * batches
+            guard = OverfittingGuard(defense, model, optimizer, checked, dataset.bounds, generator, log=log)
+        steps = config.epochs * trainer.batches
         learning_rate = _schedule(config, steps)
         history: list[dict[str, float]] = []
         step = epoch = 0
-        with progress.task(f"train {name}", total=steps) as task:
+        with trainer, progress.task(f"train {name}", total=steps) as task:
             while epoch < config.epochs:
                 epoch += 1
-                permutation = torch.randperm(len(x), generator=generator).to(device)
-                total = 0.0
-                for start in range(0, len(x), config.batch_size):
+                total, seen = 0.0, 0
+                for batch in trainer.epoch():
                     rebalance()
-                    batch = permutation[start : start + config.batch_size]
+                    batch = batch.to(device)
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(step)
                     loss = defense.loss(model, x[batch], y[batch], bounds=dataset.bounds, generator=generator,
@@ -217,9 +222,10 @@ def train(
                     loss.backward()
                     optimizer.step()
                     total += loss.item() * len(batch)
+                    seen += len(batch)
                     step += 1
                     task.advance()
-                history.append({"epoch": epoch, "loss": total / len(x)})
+                history.append({"epoch": epoch, "loss": total / max(seen, 1), **trainer.record()})
                 verdict = "train on" if guard is None else guard.after_epoch(epoch, history[-1])
                 if verdict == "stop":
                     break
