@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from advsec.progress import Progress
+from advsec.report import build_report
 from advsec.results import cell_summaries
 from advsec.runner import run_spec
 from advsec.spec import parse_spec
@@ -130,13 +131,14 @@ HONEST = {  # each hidden trick, and what it is when declared truthfully and att
 
 
 @pytest.fixture(scope="module")
-def escalated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def escalated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("escalation")
     (folder / "hidden.py").write_text(HIDDEN)
     names = [*HONEST, "declared-rounding", "declared-noise"]
     text = SPEC.format(defenses="".join(f'[[defenses]]\nname = "{n}"\n' for n in names))
     store = run_spec(parse_spec(text, base_dir=folder), folder / "out", device=CPU, progress=QUIET)
-    return {c.defense: c for c in cell_summaries(store) if c.norm == "linf"}
+    report = build_report(store, folder / "report").read_text()
+    return {"report": report} | {c.defense: c for c in cell_summaries(store) if c.norm == "linf"}
 
 
 def test_hidden_tricks_are_escalated_to_the_honest_worst_case(escalated) -> None:
@@ -146,6 +148,9 @@ def test_hidden_tricks_are_escalated_to_the_honest_worst_case(escalated) -> None
         assert cell.unescalated_robust_accuracy > cell.robust_accuracy + 0.1, hidden  # the flags mattered
         assert cell.robust_accuracy <= escalated[honest].robust_accuracy + 0.05, hidden
         assert all(a.escalation for a in cell.attacks[1:]), hidden  # what was added says why
+    report = escalated["report"]
+    for shown in ("Flags that acted", "square (escalated)", "undeclared statefulness"):
+        assert shown in report
 
 
 def test_a_truthful_defense_is_never_escalated(escalated) -> None:
