@@ -102,6 +102,7 @@ class DefenseSummary:
     stochastic: bool
     privacy: dict[str, MembershipInference]  # by signal: how far training samples can be told from others
     flags: list[str]  # the names of the flagged sanity checks
+    privacy_budget: tuple[float, float] | None = None  # (ε, δ) a differentially private training spent
 
 
 @dataclass(frozen=True)
@@ -318,9 +319,16 @@ def defense_summaries(store: Store, cells: list[CellSummary] | None = None) -> l
                 stochastic=bool(model.get("stochastic")),
                 privacy={m.signal: m for m in clean.privacy},
                 flags=[check.name for c in own for check in c.checks if check.flagged],
+                privacy_budget=_privacy_budget(model.get("history", [])),
             )
         )
     return out
+
+
+def _privacy_budget(history: list[dict[str, float]]) -> tuple[float, float] | None:
+    """The (ε, δ) spent by the end of a differentially private training (``dp-sgd``'s epoch records)."""
+    spent = [h for h in history if "epsilon" in h]
+    return (spent[-1]["epsilon"], spent[-1]["delta"]) if spent else None
 
 
 def certified_summaries(store: Store) -> list[CertifiedSummary]:

@@ -87,7 +87,9 @@ def print_scorecard(
     table.add_column("defense", no_wrap=True)
     columns = ["clean", *(b.replace(":", " ") for b in budgets)]
     columns += [f"certified ℓ2 r={CERTIFIED_RADIUS}"] * bool(certified) + ["flags"]
-    columns += [f"MI adv. {signal} (pp)" for signal in signals] + ["train s", "attack s"]
+    private = any(d.privacy_budget for d in defenses)
+    columns += [f"MI adv. {signal} (pp)" for signal in signals] + ["DP (ε, δ)"] * private
+    columns += ["train s", "attack s"]
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for d in defenses:
@@ -96,6 +98,8 @@ def print_scorecard(
             value = certified.get(d.defense)
             robust.append("" if value is None else f"{100 * value:.1f}")
         privacy = [f"{100 * d.privacy[s].advantage:+.1f}" if s in d.privacy else "" for s in signals]
+        if private:
+            privacy.append("" if d.privacy_budget is None else "({:.3g}, {:.0e})".format(*d.privacy_budget))
         train_seconds = "" if d.train_seconds is None else f"{d.train_seconds:.1f}"
         table.add_row(
             d.defense,

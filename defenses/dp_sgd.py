@@ -153,9 +153,9 @@ class PrivateTrainer(Trainer):
                 + " (dp-sgd fixes advsec's own models, batch norm to group norm; retrain yours without it)"
             )
         if defense.fixed:
-            log(f"dp-sgd: Opacus' ModuleValidator.fix replaced {', '.join(defense.fixed)}")
+            log(f"DP-SGD: Opacus' ModuleValidator.fix replaced {', '.join(defense.fixed)}")
         if defense.delta >= 1 / samples:
-            log(f"dp-sgd: delta {defense.delta:g} is not below 1/n = {1 / samples:.2g}: a weak guarantee")
+            log(f"DP-SGD: delta {defense.delta:g} is not below 1/n = {1 / samples:.2g}: a weak guarantee")
         self.delta = defense.delta
         with warnings.catch_warnings():  # seeded, as every advsec run: Opacus' secure_mode is off on purpose
             warnings.filterwarnings("ignore", "Secure RNG turned off")
@@ -182,7 +182,7 @@ class PrivateTrainer(Trainer):
         self.switch = model.register_forward_pre_hook(
             lambda module, _: setattr(self.hooks, "hooks_enabled", module.training)
         )
-        log(f"dp-sgd: noise multiplier {self.noise_multiplier:.4g}, clipping at {defense.max_grad_norm:g}, "
+        log(f"DP-SGD at noise multiplier {self.noise_multiplier:.4g}, clipping at {defense.max_grad_norm:g}, "
             f"sampling rate {1 / self.batches:.4g}, {self.batches} steps an epoch")  # fmt: skip
 
     def epoch(self) -> Iterator[torch.Tensor]:

@@ -54,6 +54,7 @@ def scorecard(
     columns = budgets(cells)
     certified_at = {c.defense: c.certified.get(CERTIFIED_RADIUS) for c in certified}
     signals = list(dict.fromkeys(signal for d in defenses for signal in d.privacy))
+    private = any(d.privacy_budget for d in defenses)
     rows = []
     for summary in defenses:
         robust = [(summary.robust.get(key), summary.robust_interval.get(key))
@@ -69,6 +70,7 @@ def scorecard(
                 *([percent(certified_at.get(summary.defense))] if certified else []),
                 str(len(summary.flags)),
                 *(_advantage(summary.privacy.get(signal)) for signal in signals),
+                *([_budget(summary.privacy_budget)] if private else []),
                 seconds(summary.train_seconds),
                 seconds(summary.attack_seconds),
                 count(summary.forwards),
@@ -77,7 +79,7 @@ def scorecard(
         )
     header = ["Defense", "Method", "Clean", *(budget_name(n, e) for n, e in columns)]
     header += [f"Certified ℓ2 r={CERTIFIED_RADIUS}"] * bool(certified) + ["Flags"]
-    header += [f"MI advantage ({signal})" for signal in signals]
+    header += [f"MI advantage ({signal})" for signal in signals] + ["DP (ε, δ)"] * private
     header += ["Train s", "Attack s", "Forwards", "Backwards"]
     return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2), sortable=True)
 
@@ -85,6 +87,11 @@ def scorecard(
 def _advantage(inference: MembershipInference | None) -> str:
     """A membership-inference advantage (TPR − FPR) in percentage points; 0 is chance."""
     return MISSING if inference is None else f"{100 * inference.advantage:+.1f} pp"
+
+
+def _budget(spent: tuple[float, float] | None) -> str:
+    """A differentially private training's spent budget, as (ε, δ)."""
+    return MISSING if spent is None else f"({spent[0]:.3g}, {spent[1]:.0e})"
 
 
 def attack_tables(cells: list[CellSummary]) -> list[Block]:
