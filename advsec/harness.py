@@ -26,6 +26,7 @@ from advsec.errors import CostError, SpecError
 from advsec.escalate import causes, escalated_views, follow_ups, pristine_views
 from advsec.generator import Generator, fit_generator
 from advsec.keys import content_key, seeded
+from advsec.lira import shadow_models
 from advsec.privacy import membership_inference
 from advsec.progress import Progress
 from advsec.records import AttackRecord, CellResult, MembershipInference, SanityCheck
@@ -88,7 +89,9 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
                 "evaluation": asdict(spec.evaluation),
                 "seed": spec.seed,
             }
-            randomness = content_key({k: v for k, v in content.items() if k != "defense"})
+            if norm == CLEAN and spec.privacy.shadows:  # the clean cell's rows hold LiRA's figures
+                content["privacy"] = asdict(spec.privacy)
+            randomness = content_key({k: v for k, v in content.items() if k not in ("defense", "privacy")})
             cells.append(Cell(content_key(content), defense, norm, eps, tuple(cell_attacks), randomness))
     return cells
 
@@ -266,7 +269,11 @@ def evaluate_cell(
         # A checkpoint's members are the dataset's training split, where the user gave one.
         known_members = cell.defense.model is None or len(dataset.x_train) > 0
         attacked = threat is not None or not known_members
-        privacy = [] if attacked else _membership(cell.defense, trained, views.deployed, x, y, dataset, spec)
+        privacy = (
+            []
+            if attacked
+            else _membership(cell.defense, trained, views.deployed, x, y, dataset, spec, progress)
+        )
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     return CellResult(
         cell=cell.key,
@@ -412,14 +419,24 @@ def _membership(
     y: torch.Tensor,
     dataset: Dataset,
     spec: Spec,
+    progress: Progress,
 ) -> list[MembershipInference]:
     """Membership inference against the deployed model: as many training samples it learned from as test
-    samples evaluated, told apart by their loss, benign and at the report's budget (:mod:`advsec.privacy`).
-    A user's checkpoint learned from the dataset's training split, as the user declares by giving one."""
+    samples evaluated, told apart by their loss, benign and at the report's budget, and by offline LiRA
+    when ``[privacy] shadows`` asks for it (:mod:`advsec.privacy`, :mod:`advsec.lira`). A user's checkpoint
+    learned from the dataset's training split, as the user declares by giving one; it gets no shadow
+    models, as advsec cannot train its like."""
     if defense.model is None or defense.fine_tune:
         members = trained_on(dataset, trained.defense, spec.seed)[: len(x)]
     else:
         members = torch.arange(min(len(x), len(dataset.x_train)))
+    shadows = None
+    if spec.privacy.shadows and defense.model is None:
+        shadows = shadow_models(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed,
+                                members=members, nonmembers=len(x), count=spec.privacy.shadows,
+                                device=x.device, progress=progress, label=defense.label)  # fmt: skip
+    elif spec.privacy.shadows:
+        progress.log(f"{defense.label}: no LiRA, a checkpoint's shadow models cannot be trained like it")
     threat = ThreatModel(spec.threats[0].norm, spec.report_eps, dataset.bounds)
     return membership_inference(
         deployed,
@@ -427,6 +444,8 @@ def _membership(
         (x, y),
         threat=threat,
         batch=spec.evaluation.batch_size,
+        shadows=shadows.models if shadows else (),
+        shadow_seconds=shadows.train_seconds if shadows else 0.0,
     )
 
 

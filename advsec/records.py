@@ -24,10 +24,27 @@ class SanityCheck:
 
 @dataclass(frozen=True)
 class MembershipInference:
-    signal: str  # "loss" or "adversarial loss"
-    samples: int  # members, and as many non-members
-    accuracy: float  # balanced accuracy on the held-back half
-    advantage: float  # TPR − FPR on the held-back half
+    """One membership-inference signal's standing (:mod:`advsec.privacy`): a score per sample, higher
+    meaning "a member", read at low false-positive rates (Carlini et al. 2022) and as one balanced figure."""
+
+    signal: str  # "loss", "adversarial loss" or "lira"
+    members: int  # training samples scored
+    nonmembers: int  # test samples scored
+    accuracy: float  # balanced accuracy of a threshold fit on one half, scored on the other
+    advantage: float  # TPR − FPR of that threshold on the held-back half: 0 is chance
+    auc: float  # area under the ROC curve over all samples: 0.5 is chance
+    auc_low: float  # DeLong's 95 % interval
+    auc_high: float
+    # TPR at the threshold that lets through at most 0.1 % of the non-members (none, when fewer than 1,000
+    # were scored), with its Clopper–Pearson 95 % interval over the members
+    tpr_001: float
+    tpr_001_low: float
+    tpr_001_high: float
+    tpr_01: float  # the same at 1 % FPR
+    tpr_01_low: float
+    tpr_01_high: float
+    shadows: int = 0  # LiRA's shadow models (trained without any scored sample); 0 for the loss signals
+    shadow_seconds: float = 0.0  # their training time (as stored with them when they came from the cache)
 
 
 @dataclass

@@ -501,6 +501,40 @@ def certified_radii(certificates: list[dict[str, Any]]) -> list[float]:
     return [c["radius"] for c in certificates if c["prediction"] == c["label"]]
 
 
+MEMBERSHIP_FPRS = (0.001, 0.01)  # the false-positive rates a membership inference's TPR is read at
+
+
+def membership_resolved(inference: MembershipInference, fpr: float) -> bool:
+    """Whether ``inference`` scored enough non-members for a TPR at ``fpr`` to let any of them through:
+    with fewer than 1 / ``fpr``, its threshold lies above every non-member (FPR 0)."""
+    return inference.nonmembers * fpr >= 1 - 1e-9
+
+
+def membership_text(inference: MembershipInference) -> str:
+    """TPR at 0.1 % and 1 % FPR, then the ROC AUC: ``0.0* / 3.3 % · AUC 0.61``; a star marks a TPR read at
+    FPR 0, too few non-members having been scored to resolve its rate."""
+    tprs = [(inference.tpr_001, MEMBERSHIP_FPRS[0]), (inference.tpr_01, MEMBERSHIP_FPRS[1])]
+    shown = [f"{100 * tpr:.1f}" + ("" if membership_resolved(inference, fpr) else "*") for tpr, fpr in tprs]
+    return f"{' / '.join(shown)} % · AUC {inference.auc:.2f}"
+
+
+def membership_note(inferences: list[MembershipInference]) -> str:
+    """How many members and non-members the inferences scored, and which FPRs those resolve."""
+    if not inferences:
+        return ""
+    counts = sorted({(m.members, m.nonmembers) for m in inferences})
+    scored = "; ".join(f"{m:,} members and {n:,} non-members" for m, n in counts)
+    fewest = min(n for _, n in counts)
+    short = [fpr for fpr in MEMBERSHIP_FPRS if fewest * fpr < 1 - 1e-9]
+    note = f"Membership inference scored {scored}"
+    if short:
+        note += (
+            f"; FPR {100 * short[-1]:g} % needs ≥ {round(1 / short[-1]):,} non-members: with {fewest:,} the "
+            f"lowest FPR is {100 / max(fewest, 1):.2g} %, so a TPR marked * is read at FPR 0"
+        )
+    return note
+
+
 def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson's 95 % score interval for a proportion: sound near 0 and 1, where robust accuracies live."""
     if n == 0:

@@ -175,6 +175,21 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Membership inference (``[privacy]``, :mod:`advsec.privacy`): the loss thresholds always, and offline
+    LiRA (:mod:`advsec.lira`) against ``shadows`` shadow models per defense when set; 0 leaves LiRA off, as
+    each shadow costs one more training of the defense."""
+
+    shadows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shadows == 1 or self.shadows < 0:
+            raise ParameterError(
+                "shadows", f"expected 0 (LiRA off) or at least 2 shadow models, got {self.shadows}"
+            )
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     eps: float | None = None  # the budget of the trade-off chart; the middle of the first grid when unset
 
@@ -193,6 +208,7 @@ class Spec:
     report: ReportConfig = ReportConfig()
     certify: CertifyConfig | None = None  # certify the defenses that can (``advsec run`` does it too)
     replay: ReplayConfig | None = None  # the sitting-duck protocol (``advsec run`` runs it after the grid)
+    privacy: PrivacyConfig = PrivacyConfig()  # membership inference: LiRA's shadow models, if any
     plugins: tuple[str, ...] = ()
     text: str = field(default="", compare=False)
     dataset_params: dict[str, Any] = field(default_factory=dict)  # a `[dataset]` table's, besides its name
@@ -226,6 +242,7 @@ _TOP = {
     "report",
     "certify",
     "replay",
+    "privacy",
 }
 _DEFENSE_KEYS = {"name", "label", "train", "sweep", "model", "fine_tune"}
 _ATTACK_KEYS = {"name", "label", "target"}
@@ -338,6 +355,7 @@ def spec_from_dict(
         report=build(ReportConfig, _table(raw, "report", ""), "report"),
         certify=build(CertifyConfig, _table(raw, "certify", ""), "certify") if "certify" in raw else None,
         replay=build(ReplayConfig, _table(raw, "replay", ""), "replay") if "replay" in raw else None,
+        privacy=build(PrivacyConfig, _table(raw, "privacy", ""), "privacy"),
         plugins=plugins,
         text=text,
     )

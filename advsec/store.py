@@ -12,15 +12,23 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from advsec.errors import AdvsecError
-from advsec.records import CellResult, CertificationResult, ReplayResult, UnrestrictedResult
+from advsec.records import (
+    CellResult,
+    CertificationResult,
+    MembershipInference,
+    ReplayResult,
+    UnrestrictedResult,
+)
 
-FORMAT = 4  # the store's PRAGMA user_version: raised whenever a table changes shape
+FORMAT = 5  # the store's PRAGMA user_version: raised whenever a table changes shape
+PRIVACY_FIELDS = tuple(f.name for f in fields(MembershipInference))  # the privacy table's, past its cell
 SIDE_PLANS = ("certify_plan", "replay_plan", "unrestricted_plan")  # meta keys: what each protocol last ran
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,7 +62,9 @@ CREATE TABLE IF NOT EXISTS certificates (
     defense TEXT, idx INTEGER, label INTEGER, prediction INTEGER, count INTEGER, p_lower REAL, radius REAL,
     PRIMARY KEY (defense, idx));
 CREATE TABLE IF NOT EXISTS privacy (
-    cell TEXT, signal TEXT, samples INTEGER, accuracy REAL, advantage REAL, PRIMARY KEY (cell, signal));
+    cell TEXT, signal TEXT, members INTEGER, nonmembers INTEGER, accuracy REAL, advantage REAL, auc REAL,
+    auc_low REAL, auc_high REAL, tpr_001 REAL, tpr_001_low REAL, tpr_001_high REAL, tpr_01 REAL,
+    tpr_01_low REAL, tpr_01_high REAL, shadows INTEGER, shadow_seconds REAL, PRIMARY KEY (cell, signal));
 CREATE TABLE IF NOT EXISTS replays (
     defense TEXT, position INTEGER, key TEXT, attack TEXT, mode TEXT, samples INTEGER, crafted_fooled INTEGER,
     queries INTEGER, wall_seconds REAL, PRIMARY KEY (defense, position));
@@ -306,8 +316,8 @@ class Store:
                  for i, c in enumerate(result.checks)],
             )  # fmt: skip
             self.db.executemany(
-                "INSERT INTO privacy VALUES (?, ?, ?, ?, ?)",
-                [(result.cell, m.signal, m.samples, m.accuracy, m.advantage) for m in result.privacy],
+                f"INSERT INTO privacy VALUES ({', '.join('?' * (1 + len(PRIVACY_FIELDS)))})",
+                [(result.cell, *(getattr(m, f) for f in PRIVACY_FIELDS)) for m in result.privacy],
             )
             self.db.execute(
                 "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, datetime('now'))",
@@ -423,7 +433,7 @@ class Store:
         return self._rows("SELECT * FROM sanity WHERE cell = ? ORDER BY position", (cell,))
 
     def privacy(self, cell: str) -> list[dict[str, Any]]:
-        query = "SELECT signal, samples, accuracy, advantage FROM privacy WHERE cell = ? ORDER BY rowid"
+        query = f"SELECT {', '.join(PRIVACY_FIELDS)} FROM privacy WHERE cell = ? ORDER BY rowid"
         return self._rows(query, (cell,))
 
     def cell_attacks(self, cell: str) -> list[dict[str, Any]]:

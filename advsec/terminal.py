@@ -14,12 +14,15 @@ import advsec.registry as registry
 from advsec.errors import PluginError
 from advsec.results import (
     CERTIFIED_RADIUS,
+    MEMBERSHIP_FPRS,
     UNRESTRICTED_RATES,
     CertifiedSummary,
     DefenseSummary,
     ReplaySummary,
     UnrestrictedSummary,
     distance_text,
+    membership_note,
+    membership_resolved,
 )
 
 _CAPABILITIES: dict[str, list[str]] = {
@@ -110,6 +113,36 @@ def print_scorecard(
             train_seconds,
             f"{d.attack_seconds:.1f}",
         )
+    _console().print(table)
+    _print_membership(defenses)
+
+
+def _print_membership(defenses: list[DefenseSummary]) -> None:
+    """Each defense's membership inference per signal: TPR at 0.1 % and 1 % FPR (Clopper–Pearson 95 %),
+    AUC (DeLong 95 %), the balanced advantage, and for LiRA its shadow models and their training time."""
+    found = [(d.defense, m) for d in defenses for m in d.privacy.values()]
+    if not found:
+        return
+    table = Table(title="membership inference", title_justify="left", box=box.SIMPLE_HEAD,
+                  caption=membership_note([m for _, m in found]), caption_justify="left")  # fmt: skip
+    table.add_column("defense", no_wrap=True)
+    table.add_column("signal", no_wrap=True)
+    columns = ["members", "non-members", "TPR @ 0.1 % FPR", "TPR @ 1 % FPR", "AUC", "adv. (pp)", "shadows"]
+    for column in [*columns, "shadow train s"]:
+        table.add_column(column, justify="right", no_wrap=True)
+    for defense, m in found:
+        rates = [(MEMBERSHIP_FPRS[0], m.tpr_001, m.tpr_001_low, m.tpr_001_high),
+                 (MEMBERSHIP_FPRS[1], m.tpr_01, m.tpr_01_low, m.tpr_01_high)]  # fmt: skip
+        tpr = [
+            f"{100 * value:.1f}{'' if membership_resolved(m, fpr) else '*'} "
+            f"[{100 * low:.1f}, {100 * high:.1f}]"
+            for fpr, value, low, high in rates
+        ]
+        table.add_row(
+            defense, m.signal, f"{m.members:,}", f"{m.nonmembers:,}", *tpr,
+            f"{m.auc:.3f} [{m.auc_low:.3f}, {m.auc_high:.3f}]", f"{100 * m.advantage:+.1f}",
+            str(m.shadows) if m.shadows else "", f"{m.shadow_seconds:.1f}" if m.shadows else "",
+        )  # fmt: skip
     _console().print(table)
 
 

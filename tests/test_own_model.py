@@ -170,7 +170,8 @@ def test_a_checkpoint_given_its_training_split_gets_a_privacy_column(checkpoint)
     text = spec_text(model_entry("mine", MODELS["safetensors"])).replace("test.npz", "members.npz")
     [clean, *_] = cell_summaries(evaluate(folder, text, out="members"))
     assert [m.signal for m in clean.privacy] == ["loss", "adversarial loss"]
-    assert all(m.samples == 120 for m in clean.privacy)  # members from the split given, as many as tested
+    # members from the split given, as many as tested
+    assert all(m.members == m.nonmembers == 120 for m in clean.privacy)
 
 
 class RunsCode:

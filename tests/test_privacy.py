@@ -72,5 +72,6 @@ def test_every_defense_gets_a_privacy_cost_in_the_scorecard(tmp_path):
     assert result.exit_code == 0, result.output
     (defense,) = json.loads(result.output)["defenses"]
     assert set(defense["privacy"]) == {"loss", "adversarial loss"}
-    assert all(m["samples"] == 100 and -1 <= m["advantage"] <= 1 for m in defense["privacy"].values())
+    assert all(m["members"] == m["nonmembers"] == 100 and -1 <= m["advantage"] <= 1
+               for m in defense["privacy"].values())  # fmt: skip
     assert "MI advantage (loss)" in (tmp_path / "run" / "report.md").read_text()

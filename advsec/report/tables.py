@@ -19,6 +19,8 @@ from advsec.results import (
     UnrestrictedSummary,
     budget_key,
     distance_text,
+    membership_note,
+    membership_text,
 )
 
 MISSING = "—"
@@ -55,6 +57,7 @@ def scorecard(
     certified_at = {c.defense: c.certified.get(CERTIFIED_RADIUS) for c in certified}
     signals = list(dict.fromkeys(signal for d in defenses for signal in d.privacy))
     private = any(d.privacy_budget for d in defenses)
+    shadowed = any("lira" in d.privacy for d in defenses)
     rows = []
     for summary in defenses:
         robust = [(summary.robust.get(key), summary.robust_interval.get(key))
@@ -70,6 +73,8 @@ def scorecard(
                 *([percent(certified_at.get(summary.defense))] if certified else []),
                 str(len(summary.flags)),
                 *(_advantage(summary.privacy.get(signal)) for signal in signals),
+                *(_roc(summary.privacy.get(signal)) for signal in signals),
+                *([_shadow_seconds(summary.privacy.get("lira"))] if shadowed else []),
                 *([_budget(summary.privacy_budget)] if private else []),
                 seconds(summary.train_seconds),
                 seconds(summary.attack_seconds),
@@ -79,14 +84,28 @@ def scorecard(
         )
     header = ["Defense", "Method", "Clean", *(budget_name(n, e) for n, e in columns)]
     header += [f"Certified ℓ2 r={CERTIFIED_RADIUS}"] * bool(certified) + ["Flags"]
-    header += [f"MI advantage ({signal})" for signal in signals] + ["DP (ε, δ)"] * private
+    header += [f"MI advantage ({signal})" for signal in signals]
+    header += [f"MI TPR @ 0.1 / 1 % FPR, AUC ({signal})" for signal in signals]
+    header += ["LiRA shadow train s (models)"] * shadowed + ["DP (ε, δ)"] * private
     header += ["Train s", "Attack s", "Forwards", "Backwards"]
-    return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2), sortable=True)
+    note = membership_note([m for d in defenses for m in d.privacy.values()])
+    return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2), sortable=True,
+                 caption=note)  # fmt: skip
 
 
 def _advantage(inference: MembershipInference | None) -> str:
     """A membership-inference advantage (TPR − FPR) in percentage points; 0 is chance."""
     return MISSING if inference is None else f"{100 * inference.advantage:+.1f} pp"
+
+
+def _roc(inference: MembershipInference | None) -> str:
+    """TPR at 0.1 % and 1 % FPR and the ROC AUC (:func:`advsec.results.membership_text`)."""
+    return MISSING if inference is None else membership_text(inference)
+
+
+def _shadow_seconds(inference: MembershipInference | None) -> str:
+    """What LiRA's shadow models cost to train (the time stored with them, when they came from the cache)."""
+    return MISSING if inference is None else f"{seconds(inference.shadow_seconds)} ({inference.shadows})"
 
 
 def _budget(spent: tuple[float, float] | None) -> str:

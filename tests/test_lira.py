@@ -1,0 +1,174 @@
+"""Membership inference that sees the tails: TPR at low FPR, AUC, and offline LiRA's shadow models."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from sklearn.metrics import roc_auc_score
+
+from advsec.cli import main
+from advsec.data import fingerprint
+from advsec.errors import ParameterError, SpecError
+from advsec.lira import lira_scores, shadow_dataset, shadow_models
+from advsec.privacy import clopper_pearson, inference, membership_inference, roc_auc, tpr_at_fpr
+from advsec.progress import Progress
+from advsec.spec import PrivacyConfig, TrainConfig, parse_spec
+from advsec.train import load_or_train, trained_on
+
+CPU = torch.device("cpu")
+QUIET = Progress(quiet=True)
+
+
+def test_tpr_at_a_false_positive_rate_is_exact_on_hand_made_scores():
+    nonmembers = torch.arange(1000, dtype=torch.float64)  # 0 … 999
+    members = torch.tensor([999.5, 998.5, 995.0, 989.5, 500.0], dtype=torch.float64)
+    # 0.1 % of 1,000 lets one non-member through: the threshold is the second highest, 998, and the members
+    # above it are 999.5 and 998.5.
+    assert tpr_at_fpr(members, nonmembers, 0.001)[0] == pytest.approx(2 / 5)
+    # 1 % lets ten through: the threshold is 989, and 989.5 joins them.
+    assert tpr_at_fpr(members, nonmembers, 0.01)[0] == pytest.approx(4 / 5)
+    # A member tied with the threshold is not caught: FPR never exceeds the rate asked for.
+    assert tpr_at_fpr(torch.tensor([998.0]), nonmembers, 0.001)[0] == 0
+    # With 100 non-members, 0.1 % lets none through: the threshold is the highest non-member.
+    assert tpr_at_fpr(torch.tensor([99.5, 98.5]), nonmembers[:100], 0.001)[0] == pytest.approx(1 / 2)
+
+
+def test_auc_matches_sklearn_and_every_interval_holds_its_estimate():
+    generator = torch.Generator().manual_seed(0)
+    members = torch.randn(300, generator=generator) + 0.5
+    nonmembers = torch.randn(400, generator=generator).round(decimals=1)  # ties across and within
+    members[:20] = nonmembers[:20]
+    auc, low, high = roc_auc(members, nonmembers)
+    labels = np.r_[np.ones(300), np.zeros(400)]
+    assert auc == pytest.approx(roc_auc_score(labels, np.r_[members.numpy(), nonmembers.numpy()]), abs=1e-12)
+    assert low < auc < high and high - low < 0.1
+    for caught, n in [(0, 50), (3, 50), (50, 50), (17, 1000)]:
+        low, high = clopper_pearson(caught, n)
+        assert low <= caught / n <= high
+    # Clopper–Pearson's textbook value: 0 of 50 gives [0, 0.0711] at 95 %.
+    assert clopper_pearson(0, 50)[1] == pytest.approx(0.07112, abs=1e-4)
+    found = inference("lira", members, nonmembers)
+    assert found.members == 300 and found.nonmembers == 400
+    assert found.tpr_001_low <= found.tpr_001 <= found.tpr_001_high
+    assert found.tpr_01_low <= found.tpr_01 <= found.tpr_01_high
+
+
+def test_lira_scores_by_how_far_the_target_lies_above_models_that_never_saw_the_sample():
+    target = torch.tensor([3.0, 3.0, 0.0])
+    shadows = torch.tensor([[0.0, 2.0, 0.0], [2.0, 4.0, 0.0]])  # means 1, 3, 0; pooled variance 4/3
+    scores = lira_scores(target, shadows)
+    assert scores.tolist() == pytest.approx([2 / (4 / 3) ** 0.5, 0.0, 0.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        lira_scores(target, shadows[:1])
+
+
+def test_shadow_data_holds_no_scored_sample_and_is_keyed_by_what_it_holds(digits):
+    members = torch.tensor([0, 5, 7])
+    data = shadow_dataset(digits, members, nonmembers=100)
+    assert len(data.x_train) == len(digits.x_train)  # topped up from the unscored test samples
+    kept = torch.ones(len(digits.x_train), dtype=torch.bool)
+    kept[members] = False
+    assert torch.equal(data.x_train[:-3], digits.x_train[kept]) and torch.equal(
+        data.y_train[:-3], digits.y_train[kept]
+    )
+    assert torch.equal(data.x_train[-3:], digits.x_test[100:103])  # past the 100 scored non-members
+    assert data.fingerprint != digits.fingerprint
+    assert data.fingerprint != shadow_dataset(digits, torch.tensor([0, 5]), nonmembers=100).fingerprint
+
+
+def test_privacy_config_refuses_a_single_shadow():
+    with pytest.raises(ParameterError, match="at least 2"):
+        PrivacyConfig(shadows=1)
+    spec = "[[defenses]]\nname = 'standard'\n[[threats]]\nnorm = 'linf'\neps = [0.1]\n"
+    spec += "[[attacks]]\nname = 'fgsm'\n"
+    assert parse_spec(spec + "[privacy]\nshadows = 4\n").privacy.shadows == 4
+    assert parse_spec(spec).privacy.shadows == 0
+    with pytest.raises(SpecError, match="privacy"):
+        parse_spec(spec + "[privacy]\nshadow = 4\n")
+
+
+def test_shadow_models_are_cached_a_second_call_trains_none(digits):
+    config = TrainConfig(epochs=1, batch_size=128)
+    members = torch.arange(50)
+    first = shadow_models(digits, "mlp", "standard", {}, config, 7, members=members, nonmembers=50, count=2,
+                          device=CPU, progress=QUIET)  # fmt: skip
+    again = shadow_models(digits, "mlp", "standard", {}, config, 7, members=members, nonmembers=50, count=2,
+                          device=CPU, progress=QUIET)  # fmt: skip
+    assert first.trained == 2 and again.trained == 0
+    assert again.train_seconds == pytest.approx(first.train_seconds) and first.train_seconds > 0
+    x = digits.x_test[:20]
+    outputs = [torch.stack([m(x) for m in s.models]) for s in (first, again)]
+    assert torch.equal(*outputs)
+    assert not torch.equal(outputs[0][0], outputs[0][1])  # two shadows, two seeds
+
+
+def _noisy(digits, samples: int, noisy: int):
+    """The first ``samples`` digits to train on, ``noisy`` of them relabelled at random: atypical samples a
+    model can only fit by memorizing them, the tails a global loss threshold does not see."""
+    generator = torch.Generator().manual_seed(1)
+    y = digits.y_train[:samples].clone()
+    flipped = torch.randperm(samples, generator=generator)[:noisy]
+    y[flipped] = (y[flipped] + torch.randint(1, 10, (noisy,), generator=generator)) % 10
+    x = digits.x_train[:samples]
+    return dataclasses.replace(digits, x_train=x, y_train=y,
+                               fingerprint=fingerprint(x, y, digits.x_test, digits.y_test))  # fmt: skip
+
+
+def test_lira_catches_memorized_members_at_low_fpr_where_the_loss_threshold_does_not(digits):
+    data = _noisy(digits, samples=200, noisy=20)
+    config = TrainConfig(epochs=50, batch_size=32, lr=3e-3)
+    target = load_or_train(data, "mlp", "standard", {}, config, 0, device=CPU, progress=QUIET)
+    members = trained_on(data, target.defense, 0)[:100]
+    shadows = shadow_models(data, "mlp", "standard", {}, config, 0, members=members, nonmembers=100, count=4,
+                            device=CPU, progress=QUIET)  # fmt: skip
+    found = membership_inference(
+        target.model, (data.x_train[members], data.y_train[members]), (data.x_test[:100], data.y_test[:100]),
+        threat=None, batch=256, shadows=shadows.models, shadow_seconds=shadows.train_seconds,
+    )  # fmt: skip
+    loss, lira = (next(m for m in found if m.signal == s) for s in ("loss", "lira"))
+    assert lira.members == lira.nonmembers == 100 and lira.shadows == 4 and lira.shadow_seconds > 0
+    # Measured: LiRA (4 shadows) catches 12 % of the members at 1 % FPR (12 % at FPR 0), AUC 0.78; the loss
+    # threshold 2 % (1 % at FPR 0), AUC 0.69. Asserted with margin: one non-member let through is 1 %.
+    assert lira.tpr_01 >= 0.08 and loss.tpr_01 <= 0.04
+    assert lira.tpr_01_low > loss.tpr_01
+    assert lira.auc > loss.auc + 0.03
+
+
+SPEC = """
+[train]
+epochs = 2
+[[defenses]]
+name = "standard"
+[[threats]]
+norm = "linf"
+eps = [0.1]
+[[attacks]]
+name = "fgsm"
+[evaluation]
+samples = 100
+[privacy]
+shadows = 2
+"""
+
+
+def test_a_run_reports_lira_beside_the_loss_threshold_with_its_samples_and_its_shadows_cost(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    (defense,) = json.loads(result.output)["defenses"]
+    assert set(defense["privacy"]) == {"loss", "adversarial loss", "lira"}
+    lira = defense["privacy"]["lira"]
+    assert (
+        lira["members"] == lira["nonmembers"] == 100 and lira["shadows"] == 2 and lira["shadow_seconds"] > 0
+    )
+    assert lira["auc_low"] <= lira["auc"] <= lira["auc_high"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "MI TPR @ 0.1 / 1 % FPR, AUC (lira)" in report and "LiRA shadow train s (models)" in report
+    assert "100 members and 100 non-members" in report and "FPR 0.1 % needs ≥ 1,000 non-members" in report
+    shown = CliRunner().invoke(main, ["show", str(tmp_path / "run")])
+    assert shown.exit_code == 0, shown.output
+    assert "membership inference" in shown.output and "lira" in shown.output
