@@ -6,6 +6,7 @@ import gzip
 import math
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,6 +16,7 @@ import torch
 from advsec.data import Dataset, DatasetSource
 from advsec.data.download import FILE_SETS
 from advsec.errors import DataError
+from advsec.keys import content_key
 
 # The magic number's low bytes say the element type (0x08: unsigned byte) and the number of dimensions.
 IMAGES_MAGIC = 0x0803  # 2051: count x rows x cols
@@ -72,12 +74,23 @@ def read_idx_pair(
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+@dataclass(frozen=True)
 class IdxSource(DatasetSource):
-    """Base of the datasets stored as the four standard gzipped IDX files in ``<root>/<name>/``."""
+    """Base of the datasets stored as the four standard gzipped IDX files in ``<root>/<name>/``.
+
+    ``train_samples`` keeps only the first that many training samples (the files' order, already shuffled),
+    e.g. a set small enough for a network to memorize, where membership inference has something to find;
+    the test split stays whole. The fingerprint names the subset, so models trained on it are cached apart.
+    """
 
     name: ClassVar[str]
     classes: ClassVar[tuple[str, ...]]
-    shape = (1, 28, 28)
+    shape: ClassVar[tuple[int, ...]] = (1, 28, 28)
+    train_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ValueError(f"train_samples must be at least 1, got {self.train_samples}")
 
     def load(self, root: Path | None = None) -> Dataset:
         file_set = FILE_SETS[self.name]
@@ -92,6 +105,15 @@ class IdxSource(DatasetSource):
             for prefix in ("train", "t10k")
         ]
         (x_train, y_train), (x_test, y_test) = splits
+        fingerprint = file_set.fingerprint
+        if self.train_samples is not None:
+            if self.train_samples > len(x_train):
+                raise DataError(
+                    f"{self.name}: train_samples = {self.train_samples:,}, but the training split holds "
+                    f"{len(x_train):,} samples"
+                )
+            x_train, y_train = x_train[: self.train_samples], y_train[: self.train_samples]
+            fingerprint = content_key({"files": fingerprint, "train_samples": self.train_samples})[:16]
         return Dataset(
             name=self.name,
             x_train=x_train,
@@ -100,7 +122,7 @@ class IdxSource(DatasetSource):
             y_test=y_test,
             bounds=self.bounds,
             classes=self.classes,
-            fingerprint=file_set.fingerprint,
+            fingerprint=fingerprint,
         )
 
 
