@@ -197,13 +197,13 @@ def test_report_files_are_self_contained(built: Path) -> None:
     assert built.name == "report.html"
     assert "standard" in page and "pgd-at" in page and "demo run" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 3
+    assert len(images) == 4  # trade-off, robust vs ε, privacy against robustness (2 measured), examples
     assert all(base64.b64decode(image).startswith(PNG_SIGNATURE) for image in images)
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//""", page)
     assert "# budgets &lt; 0.5 &amp; cascade on" in page  # the spec is shown, escaped
-    for name in ("report.md", "tradeoff.png", "robust_vs_eps.png", "examples.png"):
+    for name in ("report.md", "tradeoff.png", "robust_vs_eps.png", "privacy_tradeoff.png", "examples.png"):
         assert (built.parent / name).stat().st_size > 0
-    for name in ("tradeoff.png", "robust_vs_eps.png", "examples.png"):
+    for name in ("tradeoff.png", "robust_vs_eps.png", "privacy_tradeoff.png", "examples.png"):
         assert (built.parent / name).read_bytes().startswith(PNG_SIGNATURE)
         assert f"]({name})" in (built.parent / "report.md").read_text()
 

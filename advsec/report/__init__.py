@@ -16,8 +16,10 @@ from scipy.io import wavfile
 
 from advsec.errors import AdvsecError
 from advsec.norms import GEOMETRY
+from advsec.records import MembershipInference
 from advsec.report.figures import (
     Example,
+    PrivacyPoint,
     Style,
     budget_name,
     certified_png,
@@ -25,6 +27,7 @@ from advsec.report.figures import (
     examples_png,
     family_styles,
     pareto_front,
+    privacy_tradeoff_png,
     replay_png,
     robust_vs_eps_png,
     spectrograms_png,
@@ -38,6 +41,7 @@ from advsec.report.tables import (
     certified_table,
     escalation_table,
     generator_table,
+    percent,
     provenance_table,
     repeats_table,
     replay_table,
@@ -53,12 +57,14 @@ from advsec.results import (
     ReplaySummary,
     RunResults,
     UnrestrictedSummary,
+    budget_key,
     certified_radii,
+    membership_resolved,
     transfer_summaries,
 )
 from advsec.store import Store
 
-__all__ = ["build_report", "pareto_front"]
+__all__ = ["build_report", "pareto_front", "privacy_tradeoff_text"]
 
 EXAMPLES_PER_DEFENSE = 4
 
@@ -219,6 +225,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
                 "Robust accuracy vs ε",
             ),
         ]
+    if shown:
+        blocks += _privacy_tradeoff(defenses, *next(iter(shown.items())), styles)
     if adaptive := adaptive_table(defenses):
         blocks += [Heading("Naive vs adaptive attacks"), Text(ADAPTIVE), adaptive]
     if sanity := sanity_table(cells):
@@ -301,6 +309,134 @@ def _replay(
         blocks += [Heading(f"Transfer between the members of {defense}", level=3), Text(TRANSFER),
                    transfer_table(defense, matrix)]  # fmt: skip
     return blocks
+
+
+PRIVACY_TRADEOFF = (
+    "Privacy, clean accuracy and robustness at once. Left: each defense's clean and robust accuracy, its "
+    "marker filled with the colour of how much it leaks about its training set (the colour bar); right: "
+    "robust accuracy against that leakage, with its 95 % interval. Leakage is offline LiRA's TPR at 1 % "
+    "FPR (the share of training samples caught while 1 % of unseen samples are falsely accused; chance is "
+    "1 %) when every defense has LiRA's figures, else the loss threshold's ROC AUC (chance 0.5). Song, "
+    "Shokri & Mittal (2019) found adversarial training leaks more than standard training; DP-SGD bounds "
+    "what any attack can learn. Two figures whose intervals overlap are not told apart by this run."
+)
+
+
+def leakage_measure(defenses: list[DefenseSummary]) -> tuple[str, str, float] | None:
+    """Which membership figure the three-way trade-off reads, as (signal, name, chance), or None when fewer
+    than two defenses have privacy figures: LiRA's TPR at 1 % FPR when every one of them has LiRA, else the
+    loss threshold's AUC."""
+    measured = [d for d in defenses if d.privacy]
+    if len(measured) < 2:
+        return None
+    if all("lira" in d.privacy for d in measured):
+        return "lira", "LiRA TPR at 1 % FPR", 0.01
+    if all("loss" in d.privacy for d in measured):
+        return "loss", "loss-threshold AUC", 0.5
+    return None
+
+
+def _leakage(inference: MembershipInference, signal: str) -> tuple[float, float, float]:
+    if signal == "lira":
+        return inference.tpr_01, inference.tpr_01_low, inference.tpr_01_high
+    return inference.auc, inference.auc_low, inference.auc_high
+
+
+def privacy_tradeoff_text(defenses: list[DefenseSummary], norm: str, eps: float) -> list[str]:
+    """Sentences saying where each defense sits in the three-way trade-off at one budget, computed from the
+    figures: which leaks least and most, which is most robust and best on clean inputs, and how each
+    compares with standard training; empty when fewer than two defenses have privacy figures."""
+    measure = leakage_measure(defenses)
+    if measure is None:
+        return []
+    signal, name, _ = measure
+    key = budget_key(norm, eps)
+    rows = [d for d in defenses if d.privacy and key in d.robust]
+    if len(rows) < 2:
+        return []
+    leak = {d.defense: _leakage(d.privacy[signal], signal) for d in rows}
+
+    def value(defense: str) -> str:
+        v, low, high = leak[defense]
+        if signal == "lira":
+            return f"{100 * v:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"
+        return f"{v:.3f} [{low:.3f}, {high:.3f}]"
+
+    def best(by: Any, most: bool = True) -> list[str]:
+        scores = {d.defense: by(d) for d in rows}
+        top = (max if most else min)(scores.values())
+        return [d for d, v in scores.items() if math.isclose(v, top, abs_tol=1e-12)]
+
+    def names(found: list[str]) -> str:
+        return " and ".join(found)
+
+    budget = budget_name(norm, eps)
+    least, most = best(lambda d: leak[d.defense][0], most=False), best(lambda d: leak[d.defense][0])
+    robust, clean = best(lambda d: d.robust[key]), best(lambda d: d.clean_accuracy)
+    by_name = {d.defense: d for d in rows}
+    lines = [
+        f"Leakage is read as {name}, with its 95 % interval. Leaks least: {names(least)} "
+        f"({value(least[0])}); leaks most: {names(most)} ({value(most[0])}). Most robust at {budget}: "
+        f"{names(robust)} ({percent(by_name[robust[0]].robust[key])}); best on clean inputs: "
+        f"{names(clean)} ({percent(by_name[clean[0]].clean_accuracy)})."
+    ]
+    fewest = min((d.privacy[signal] for d in rows), key=lambda m: m.nonmembers)
+    if signal == "lira" and not membership_resolved(fewest, 0.01):
+        lines[0] += (
+            f" With {fewest.nonmembers:,} non-members scored no threshold shows an FPR between 0 and 1 %: "
+            "these TPRs are read at FPR 0."
+        )
+    reference = next((d for d in rows if d.name == "standard"), None)
+    for d in rows:
+        spent = f"; DP (ε {d.privacy_budget[0]:.3g}, δ {d.privacy_budget[1]:.0e})" if d.privacy_budget else ""
+        line = (
+            f"{d.defense}: {percent(d.clean_accuracy)} clean, {percent(d.robust[key])} robust at {budget}, "
+            f"{name} {value(d.defense)}{spent}."
+        )
+        if reference is not None and d is not reference:
+            (v, low, high), (r, r_low, r_high) = leak[d.defense], leak[reference.defense]
+            side = "more than" if v > r else "less than" if v < r else "as much as"
+            apart = (
+                "the intervals do not overlap" if low > r_high or high < r_low
+                else "the intervals overlap: this run does not tell the two apart"
+            )  # fmt: skip
+            gap = f"{100 * (v - r):+.1f} points" if signal == "lira" else f"{v - r:+.3f}"
+            clean_gap = _points(d.clean_accuracy - reference.clean_accuracy)
+            line += (
+                f" It leaks {side} {reference.defense} ({gap}; {apart}), at {clean_gap} clean and "
+                f"{_points(d.robust[key] - reference.robust[key])} robust accuracy."
+            )
+        lines.append(line)
+    return lines
+
+
+def _points(difference: float) -> str:
+    return f"{100 * difference:+.1f} points"
+
+
+def _privacy_tradeoff(
+    defenses: list[DefenseSummary], norm: str, eps: float, styles: dict[str, Style]
+) -> list[Block]:
+    """The three-way trade-off (privacy, clean, robust) when two or more defenses have privacy figures."""
+    text = privacy_tradeoff_text(defenses, norm, eps)
+    measure = leakage_measure(defenses)
+    if not text or measure is None:
+        return []
+    signal, name, chance = measure
+    key = budget_key(norm, eps)
+    points = {
+        d.defense: PrivacyPoint(d.clean_accuracy, d.robust[key], *_leakage(d.privacy[signal], signal))
+        for d in defenses
+        if d.privacy and key in d.robust
+    }
+    png = privacy_tradeoff_png(points, styles, budget=budget_name(norm, eps), measure=name, chance=chance,
+                               rate=signal == "lira")  # fmt: skip
+    return [
+        Heading("Privacy against robustness"),
+        Text(PRIVACY_TRADEOFF),
+        Image("privacy_tradeoff.png", png, "Clean vs robust accuracy coloured by membership leakage"),
+        *(Text(line) for line in text),
+    ]
 
 
 def report_budgets(cells: list[CellSummary], report_eps: float | None) -> dict[str, float]:

@@ -16,6 +16,8 @@ matplotlib.use("Agg")  # before anything imports pyplot: never open a window, ev
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -137,6 +139,73 @@ def tradeoff_png(
             xs, ys, where="post", color=MUTED, linestyle="--", linewidth=1, label="Pareto frontier", zorder=1
         )
         ax.legend(loc="lower left", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+@dataclass(frozen=True)
+class PrivacyPoint:
+    """One defense in the three-way trade-off: accuracies, and a membership-leakage figure with its 95 %
+    interval (a LiRA TPR at low FPR or a loss-threshold AUC), all as fractions."""
+
+    clean: float
+    robust: float
+    leakage: float
+    low: float
+    high: float
+
+
+LEAKAGE = matplotlib.colormaps["plasma"]  # sequential and colour-blind safe: dark = little leakage
+
+
+def privacy_tradeoff_png(
+    points: dict[str, PrivacyPoint],
+    styles: dict[str, Style],
+    *,
+    budget: str,
+    measure: str,
+    chance: float,
+    rate: bool = True,
+) -> bytes:
+    """Privacy, clean and robust accuracy at once, in two panels.
+
+    Left: clean (x) against robust (y) accuracy at ``budget``, each defense's marker filled with the colour
+    of its leakage ``measure`` (a colour bar gives the scale). Right: that leakage (x, with its interval)
+    against robust accuracy, a dotted line at ``chance`` (what an attacker guessing blindly scores). A
+    ``rate`` (a TPR) is drawn in percent, anything else (an AUC) as it is.
+    """
+    unit, factor = (" (%)", 100.0) if rate else ("", 1.0)
+    fig, (left, right) = _panels(2, width=5.4, height=4.2)
+    names = list(points)
+    leak = [factor * p.leakage for p in points.values()]
+    scale = Normalize(min([*leak, factor * chance]), max([*leak, factor * chance * 1.001 + 1e-9]))
+    xy = [(100 * p.clean, 100 * p.robust) for p in points.values()]
+    for name, (x, y), value in zip(names, xy, leak, strict=True):
+        left.scatter(x, y, color=LEAKAGE(scale(value)), marker=styles[name].marker, s=110, zorder=2,
+                     edgecolor=styles[name].color, linewidth=1.6)  # fmt: skip
+    left.set_title(f"Clean vs robust accuracy at {budget}, coloured by leakage", fontsize=10)
+    left.set_xlabel("Clean accuracy (%)")
+    left.set_ylabel("Robust accuracy (%)")
+    left.margins(0.18)
+    left.set_xlim(*_span(*left.get_xlim()))
+    left.set_ylim(*_span(*left.get_ylim()))
+    _label_points(left, names, xy, styles)
+    bar = fig.colorbar(ScalarMappable(scale, LEAKAGE), ax=left, shrink=0.9)
+    bar.set_label(f"{measure}{unit}", fontsize=8)
+    for name, p, value in zip(names, points.values(), leak, strict=True):
+        style = styles[name]
+        right.errorbar(value, 100 * p.robust, xerr=[[value - factor * p.low], [factor * p.high - value]],
+                       color=style.color, marker=style.marker, markersize=7, capsize=3, linestyle="none",
+                       zorder=2)  # fmt: skip
+    right.axvline(factor * chance, color=MUTED, linestyle=":", linewidth=1)
+    right.annotate("chance", (factor * chance, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                   textcoords="offset points", fontsize=8, color=MUTED)  # fmt: skip
+    right.set_title(f"Robust accuracy at {budget} vs leakage (95 % intervals)", fontsize=10)
+    right.set_xlabel(f"{measure}{unit}")
+    right.set_ylabel("Robust accuracy (%)")
+    right.margins(0.18)
+    right.set_ylim(*_span(*right.get_ylim()))
+    _label_points(right, names, [(v, 100 * p.robust) for v, p in zip(leak, points.values(), strict=True)],
+                  styles)  # fmt: skip
     return _png(fig)
 
 
