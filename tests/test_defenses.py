@@ -254,7 +254,7 @@ def test_naive_attacks_are_fooled_and_adaptive_ones_are_not(tmp_path):
     assert cells["standard"].naive_robust_accuracy is None
     bit_depth, resize = cells["bit-depth"], cells["random-resize-pad"]
     assert [a.attack for a in bit_depth.attacks] == ["pgd", "pgd+BPDA"]
-    assert [a.attack for a in resize.attacks] == ["pgd", "pgd+EOT10"]
+    assert [a.attack for a in resize.attacks] == ["pgd", "pgd+EOT", "apgd-ce+EOT"]  # eot_draws "auto"
     assert bit_depth.naive_robust_accuracy > 0.8  # a zero gradient stops the naive attack
     assert bit_depth.robust_accuracy < 0.10
     assert resize.robust_accuracy < resize.naive_robust_accuracy - 0.15
