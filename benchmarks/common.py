@@ -148,7 +148,9 @@ def record(
     commit, command = _commit(), _command(sys.argv if argv is None else argv)
     stamp = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}`",
-        f"on {machine()}" + (f", at commit {commit}." if commit else "."),
+        f"on {machine()}"
+        + (f", at commit {commit}" if commit else "")
+        + f"; load average {os.getloadavg()[0]:.1f} when recorded (other work on the machine slows timings).",
     ]
     body = "\n".join([*stamp, "", "```text", *(line.rstrip() for line in lines), "```"])
     start, end = (re.escape(marker) for marker in _markers(section))
