@@ -83,7 +83,8 @@ def escalated_views(
     deployed, adaptive = views.deployed, views.adaptive
     if STATE in found and pristine is not None:
         deployed, adaptive = (Restored(view, views.counted) for view in pristine)
-    if RANDOMNESS in found and views.draws == 1:  # a defense that declared its randomness has both already
+    # A defense that declared its randomness is attacked through an expectation and scored over draws already.
+    if RANDOMNESS in found and not isinstance(views.adaptive, Expectation):
         return replace(views, deployed=deployed, adaptive=Expectation(adaptive, evaluation.eot_draws),
                        draws=evaluation.repeats)  # fmt: skip
     return replace(views, deployed=deployed, adaptive=adaptive)
