@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-Norm = Literal["linf", "l2", "db", "snr"]
-NORMS: tuple[Norm, ...] = ("linf", "l2", "db", "snr")
+Norm = Literal["linf", "l2", "db", "snr", "patch"]
+NORMS: tuple[Norm, ...] = ("linf", "l2", "db", "snr", "patch")
 # The image norm each budget's ball has the shape of: the audio budgets are relative linf and l2 balls.
-GEOMETRY: dict[str, Literal["linf", "l2"]] = {"linf": "linf", "l2": "l2", "db": "linf", "snr": "l2"}
+# ``patch`` is an linf ball as wide as the input's bounds over one window of the input, nothing outside it.
+GEOMETRY: dict[str, Literal["linf", "l2"]] = {
+    "linf": "linf", "l2": "l2", "db": "linf", "snr": "l2", "patch": "linf"
+}  # fmt: skip
