@@ -10,6 +10,8 @@ are enforced once, here. The budget is a ball around each clean input, of radius
 - ``snr`` (signal-to-noise ratio): 20·log10(‖x‖₂ / ‖δ‖₂) ≥ eps, an l2 ball of radius ‖x‖₂·10^(−eps/20).
 
 The last two are relative: each sample's radius follows its own level, so a quiet clip gets a quiet budget.
+``words`` (Spambase, :mod:`advsec.data.spambase`) is add-only: word frequencies only rise, by at most
+``100 · eps`` percentage points in all (``eps`` added words as a fraction of the e-mail), nothing else moves.
 
 ``patch`` (Brown et al. 2017) owns one window of the image, ``eps`` of its area (a square, or ``aspect``
 high per unit wide; on a 1-D input ``eps`` of its length): any value within the bounds inside it, nothing
@@ -56,7 +58,7 @@ class ThreatModel:
     def scaled(self, factor: float) -> ThreatModel:
         """The same threat model with every radius multiplied by ``factor`` (> 0): a budget ramping up.
         For the relative norms that lowers the level in dB by 20·log10(factor), so 0.5 is 6 dB quieter."""
-        if self.norm in ("linf", "l2", "patch"):
+        if self.norm in ("linf", "l2", "words", "patch"):
             return replace(self, eps=self.eps * factor)
         return replace(self, eps=self.eps - 20 * math.log10(factor))
 
@@ -67,6 +69,8 @@ class ThreatModel:
 
     def radius(self, x: torch.Tensor) -> torch.Tensor:
         """Each clean input's radius in :attr:`geometry`, shaped ``(N, 1, ...)`` to broadcast over ``x``."""
+        if self.norm == "words":
+            return spambase().word_budget(x, self.eps)  # percentage points of word frequency
         if self.norm == "patch":  # unbounded inside the window: as wide as the box
             return torch.full((len(x), *[1] * (x.dim() - 1)), self.bounds[1] - self.bounds[0]).to(x)
         if self.norm in ("linf", "l2"):
@@ -77,6 +81,8 @@ class ThreatModel:
         """Per-sample size of the perturbation in this threat model's units: a length for ``linf`` and
         ``l2``; dB_x(δ) for ``db`` (at most −eps) and the SNR for ``snr`` (at least eps), ±200 dB at most;
         for ``patch`` the area of the changed pixels' bounding box as a share of the image's."""
+        if self.norm == "words":
+            return spambase().added_share(x, x_adv)
         if self.norm == "patch":  # the share of the image the change spans (its bounding box)
             rows, cols = _changed_extent(x, x_adv, 0.0)
             height, width = _plane(x).shape[2:]
@@ -106,8 +112,10 @@ class ThreatModel:
         """
         if self.norm == "patch":
             return self._project_patch(x, x_adv, region)
-        delta = x_adv - x
         radius = self.radius(x) if radius is None else radius
+        if self.norm == "words":
+            return spambase().project_words(x, x_adv, radius)
+        delta = x_adv - x
         if self.geometry == "linf":
             delta = torch.maximum(torch.minimum(delta, radius), -radius)
         else:
@@ -121,6 +129,8 @@ class ThreatModel:
 
         ``step_size`` may be a per-sample tensor shaped ``(N, 1, ...)``.
         """
+        if self.norm == "words":  # only the word features may move: step along their gradient alone
+            grad = torch.cat([grad[:, :48], torch.zeros_like(grad[:, 48:])], dim=1)
         if self.geometry == "linf":
             return x_adv + step_size * grad.sign()
         return x_adv + step_size * grad / norm_of(grad, "l2").clamp_min(_TINY)
@@ -131,6 +141,8 @@ class ThreatModel:
 
     def random_delta(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A perturbation drawn uniformly from the ball, one per sample of ``x``, not clipped to the box."""
+        if self.norm == "words":
+            return spambase().random_rises(x, self.radius(x), generator)
         if self.norm == "patch":  # uniform values of the box inside a uniformly placed window
             fill = self.bounds[0] + (self.bounds[1] - self.bounds[0]) * random_tensor(x.shape, x, generator)
             return self._masked(fill - x, self.window(x, self.random_corners(x, generator)))
@@ -143,6 +155,8 @@ class ThreatModel:
 
     def violations(self, x: torch.Tensor, x_adv: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         """A per-sample mask of points outside the budget or the bounds (with float tolerance ``tol``)."""
+        if self.norm == "words":
+            return spambase().word_violations(x, x_adv, self.eps, tol)
         scale = max(1.0, abs(self.bounds[0]), abs(self.bounds[1]))
         slack = tol * scale
         if self.norm == "patch":  # some pixel changed outside every window: the change spans too much
@@ -229,6 +243,13 @@ def _span(hit: torch.Tensor) -> torch.Tensor:
     first = torch.where(hit, index, hit.shape[1]).amin(dim=1)
     last = torch.where(hit, index, -1).amax(dim=1)
     return (last - first + 1).clamp_min(0)
+
+
+def spambase():  # the module
+    """The add-only ``words`` constraint's module, imported when that norm is used."""
+    from advsec.data import spambase
+
+    return spambase
 
 
 def random_tensor(

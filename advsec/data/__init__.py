@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-Domain = Literal["image", "audio"]
+Domain = Literal["image", "audio", "tabular"]
 
 
 @dataclass(frozen=True, eq=False)
