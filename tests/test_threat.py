@@ -23,7 +23,8 @@ def _clean_and_wild(shape, bounds, seed):
 
 def threat_cases(eps: st.SearchStrategy[float]) -> dict[str, st.SearchStrategy]:
     """Shapes, bounds, a norm and a seed for property tests of the threat model, with the given eps range."""
-    return {"shape": SHAPES, "bounds": BOUNDS, "norm": st.sampled_from(NORMS), "eps": eps,
+    generic = [n for n in NORMS if n != "words"]  # words is Spambase's 57 features: tests/test_spambase.py
+    return {"shape": SHAPES, "bounds": BOUNDS, "norm": st.sampled_from(generic), "eps": eps,
             "seed": st.integers(0, 9999)}  # fmt: skip
 
 
