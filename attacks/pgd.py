@@ -16,6 +16,7 @@ from advsec.threat import ThreatModel
 class PGD(Attack):
     """Projected gradient descent; restarts keep each sample's worst case."""
 
+    norms: ClassVar[tuple[str, ...]] = (*Attack.norms, "words")  # words: its projection makes PGD add-only
     targeted = True
     streams = True
     default_reach: ClassVar[float] = 2.5  # steps × step size ÷ eps when step_fraction is unset (Madry et al.)
