@@ -62,3 +62,119 @@ def test_check_attack_output_refuses_a_change_outside_every_window():
     assert threat.violations(x, wide).tolist() == [True, False]
     assert ThreatModel("patch", 0.05, (0.0, 1.0)).window_shape(torch.zeros(1, 1, 28, 28)) == (6, 6)
     assert ThreatModel("patch", 0.05, (0.0, 1.0), aspect=4).window_shape(torch.zeros(1, 1, 28, 28)) == (13, 3)
+
+
+class Linear(torch.nn.Module):
+    """A random linear classifier of any input shape: gradients everywhere, no training."""
+
+    def __init__(self, shape: tuple[int, ...], seed: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.weight = torch.nn.Parameter(torch.randn(4, int(torch.tensor(shape).prod()), generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(3, 12), st.integers(3, 12)),
+    eps=st.floats(0.02, 0.5),
+    aspect=st.floats(0.5, 2.0),
+    bounds=BOUNDS,
+    placement=st.sampled_from(["salient", "random", "fixed"]),
+    corner=st.tuples(st.integers(-2, 14), st.integers(-2, 14)),
+    transform=st.tuples(st.floats(0, 180), st.floats(0.2, 1.0), st.floats(0, 0.9), st.booleans()),
+    seed=st.integers(0, 9999),
+)
+def test_no_patch_attack_changes_a_pixel_outside_its_window(
+    size, eps, aspect, bounds, placement, corner, transform, seed
+):
+    from advsec.attacks.patch_pgd import PatchPGD
+    from advsec.attacks.universal_patch import UniversalPatch
+    from advsec.progress import Progress
+
+    generator = torch.Generator().manual_seed(seed)
+    low, high = bounds
+    x = low + (high - low) * torch.rand(size, generator=generator)
+    model = Linear(size[1:], seed)
+    y = model(x).argmax(1)
+    threat = ThreatModel("patch", eps, bounds, aspect=aspect)
+    pgd = PatchPGD(steps=3, restarts=2, placement=placement, row=corner[0], column=corner[1])
+    rotation, min_scale, brightness, random = transform
+    universal = UniversalPatch(steps=2, batch_size=4, rotation=rotation, min_scale=min_scale,
+                               brightness=brightness, transform=random)  # fmt: skip
+    universal.network = universal.build(size[1:], 4)
+    torch.manual_seed(seed)
+    universal.fit(universal.network, model, x, y, threat, target=None, progress=Progress(quiet=True))
+    for attack in (pgd, universal):
+        x_adv = attack.perturb(model, x, y, threat, generator=generator)
+        check_attack_output(type(attack).__name__, threat, x, x_adv)
+        assert x_adv.min() >= low and x_adv.max() <= high
+
+
+DIGITS = """
+seed = 0
+[train]
+epochs = 15
+[[defenses]]
+name = "standard"
+[[threats]]
+norm = "patch"
+eps = [0.35]
+[[attacks]]
+name = "universal-patch"
+steps = 150
+[[attacks]]
+name = "universal-patch"
+label = "universal-patch-fixed"
+steps = 150
+transform = false
+[[attacks]]
+name = "universal-patch"
+label = "random-patch"
+steps = 0
+[[attacks]]
+name = "patch-pgd"
+[evaluation]
+samples = 300
+cascade = false
+"""
+
+
+def _run(out):
+    from advsec.progress import Progress
+    from advsec.runner import run_spec
+    from advsec.spec import parse_spec
+
+    return run_spec(parse_spec(DIGITS), out, device=torch.device("cpu"), progress=Progress(quiet=True))
+
+
+def _patched(store):
+    from advsec.results import cell_summaries
+
+    return next(c for c in cell_summaries(store) if c.norm == "patch")
+
+
+@pytest.fixture(scope="module")
+def patched(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("patch"))
+
+
+def test_a_fitted_universal_patch_beats_a_random_one_wherever_it_lands(patched):
+    universal, fixed, random, pgd = _patched(patched).attacks
+    # A 5x5 patch on 8x8 digits, pasted at random places, rotated, scaled and brightened: measured 0.403
+    # robust accuracy against the random patch's 0.740 under the same transformations (300 test digits).
+    assert universal.robust_alone < random.robust_alone - 0.25
+    assert universal.robust_alone < 0.5
+    assert fixed.robust_alone <= universal.robust_alone  # as fitted, in the middle: its best case
+    assert pgd.robust_alone <= min(universal.robust_alone, fixed.robust_alone)  # the white-box bound
+    assert universal.fit_seconds > 0 and not universal.fit_cached and universal.backwards == 0
+    assert all(a["distance"] <= 25 / 64 + 1e-6 for a in patched.attempts(_patched(patched).cell))
+
+
+def test_a_fitted_patch_reloads_from_the_cache_unchanged(patched, tmp_path):
+    again = _run(tmp_path)
+    first, second = _patched(patched), _patched(again)
+    assert second.attacks[0].fit_cached and second.attacks[0].fit_seconds == first.attacks[0].fit_seconds
+    assert again.attempts(second.cell) == patched.attempts(first.cell)
