@@ -506,10 +506,8 @@ def _checkpoint(
     labels = [m.label for m in checkpoints]
     if label not in labels:
         raise SpecError(f"{path}.model: {unknown_name_message('[[models]] label', label, labels)}")
-    from advsec.defense import Defense
-
-    cls = registry.defenses.get(name)
-    if cls.network is not Defense.network:
+    cls, base = registry.defenses.get(name), registry.defenses.base()
+    if cls.network is not base.network:
         raise SpecError(
             f"{path}: {name!r} builds networks of its own, so it cannot deploy checkpoint {label!r}"
         )
@@ -518,7 +516,7 @@ def _checkpoint(
             f"{path}.fine_tune: {label!r} is a torch.export archive, which cannot be trained; give its "
             "architecture and weights instead"
         )
-    if cls.wrap is Defense.wrap and not fine_tune:
+    if cls.wrap is base.wrap and not fine_tune:
         raise SpecError(
             f"{path}: {name!r} acts by training the model, but model {label!r} is a checkpoint evaluated "
             "as it is; set fine_tune = true to train it further under this defense, wrap it in an "
