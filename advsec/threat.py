@@ -142,7 +142,9 @@ class ThreatModel:
     def random_delta(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A perturbation drawn uniformly from the ball, one per sample of ``x``, not clipped to the box."""
         if self.norm == "words":
-            return spambase().random_rises(x, self.radius(x), generator)
+            words = spambase()
+            uniform = random_tensor((len(x), words.WORDS.stop - words.WORDS.start + 1), x, generator)
+            return words.random_rises(x, self.radius(x), uniform)
         if self.norm == "patch":  # uniform values of the box inside a uniformly placed window
             fill = self.bounds[0] + (self.bounds[1] - self.bounds[0]) * random_tensor(x.shape, x, generator)
             return self._masked(fill - x, self.window(x, self.random_corners(x, generator)))

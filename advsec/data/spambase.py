@@ -166,12 +166,11 @@ def project_words(x: torch.Tensor, x_adv: torch.Tensor, budget: torch.Tensor) ->
     return out
 
 
-def random_rises(x: torch.Tensor, budget: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """A perturbation drawn uniformly from ``{rises ≥ 0, Σ rises ≤ budget}`` on the word features."""
-    from advsec.threat import random_tensor
-
-    n, k = len(x), WORDS.stop - WORDS.start
-    spread = -torch.log(random_tensor((n, k + 1), x, generator).clamp_min(1e-12))  # Dirichlet(1, …, 1)
+def random_rises(x: torch.Tensor, budget: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """A perturbation drawn uniformly from ``{rises ≥ 0, Σ rises ≤ budget}`` on the word features, from
+    ``uniform``: [0, 1) draws shaped (samples, word features + 1), made by the threat model's generator."""
+    k = WORDS.stop - WORDS.start
+    spread = -torch.log(uniform.clamp_min(1e-12))  # Dirichlet(1, …, 1)
     weights = (spread / spread.sum(dim=1, keepdim=True))[:, :k]  # the last share is the unused budget
     delta = torch.zeros_like(x)
     delta[:, WORDS] = weights * budget
