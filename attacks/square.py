@@ -66,7 +66,10 @@ class Square(Attack):
         planes = _as_planes(x)
         search = self._linf if threat.geometry == "linf" else self._l2
         overall = WorstCase(planes)
-        with torch.no_grad():  # a score-based attack: no graph is ever built, no gradient can leak in
+        # A score-based attack: no graph is ever built, no gradient can leak in. Inference mode also skips
+        # autograd's bookkeeping on every tensor of every query; only ``overall`` (a normal tensor, made
+        # outside) leaves it.
+        with torch.inference_mode():
             for _ in range(self.restarts):
                 todo = overall.unfooled()
                 if len(todo) == 0:
@@ -83,26 +86,41 @@ class Square(Attack):
         score: Score,
         generator: torch.Generator | None,
     ) -> WorstCase:
-        """Vertical stripes at ±eps, then one window per query set to a fresh vertex of the ball."""
+        """Vertical stripes at ±eps, then one window per query set to a fresh vertex of the ball.
+
+        A proposal differs from the sample's best point only inside its window, so a query touches the
+        window's cells alone besides the forward pass: the samples still searching are kept packed
+        (repacked only when some are fooled), and an accepted window is written into their best point."""
         c, h, w = x.shape[1:]
         stripes = threat.radius(x) * _signs((len(x), c, 1, w), x, generator)
         state = _start(x, threat.project(x, x + stripes), index, score)
+        rows = state.unfooled()
+        x0, best = x[rows].flatten(2), state.best[rows].flatten(2)  # (n, c, h·w), packed
+        value, radius = state.value[rows], threat.radius(x0)
         for it in range(self.queries - 1):
-            active = state.unfooled()
-            n = len(active)
+            n = len(rows)
             if n == 0:
                 break
-            x0, best = x[active], state.best[active]
-            mask = _window(n, h, w, _side(self._share(it), h, w, 1), generator, x.device)
-            signs = threat.radius(x0) * _signs((n, c, 1, 1), x, generator)
-            proposal = threat.project(x0, torch.where(mask, x0 + signs, best))
+            cells = _cells(n, h, w, _side(self._share(it), h, w, 1), generator, x.device)
+            cells = cells[:, None, :].expand(n, c, cells.shape[1])
+            signs = radius * _signs((n, c, 1), x, generator)
+            start, old = x0.gather(2, cells), best.gather(2, cells)
+            new = threat.project(start, start + signs, radius)
             # A window already at those vertices (or held there by the bounds) would waste the query,
             # so those samples take the opposite vertex, as the paper's resampling does.
-            stale = (proposal == best).flatten(1).all(dim=1)
+            stale = (new == old).flatten(1).all(dim=1)
             if stale.any():
-                flipped = threat.project(x0, torch.where(mask, x0 - signs, best))
-                proposal = torch.where(stale[:, None, None, None], flipped, proposal)
-            state.update(active, proposal, *score(proposal, index[active]))
+                flipped = threat.project(start, start - signs, radius)
+                new = torch.where(stale[:, None, None], flipped, new)
+            proposal = best.clone().scatter_(2, cells, new)
+            objective, hit = score(proposal.view(n, c, h, w), index[rows])
+            better = hit | (objective > value)
+            best.scatter_(2, cells, torch.where(better[:, None, None], new, old))
+            value = torch.where(better, objective, value)
+            if hit.any():  # fooled: done, and out of the pack
+                state.update(rows[hit], best[hit].view(-1, c, h, w), value[hit], hit[hit])
+                rows, x0, best, value, radius = (t[~hit] for t in (rows, x0, best, value, radius))
+        state.update(rows, best.view(-1, c, h, w), value, torch.zeros_like(value, dtype=torch.bool))
         return state
 
     def _l2(
@@ -186,6 +204,18 @@ def _window(
     in_rows = (r >= top) & (r < top + rows)
     in_cols = (c >= left) & (c < left + cols)
     return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+
+
+def _cells(
+    n: int, h: int, w: int, size: tuple[int, int], generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Flat positions (n, rows·cols) in an h×w plane of a rows×cols window at a uniformly random position,
+    drawn per sample (the same draws as :func:`_window`)."""
+    rows, cols = size
+    top = torch.randint(0, h - rows + 1, (n, 1), generator=generator, device=device)
+    left = torch.randint(0, w - cols + 1, (n, 1), generator=generator, device=device)
+    offsets = (torch.arange(rows, device=device)[:, None] * w + torch.arange(cols, device=device)).flatten()
+    return (top * w + left) + offsets
 
 
 def _place(pattern: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -198,3 +198,28 @@ def test_square_breaks_a_standard_mnist_cnn(shared_data_dir, monkeypatch):
         model, x, y, ThreatModel("linf", 0.3, mnist.bounds), generator=_seeded()
     )
     assert _accuracy(model, x_adv, y) < 0.10
+
+
+class _Recording(nn.Module):
+    """Keeps every input it was asked about, and a copy of it, to check that none changes afterwards."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.asked: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.asked.append((x, x.clone()))
+        return self.model(x)
+
+
+def test_square_never_changes_a_point_it_has_queried(digits, digits_models):
+    # linf proposals are written as windows into the best points; the queried tensor must stay as asked
+    # (a model or a stateful defense may keep it).
+    model = _Recording(digits_models["pgd-at"])
+    x, y = digits.x_test[:20], digits.y_test[:20]
+    _attack("square", queries=60).perturb(
+        model, x, y, ThreatModel("linf", 0.05, digits.bounds), generator=_seeded()
+    )
+    assert len(model.asked) == 60
+    assert all(torch.equal(asked, copy) for asked, copy in model.asked)
