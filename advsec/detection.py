@@ -1,0 +1,126 @@
+"""A fake detector's detection rate at a fixed false-alarm rate, before and after its caught fakes are hit.
+
+The detector is any model trained on the ``fakes`` data set (:mod:`advsec.data.fakes`); its fake score is
+the margin logit(fake) − logit(real). The threshold is the lowest that flags at most ``far`` of the real
+test images (ties pass), and the detection rate is the share of fakes scored above it. The attack then sees
+the detector as deployed, :class:`Thresholded` (the margin shifted by the threshold, so its argmax is the
+thresholded decision), and aims each caught fake at ``real``; the rate after attack is measured on those
+caught fakes, so a fall is the attack's doing, not the detector's misses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from advsec.attack import Attack
+from advsec.data.fakes import FAKE, REAL
+from advsec.privacy import clopper_pearson
+from advsec.threat import ThreatModel
+
+FAR = 0.01  # the false-alarm rate the threshold allows on real images
+
+
+@torch.no_grad()
+def fake_scores(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """logit(fake) − logit(real) per input: above the threshold, the detector flags it as fake."""
+    if not len(x):
+        return torch.empty(0)
+    return torch.cat([(logits := model(xb))[:, FAKE] - logits[:, REAL] for xb in x.split(batch)]).cpu()
+
+
+def threshold_at(real_scores: torch.Tensor, far: float) -> float:
+    """The lowest threshold that flags at most ``far`` of the real scores (a score must exceed it)."""
+    if not len(real_scores):
+        raise ValueError("the threshold needs real images' scores")
+    allowed = int(np.floor(far * len(real_scores) + 1e-9))  # false alarms the rate permits
+    if allowed >= len(real_scores):
+        return -float("inf")
+    return float(real_scores.sort(descending=True).values[allowed])
+
+
+class Thresholded(nn.Module):
+    """The detector as deployed at a threshold: its fake logit lowered by it, so argmax flags a fake exactly
+    when its score exceeds the threshold (ties: real)."""
+
+    def __init__(self, detector: nn.Module, threshold: float) -> None:
+        super().__init__()
+        self.detector, self.threshold = detector, threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.detector(x)
+        shift = torch.zeros(logits.shape[1], device=logits.device, dtype=logits.dtype)
+        shift[FAKE] = self.threshold  # a tie: argmax takes the first, REAL
+        return logits - shift
+
+
+@dataclass(frozen=True)
+class DetectionUnderAttack:
+    """How many fakes a detector catches at ``far`` and how many of those still get caught after attack."""
+
+    far: float
+    threshold: float
+    reals: int
+    false_alarms: int
+    fakes: int
+    caught: int  # fakes flagged before attack
+    still_caught: int  # of those, flagged after attack
+
+    @property
+    def detection_rate(self) -> float:
+        return self.caught / max(self.fakes, 1)
+
+    @property
+    def rate_after_attack(self) -> float:
+        """The share of the caught fakes still flagged after attack (1.0 before any attack)."""
+        return self.still_caught / max(self.caught, 1)
+
+    @property
+    def passed(self) -> int:
+        """Caught fakes the attack passed off as real."""
+        return self.caught - self.still_caught
+
+    def interval_after_attack(self) -> tuple[float, float]:
+        return clopper_pearson(self.still_caught, self.caught)
+
+
+def detection_under_attack(
+    detector: nn.Module,
+    real: torch.Tensor,
+    fakes: torch.Tensor,
+    attack: Attack | None,
+    threat: ThreatModel,
+    *,
+    far: float = FAR,
+    generator: torch.Generator | None = None,
+) -> tuple[DetectionUnderAttack, torch.Tensor]:
+    """The detection rate at ``far`` on ``fakes`` (threshold set on ``real``), then ``attack`` aimed at
+    ``real`` on the caught fakes against the thresholded detector; with the attacked caught fakes."""
+    detector.eval()
+    real_scores = fake_scores(detector, real)
+    threshold = threshold_at(real_scores, far)
+    caught = fake_scores(detector, fakes) > threshold
+    x = fakes[caught.to(fakes.device)]
+    deployed = Thresholded(detector, threshold)
+    if attack is None or not len(x):
+        x_adv = x
+    else:
+        labels = torch.full((len(x),), FAKE, device=x.device)
+        aim = torch.full((len(x),), REAL, device=x.device)
+        x_adv = attack.perturb(deployed, x, labels, threat, target=aim, generator=generator)
+    still = int((fake_scores(detector, x_adv) > threshold).sum())
+    return (
+        DetectionUnderAttack(
+            far=far,
+            threshold=threshold,
+            reals=len(real),
+            false_alarms=int((real_scores > threshold).sum()),
+            fakes=len(fakes),
+            caught=int(caught.sum()),
+            still_caught=still,
+        ),
+        x_adv,
+    )
