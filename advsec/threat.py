@@ -85,7 +85,7 @@ class ThreatModel:
             return spambase().added_share(x, x_adv)
         if self.norm == "patch":  # the share of the image the change spans (its bounding box)
             rows, cols = _changed_extent(x, x_adv, 0.0)
-            height, width = _plane(x).shape[2:]
+            height, width = as_plane(x).shape[2:]
             return (rows * cols / (height * width)).to(x.dtype)
         size = norm_of(x_adv - x, self.geometry).flatten()
         if self.norm in ("linf", "l2"):
@@ -175,7 +175,7 @@ class ThreatModel:
     def window_shape(self, x: torch.Tensor) -> tuple[int, int]:
         """A patch's height and width in pixels on inputs like ``x``: ``eps`` of the image's area, ``aspect``
         times as high as wide, rounded; on a 1-D input, one row ``eps`` of its length long."""
-        height, width = _plane(x).shape[2:]
+        height, width = as_plane(x).shape[2:]
         if height == 1:
             return 1, round(min(width, self.eps * width))
         area = self.eps * height * width
@@ -185,7 +185,7 @@ class ThreatModel:
     def window(self, x: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
         """Each sample's patch region, a mask shaped ``(N, 1, H, W)``, its top-left pixel at ``corners``
         (``(N, 2)`` rows and columns; a 1-D input's row is 0)."""
-        height, width = _plane(x).shape[2:]
+        height, width = as_plane(x).shape[2:]
         h, w = self.window_shape(x)
         rows, cols = torch.arange(height, device=x.device), torch.arange(width, device=x.device)
         top, left = corners[:, :1].to(x.device), corners[:, 1:].to(x.device)
@@ -195,7 +195,7 @@ class ThreatModel:
 
     def random_corners(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Top-left corners ``(N, 2)`` of windows placed uniformly at random, one per sample of ``x``."""
-        height, width = _plane(x).shape[2:]
+        height, width = as_plane(x).shape[2:]
         h, w = self.window_shape(x)
         free = torch.tensor([height - h + 1, width - w + 1], device=x.device)
         return (random_tensor((len(x), 2), x, generator) * free).long().minimum(free - 1)
@@ -209,8 +209,8 @@ class ThreatModel:
             if h == 0 or w == 0:
                 return x.clone()
             kept = (x_adv - x).double() ** 2 - (x_adv - clipped).double() ** 2
-            sums = F.avg_pool2d(_plane(kept).sum(dim=1, keepdim=True), (h, w), stride=1).flatten(1)
-            columns = _plane(x).shape[3] - w + 1
+            sums = F.avg_pool2d(as_plane(kept).sum(dim=1, keepdim=True), (h, w), stride=1).flatten(1)
+            columns = as_plane(x).shape[3] - w + 1
             best = sums.argmax(dim=1)
             region = self.window(x, torch.stack([best // columns, best % columns], dim=1))
         return torch.where(self._masked(torch.ones_like(x), region).bool(), clipped, x)
@@ -218,10 +218,10 @@ class ThreatModel:
     @staticmethod
     def _masked(delta: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """``delta`` with every change outside ``region`` (``(N, 1, H, W)``) set to zero."""
-        return (_plane(delta) * region).reshape(delta.shape)
+        return (as_plane(delta) * region).reshape(delta.shape)
 
 
-def _plane(t: torch.Tensor) -> torch.Tensor:
+def as_plane(t: torch.Tensor) -> torch.Tensor:
     """``t`` seen as ``(N, C, H, W)``: a batch of vectors or of 1-D signals is one row high."""
     if t.dim() == 4:
         return t
@@ -235,7 +235,7 @@ def _plane(t: torch.Tensor) -> torch.Tensor:
 def _changed_extent(x: torch.Tensor, x_adv: torch.Tensor, slack: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample, how many rows and columns the pixels changed by more than ``slack`` (in any channel)
     span: the height and width of their bounding box, 0 where none changed."""
-    changed = ~(_plane(x_adv - x).abs() <= slack).all(dim=1)  # NaN counts as changed
+    changed = ~(as_plane(x_adv - x).abs() <= slack).all(dim=1)  # NaN counts as changed
     return _span(changed.any(dim=2)), _span(changed.any(dim=1))
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advsec.attack import Attack, Loss, attack_objective, fooled, gradient_attack
-from advsec.threat import ThreatModel
+from advsec.threat import ThreatModel, as_plane
 
 Placement = Literal["salient", "random", "fixed"]
 
@@ -102,7 +102,8 @@ class PatchPGD(Attack):
     ) -> torch.Tensor:
         """Each sample's window, as its top-left corner ``(N, 2)``."""
         height, width = threat.window_shape(x)
-        free = (x.shape[2] - height, x.shape[3] - width)
+        plane = as_plane(x)  # a 1-D input is one row high
+        free = (plane.shape[2] - height, plane.shape[3] - width)
         if placement == "fixed":
             corner = torch.tensor([min(max(self.row, 0), free[0]), min(max(self.column, 0), free[1])])
             return corner.to(x.device).expand(len(x), 2)
@@ -110,6 +111,8 @@ class PatchPGD(Attack):
             return threat.random_corners(x, generator)
         x = x.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(attack_objective(model(x), y, aim, self.loss).sum(), x)
-        mass = F.avg_pool2d(grad.abs().sum(dim=1, keepdim=True), (height, width), stride=1).flatten(1)
+        mass = F.avg_pool2d(as_plane(grad).abs().sum(dim=1, keepdim=True), (height, width), stride=1).flatten(
+            1
+        )
         best = mass.argmax(dim=1)
         return torch.stack([best // (free[1] + 1), best % (free[1] + 1)], dim=1)
