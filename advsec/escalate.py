@@ -55,12 +55,16 @@ def causes(checks: list[SanityCheck]) -> dict[str, list[str]]:
     return found
 
 
-def follow_ups(found: dict[str, list[str]], norm: str) -> list[tuple[AttackSpec, str]]:
-    """The attacks ``found`` calls for, each with the flags that called for it, that can attack ``norm``.
+def follow_ups(
+    found: dict[str, list[str]], norm: str, ran: tuple[AttackSpec, ...] = ()
+) -> list[tuple[AttackSpec, str]]:
+    """The attacks ``found`` calls for, each with the flags that called for it, that can attack ``norm`` and
+    that the cell did not run already (``ran``: the same attack on the same view, whatever its settings).
 
     Gradient attacks run on the adaptive view (``adaptive=True``), which the escalated views make an
     expectation for randomness and a restored model for state; Square queries the deployed model as scored.
     """
+    done = {(attack.name, attack.adaptive) for attack in ran}
     planned: list[tuple[str, bool, list[str]]] = []
     if RANDOMNESS in found or STATE in found:
         planned.append(("apgd-ce", True, found.get(RANDOMNESS, []) + found.get(STATE, [])))
@@ -69,7 +73,7 @@ def follow_ups(found: dict[str, list[str]], norm: str) -> list[tuple[AttackSpec,
     return [
         (AttackSpec(name, name + ESCALATED, {}, adaptive=adaptive), "; ".join(reasons))
         for name, adaptive, reasons in planned
-        if norm in registry.attacks.get(name).norms
+        if norm in registry.attacks.get(name).norms and (name, adaptive) not in done
     ]
 
 

@@ -258,7 +258,7 @@ def evaluate_cell(
             else {}
         )
     escalated = escalated_views(views, pristine, found, spec.evaluation)
-    for spec_attack, reason in follow_ups(found, cell.norm):
+    for spec_attack, reason in follow_ups(found, cell.norm, cell.attacks):
         todo = verdicts.robust.nonzero().squeeze(1)
         record, _ = _attack_stage(
             spec_attack, todo, escalated, verdicts, x, y, clean_logits, threat, generator, fit

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from advsec.escalate import MASKED_GRADIENTS, follow_ups
 from advsec.progress import Progress
 from advsec.report import build_report
 from advsec.results import cell_summaries
 from advsec.runner import run_spec
-from advsec.spec import parse_spec
+from advsec.spec import AttackSpec, parse_spec
 
 CPU = torch.device("cpu")
 QUIET = Progress(quiet=True)
@@ -167,3 +168,10 @@ def test_escalation_can_be_turned_off(tmp_path: Path) -> None:
     [cell] = [c for c in cell_summaries(store) if c.defense == "hidden-saturation" and c.norm == "linf"]
     assert cell.unescalated_robust_accuracy is None
     assert [a.attack for a in cell.attacks] == ["pgd"]
+
+
+def test_a_follow_up_the_cascade_already_ran_is_not_run_twice() -> None:
+    found = {MASKED_GRADIENTS: ["query attack beat gradient attacks"]}
+    assert [a.name for a, _ in follow_ups(found, "linf")] == ["apgd-dlr", "square"]
+    preset = (AttackSpec("apgd-ce", "apgd-ce", {}), AttackSpec("square", "square", {"queries": 5000}))
+    assert [a.name for a, _ in follow_ups(found, "linf", preset)] == ["apgd-dlr"]
