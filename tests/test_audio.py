@@ -148,6 +148,7 @@ samples = 60
 """
 
 
+@pytest.mark.slow  # tens of seconds of audio fits; run with -m slow
 def test_quieter_budgets_leave_more_robust_accuracy_and_every_attempt_stays_below_its_level(
     fsdd, shared_data_dir, tmp_path, monkeypatch
 ):
@@ -224,6 +225,7 @@ UNIVERSAL = (
 )
 
 
+@pytest.mark.slow  # tens of seconds of audio fits; run with -m slow
 def test_a_universal_perturbation_fitted_on_training_clips_fools_unseen_ones_more_than_noise(
     fsdd, shared_data_dir, tmp_path, monkeypatch
 ):
@@ -249,6 +251,7 @@ HIDDEN = (
 )
 
 
+@pytest.mark.slow  # tens of seconds of audio fits; run with -m slow
 def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model_does_not(
     fsdd, shared_data_dir, tmp_path, monkeypatch
 ):

@@ -32,6 +32,7 @@ samples = 150
 """
 
 
+@pytest.mark.slow  # starts a Ray cluster
 def test_ray_gives_the_local_executors_table_cell_for_cell(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)

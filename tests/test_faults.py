@@ -74,6 +74,7 @@ def _run(spec: Path, out: Path, env: dict[str, str], **watch: str) -> subprocess
     return subprocess.run(command, env={**env, **watched}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow  # eight killed runs; test_harness kills and resumes one in the default suite
 def test_runs_killed_at_random_points_resume_to_the_uninterruptedstored_results(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)

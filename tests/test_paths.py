@@ -107,6 +107,7 @@ def test_labels_never_become_file_names(tmp_path, monkeypatch):
     build_report(store, tmp_path / "run")
     made = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
     report = {"report.html", "report.md", "tradeoff.png", "robust_vs_eps.png", "examples.png"}
+    report |= {"privacy_tradeoff.png"}  # its defenses have privacy figures
     sqlite = {"results.sqlite", "results.sqlite-wal", "results.sqlite-shm"}
     assert {f"run/{name}" for name in report} <= made <= {"run", *(f"run/{name}" for name in report | sqlite)}
     assert HOSTILE in (tmp_path / "run" / "report.md").read_text()  # it was there to be misused

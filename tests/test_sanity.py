@@ -55,6 +55,8 @@ queries = 300
 [evaluation]
 samples = 150
 adaptive = {adaptive}
+escalate = false  # the flags are the subject here; what they set off is test_escalation's
+eot_draws = 10
 """
 
 
