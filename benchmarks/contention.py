@@ -53,6 +53,7 @@ def main() -> None:
     settings = [("shared (advsec.threads)", None)] + [(f"pinned to {cores} (torch's default)", cores)] * (
         args.baseline
     )
+    together(args.spec, 1, None)  # warm-up, untimed: the first run also pays for cold file caches
     for name, pinned in settings:
         alone = together(args.spec, 1, pinned)
         say(f"{name:<34} {1:>12} {alone:>9.1f} {1:>12.2f}")
