@@ -202,6 +202,7 @@ HEAR_A_SEVEN = (
 )
 
 
+@pytest.mark.slow  # tens of seconds of audio fits; run with -m slow
 def test_audio_targeted_makes_the_model_hear_a_seven_at_minus_30_db_and_then_gets_quieter(
     fsdd, shared_data_dir, tmp_path, monkeypatch
 ):

@@ -72,11 +72,13 @@ def fought(tmp_path_factory):
     return store, out, fitted
 
 
+@pytest.mark.slow  # shares a GAN and inverter fitted for half a minute (see the decode test)
 def test_one_gan_is_fitted_and_shared_by_the_attack_and_the_defense(fought):
     *_, fitted = fought
     assert len(fitted) == 1, fitted
 
 
+@pytest.mark.slow  # shares a GAN and inverter fitted for half a minute (see the decode test)
 def test_defense_gan_stops_naive_gradients_and_falls_under_bpda(fought):
     store, *_ = fought
     cells = {c.defense: c for c in cell_summaries(store) if c.norm == "linf"}
@@ -95,6 +97,7 @@ def test_defense_gan_deploys_the_standard_network_but_its_results_are_keyed_by_i
     assert deployed_key(spec, digits, defended) != deployed_key(fewer, digits, fewer.defenses[1])
 
 
+@pytest.mark.slow  # shares a GAN and inverter fitted for half a minute (see the decode test)
 def test_natural_gan_fools_the_model_with_images_the_listener_still_reads(fought):
     store, out, _ = fought
     runs = {r.defense: r for r in unrestricted_summaries(store)}
