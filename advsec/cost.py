@@ -4,12 +4,14 @@ The estimate reads each plugin's own budget fields (steps, restarts, queries, bi
 draws), so it needs nothing from a plugin author. For advsec's attacks it is an upper bound: early exit
 and the cascade stop attacking samples that already fell, which the report's forward and backward counts
 show. Training counts each epoch's forward and backward passes, and the attack steps of adversarial
-training. Models already in the cache and cells already in the store cost nothing.
+training; LiRA's shadow models (``[privacy] shadows``) are trainings of their defense like any other, shown
+apart. Models already in the cache and cells already in the store cost nothing.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,26 +29,34 @@ QUERIES = ("queries", "n_queries", "max_queries")
 @dataclass(frozen=True)
 class Estimate:
     training: int
+    shadows: int  # LiRA's shadow models: K more trainings of each defense whose clean cell is to run
     attacks: int
     certify: int
     replay: int
 
     @property
     def total(self) -> int:
-        return self.training + self.attacks + self.certify + self.replay
+        return self.training + self.shadows + self.attacks + self.certify + self.replay
 
     def describe(self) -> str:
         parts = ", ".join(f"{name} {value:.3g}" for name, value in vars(self).items() if value)
         return f"estimated cost: {self.total:.3g} sample passes ({parts or 'nothing left to do'})"
 
 
-def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[DefenseSpec]) -> Estimate:
-    """The cost of the ``pending`` cells (:class:`advsec.harness.Cell`) and of training ``untrained``."""
+def estimate(
+    spec: Spec,
+    dataset: Dataset,
+    pending: list[Any],
+    untrained: list[DefenseSpec],
+    shadows: Sequence[DefenseSpec] = (),
+) -> Estimate:
+    """The cost of the ``pending`` cells (:class:`advsec.harness.Cell`), of training ``untrained`` and of
+    the LiRA ``shadows`` still to train (a defense once per shadow model)."""
     samples = min(spec.evaluation.samples or len(dataset.x_test), len(dataset.x_test))
-    training = sum(
-        spec_defense.train.epochs * len(dataset.x_train) * training_passes(spec_defense)
-        for spec_defense in untrained
-    )
+    training = sum(training_cost(spec_defense, dataset) for spec_defense in untrained)
+    # A shadow's data is the training split's size at most (the test split may fall short of topping it
+    # up), so pricing it as the target's training keeps the estimate an upper bound
+    shadow_training = sum(training_cost(spec_defense, dataset) for spec_defense in shadows)
     attacks = 0
     for cell in pending:
         defense = make_plugin(
@@ -76,7 +86,7 @@ def estimate(spec: Spec, dataset: Dataset, pending: list[Any], untrained: list[D
         )
         replayed = 2 * settings.samples * len(settings.delays) + max(settings.delays)  # + the traffic
         replay = len(spec.defenses) * (per_defense + settings.repeats * replayed)
-    return Estimate(training, attacks, certify, replay)
+    return Estimate(training, shadow_training, attacks, certify, replay)
 
 
 def attack_passes(spec_attack: AttackSpec) -> int:
@@ -105,6 +115,11 @@ def fit_passes(spec_attack: AttackSpec, dataset: Dataset) -> int:
 def gradient_steps(attack: Attack) -> int:
     """The gradient steps of one run of an attack (1 for a single-step attack such as FGSM)."""
     return _first(attack, ITERATIONS)
+
+
+def training_cost(spec_defense: DefenseSpec, dataset: Dataset) -> int:
+    """Sample passes of one training of ``spec_defense`` on ``dataset``'s training split."""
+    return spec_defense.train.epochs * len(dataset.x_train) * training_passes(spec_defense)
 
 
 def training_passes(spec_defense: DefenseSpec) -> int:

@@ -26,7 +26,7 @@ from advsec.errors import CostError, SpecError
 from advsec.escalate import causes, escalated_views, follow_ups, pristine_views
 from advsec.generator import Generator, fit_generator
 from advsec.keys import content_key, seeded
-from advsec.lira import shadow_models
+from advsec.lira import ShadowRecipe
 from advsec.privacy import membership_inference
 from advsec.progress import Progress
 from advsec.records import AttackRecord, CellResult, MembershipInference, SanityCheck
@@ -39,7 +39,7 @@ from advsec.sanity import (
     loss_not_raised,
     model_checks,
 )
-from advsec.spec import EOT_AUTO, AttackSpec, DefenseSpec, Spec, make_plugin
+from advsec.spec import EOT_AUTO, AttackSpec, DefenseSpec, Spec, lira_trainable, make_plugin
 from advsec.threat import ThreatModel, check_attack_output
 from advsec.train import TrainedModel, is_cached, trained_on
 
@@ -130,6 +130,30 @@ def bounded(attacks: tuple[AttackSpec, ...]) -> tuple[AttackSpec, ...]:
     return tuple(a for a in attacks if not registry.attacks.get(a.name).unrestricted)
 
 
+def untrained_shadows(spec: Spec, dataset: Dataset, pending: list[Cell]) -> list[DefenseSpec]:
+    """The defense of every LiRA shadow model the ``pending`` cells will train, once per model: the clean
+    cell of a defense computes its membership inference, and a shadow in the cache costs no training."""
+    if not spec.privacy.shadows:
+        return []
+    samples = len(dataset.x_test[: spec.evaluation.samples])  # as many members as non-members are scored
+    out = []
+    for cell in (c for c in pending if c.norm == CLEAN):
+        defense = cell.defense
+        plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
+        members = trained_on(dataset, plugin, spec.seed)[:samples]  # as _membership picks them
+        recipe = _shadow_recipe(spec, dataset, defense, members, samples)
+        out += [defense] * sum(not is_cached(key) for key in recipe.cache_keys())
+    return out
+
+
+def _shadow_recipe(
+    spec: Spec, dataset: Dataset, defense: DefenseSpec, members: torch.Tensor, nonmembers: int
+) -> ShadowRecipe:
+    """LiRA's shadow models of ``defense``, none trained on the scored ``members`` or test samples."""
+    return ShadowRecipe(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed,
+                        members=members, nonmembers=nonmembers, count=spec.privacy.shadows)  # fmt: skip
+
+
 class Executor(Protocol):
     """Evaluates cells and yields their results, in any order; only the caller writes them to the store."""
 
@@ -166,7 +190,7 @@ def run_grid(
     untrained = [
         d for d in spec.defenses if (d.model is None or d.fine_tune) and not is_cached(runtime.trained_key(d))
     ]
-    cost = estimate(spec, dataset, pending, untrained)
+    cost = estimate(spec, dataset, pending, untrained, untrained_shadows(spec, dataset, pending))
     progress.log(f"{spec.name}: {cost.describe()}; an upper bound for advsec's own attacks")
     if max_cost is not None and cost.total > max_cost:
         raise CostError(
@@ -424,19 +448,17 @@ def _membership(
     """Membership inference against the deployed model: as many training samples it learned from as test
     samples evaluated, told apart by their loss, benign and at the report's budget, and by offline LiRA
     when ``[privacy] shadows`` asks for it (:mod:`advsec.privacy`, :mod:`advsec.lira`). A user's checkpoint
-    learned from the dataset's training split, as the user declares by giving one; it gets no shadow
-    models, as advsec cannot train its like."""
+    learned from the dataset's training split, as the user declares by giving one; the spec refuses LiRA
+    for it (:func:`advsec.spec.lira_trainable`), as advsec cannot train its like."""
     if defense.model is None or defense.fine_tune:
         members = trained_on(dataset, trained.defense, spec.seed)[: len(x)]
     else:
         members = torch.arange(min(len(x), len(dataset.x_train)))
     shadows = None
-    if spec.privacy.shadows and defense.model is None:
-        shadows = shadow_models(dataset, spec.model, defense.name, defense.params, defense.train, spec.seed,
-                                members=members, nonmembers=len(x), count=spec.privacy.shadows,
-                                device=x.device, progress=progress, label=defense.label)  # fmt: skip
-    elif spec.privacy.shadows:
-        progress.log(f"{defense.label}: no LiRA, a checkpoint's shadow models cannot be trained like it")
+    if spec.privacy.shadows:
+        lira_trainable((defense,), spec.models)  # a Spec built in code has not met the parser's refusal
+        recipe = _shadow_recipe(spec, dataset, defense, members, len(x))
+        shadows = recipe.models(device=x.device, progress=progress, label=defense.label)
     threat = ThreatModel(spec.threats[0].norm, spec.report_eps, dataset.bounds)
     return membership_inference(
         deployed,

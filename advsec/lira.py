@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +26,7 @@ from advsec.keys import content_key
 from advsec.progress import Progress
 from advsec.spec import TrainConfig
 
+T = TypeVar("T")  # what ShadowRecipe._call returns: a key or a trained model
 PER_SAMPLE_STD = 32  # shadows from which each sample gets its own standard deviation
 
 
@@ -61,8 +64,14 @@ def shadow_dataset(dataset: Dataset, members: torch.Tensor, nonmembers: int) -> 
     filler = slice(nonmembers, nonmembers + int((~kept).sum()))
     x = torch.cat([dataset.x_train[kept], dataset.x_test[filler]])
     y = torch.cat([dataset.y_train[kept], dataset.y_test[filler]])
+    return dataclasses.replace(
+        dataset, x_train=x, y_train=y, fingerprint=_shadow_fingerprint(dataset, members, nonmembers)
+    )
+
+
+def _shadow_fingerprint(dataset: Dataset, members: torch.Tensor, nonmembers: int) -> str:
     content = {"dataset": dataset.fingerprint, "without": sorted(members.tolist()), "test_from": nonmembers}
-    return dataclasses.replace(dataset, x_train=x, y_train=y, fingerprint=content_key(content)[:16])
+    return content_key(content)[:16]
 
 
 def shadow_seed(seed: int, index: int) -> int:
@@ -77,37 +86,53 @@ class Shadows:
     trained: int  # how many were trained now rather than loaded
 
 
-def shadow_models(
-    dataset: Dataset,
-    model_name: str,
-    defense_name: str,
-    params: dict,
-    config: TrainConfig,
-    seed: int,
-    *,
-    members: torch.Tensor,
-    nonmembers: int,
-    count: int,
-    device: torch.device,
-    progress: Progress,
-    label: str | None = None,
-) -> Shadows:
-    """``count`` OUT shadow models of a target trained by :func:`advsec.train.load_or_train` with these
-    arguments, none of which saw ``members`` (training indices) or the first ``nonmembers`` test samples."""
-    from advsec.train import load_or_train  # train imports the attack engine; keep this module light
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShadowRecipe:
+    """``count`` OUT shadow models of a target trained by :func:`advsec.train.load_or_train` with
+    (``model_name``, ``defense_name``, ``params``, ``config``, ``seed``), none of which saw ``members``
+    (training indices) or the first ``nonmembers`` test samples. One recipe serves the cost estimate, which
+    asks which shadows are still to train, and the run that trains them: the two cannot disagree."""
 
-    data = shadow_dataset(dataset, members, nonmembers)
-    models, seconds, trained = [], 0.0, 0
-    started = time.perf_counter()
-    for index in range(count):
-        name = f"{label or defense_name} shadow {index + 1}/{count}"
-        model = load_or_train(data, model_name, defense_name, params, config, shadow_seed(seed, index),
-                              device=device, progress=progress, label=name)  # fmt: skip
-        models.append(model.model)
-        seconds += model.train_seconds
-        trained += not model.cached
-    progress.log(
-        f"{label or defense_name}: {count} shadow models ({trained} trained, {count - trained} from cache) "
-        f"in {time.perf_counter() - started:.1f} s, {seconds:.1f} s of training"
-    )
-    return Shadows(models, seconds, trained)
+    dataset: Dataset  # the target's
+    model_name: str
+    defense_name: str
+    params: dict
+    config: TrainConfig
+    seed: int  # the target's
+    members: torch.Tensor
+    nonmembers: int
+    count: int
+
+    def cache_keys(self) -> list[str]:
+        """The shadows' cache keys (:func:`advsec.train.model_key`), known without gathering their data."""
+        from advsec.train import model_key  # train imports the attack engine; keep this module light
+
+        # model_key reads the data set's name and fingerprint only, so the target's tensors can stand in
+        fingerprint = _shadow_fingerprint(self.dataset, self.members, self.nonmembers)
+        data = dataclasses.replace(self.dataset, fingerprint=fingerprint)
+        return [self._call(model_key, data, index) for index in range(self.count)]
+
+    def models(self, *, device: torch.device, progress: Progress, label: str | None = None) -> Shadows:
+        """The shadows from the cache, or trained now (and cached)."""
+        from advsec.train import load_or_train
+
+        data = shadow_dataset(self.dataset, self.members, self.nonmembers)
+        name = label or self.defense_name
+        models, seconds, trained = [], 0.0, 0
+        started = time.perf_counter()
+        for index in range(self.count):
+            model = self._call(load_or_train, data, index, device=device, progress=progress,
+                              label=f"{name} shadow {index + 1}/{self.count}")  # fmt: skip
+            models.append(model.model)
+            seconds += model.train_seconds
+            trained += not model.cached
+        progress.log(
+            f"{name}: {self.count} shadow models ({trained} trained, {self.count - trained} from cache) "
+            f"in {time.perf_counter() - started:.1f} s, {seconds:.1f} s of training"
+        )
+        return Shadows(models, seconds, trained)
+
+    def _call(self, call: Callable[..., T], data: Dataset, index: int, **options: Any) -> T:
+        """``call`` with shadow ``index``'s training arguments, as model_key and load_or_train take them."""
+        return call(data, self.model_name, self.defense_name, self.params, self.config,
+                    shadow_seed(self.seed, index), **options)  # fmt: skip

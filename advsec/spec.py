@@ -365,7 +365,27 @@ def spec_from_dict(
         certifiable(defenses)  # refuse a [certify] table with nothing to certify before any compute
     if spec.replay is not None:
         replay_attacks(spec.attacks, spec.replay)  # refuse unknown or targeted attacks before any compute
+    if spec.privacy.shadows:
+        lira_trainable(spec.defenses, spec.models)
     return spec
+
+
+def lira_trainable(defenses: tuple[DefenseSpec, ...], models: tuple[ModelSpec, ...]) -> None:
+    """Refuse LiRA (``[privacy] shadows``) for a defense that deploys a ``[[models]]`` checkpoint: shadows
+    must be trained the way the target was, and a checkpoint's recipe (its data order, epochs, optimizer,
+    augmentations) is the user's, unknown to advsec; shadows of another recipe would calibrate the test
+    against the wrong models, and the figures would mislead rather than be missing."""
+    labels = [m.label for m in models]
+    for defense in (d for d in defenses if d.model is not None):
+        entry = f"models[{labels.index(defense.model)}] ({defense.model!r})"
+        deploys = entry if defense.label == defense.model else f"defense {defense.label!r} deploys {entry}"
+        tuned = ", fine-tuned from a start advsec did not train," if defense.fine_tune else ""
+        raise SpecError(
+            f"privacy.shadows: LiRA trains shadow models the way the target was trained, but {deploys} is "
+            f"a checkpoint{tuned} whose training recipe advsec does not know, so no shadow would be its "
+            "like. Remove [privacy] shadows (the checkpoint keeps its loss-threshold figures), or run LiRA "
+            "on advsec-trained defenses in a spec without the checkpoint"
+        )
 
 
 # A run's name is the folder its results go to, reports/<name>/: one plain file name, never a path.

@@ -1,7 +1,6 @@
 """Membership inference that sees the tails: TPR at low FPR, AUC, and offline LiRA's shadow models."""
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -9,14 +8,18 @@ import torch
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
+from advsec.checkpoints import cache_dir
 from advsec.cli import main
+from advsec.cost import Estimate, estimate
 from advsec.data import fingerprint
 from advsec.errors import ParameterError, SpecError
-from advsec.lira import lira_scores, shadow_dataset, shadow_models
+from advsec.harness import plan, untrained_shadows
+from advsec.lira import ShadowRecipe, lira_scores, shadow_dataset
 from advsec.privacy import clopper_pearson, inference, membership_inference, roc_auc, tpr_at_fpr
 from advsec.progress import Progress
-from advsec.spec import PrivacyConfig, TrainConfig, parse_spec
-from advsec.train import load_or_train, trained_on
+from advsec.spec import PrivacyConfig, TrainConfig, lira_trainable, parse_spec
+from advsec.train import is_cached, load_or_train, trained_on
+from tests.runs import run_json, small_spec
 
 CPU = torch.device("cpu")
 QUIET = Progress(quiet=True)
@@ -93,10 +96,11 @@ def test_privacy_config_refuses_a_single_shadow():
 def test_shadow_models_are_cached_a_second_call_trains_none(digits):
     config = TrainConfig(epochs=1, batch_size=128)
     members = torch.arange(50)
-    first = shadow_models(digits, "mlp", "standard", {}, config, 7, members=members, nonmembers=50, count=2,
-                          device=CPU, progress=QUIET)  # fmt: skip
-    again = shadow_models(digits, "mlp", "standard", {}, config, 7, members=members, nonmembers=50, count=2,
-                          device=CPU, progress=QUIET)  # fmt: skip
+    recipe = ShadowRecipe(digits, "mlp", "standard", {}, config, 7, members=members, nonmembers=50, count=2)
+    assert not any(is_cached(key) for key in recipe.cache_keys())
+    first = recipe.models(device=CPU, progress=QUIET)
+    assert all(is_cached(key) for key in recipe.cache_keys())  # the keys the estimate asks about
+    again = recipe.models(device=CPU, progress=QUIET)
     assert first.trained == 2 and again.trained == 0
     assert again.train_seconds == pytest.approx(first.train_seconds) and first.train_seconds > 0
     x = digits.x_test[:20]
@@ -122,8 +126,8 @@ def test_lira_catches_memorized_members_at_low_fpr_where_the_loss_threshold_does
     config = TrainConfig(epochs=50, batch_size=32, lr=3e-3)
     target = load_or_train(data, "mlp", "standard", {}, config, 0, device=CPU, progress=QUIET)
     members = trained_on(data, target.defense, 0)[:100]
-    shadows = shadow_models(data, "mlp", "standard", {}, config, 0, members=members, nonmembers=100, count=4,
-                            device=CPU, progress=QUIET)  # fmt: skip
+    recipe = ShadowRecipe(data, "mlp", "standard", {}, config, 0, members=members, nonmembers=100, count=4)
+    shadows = recipe.models(device=CPU, progress=QUIET)
     found = membership_inference(
         target.model, (data.x_train[members], data.y_train[members]), (data.x_test[:100], data.y_test[:100]),
         threat=None, batch=256, shadows=shadows.models, shadow_seconds=shadows.train_seconds,
@@ -137,38 +141,82 @@ def test_lira_catches_memorized_members_at_low_fpr_where_the_loss_threshold_does
     assert lira.auc > loss.auc + 0.03
 
 
-SPEC = """
-[train]
-epochs = 2
-[[defenses]]
-name = "standard"
-[[threats]]
-norm = "linf"
-eps = [0.1]
-[[attacks]]
-name = "fgsm"
-[evaluation]
-samples = 100
-[privacy]
-shadows = 2
-"""
+LIRA = "[privacy]\nshadows = {}\n"
 
 
-def test_a_run_reports_lira_beside_the_loss_threshold_with_its_samples_and_its_shadows_cost(tmp_path):
-    spec = tmp_path / "spec.toml"
-    spec.write_text(SPEC)
-    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "run"), "--json"])
-    assert result.exit_code == 0, result.output
-    (defense,) = json.loads(result.output)["defenses"]
+def _cache() -> dict[str, int]:
+    """The model cache's files and when each was last written."""
+    return {path.name: path.stat().st_mtime_ns for path in cache_dir().glob("*.safetensors")}
+
+
+def test_a_run_reports_lira_beside_the_loss_threshold_and_its_shadows_cost_once(tmp_path, digits):
+    spec = small_spec(epochs=2, seed=41, tables=LIRA.format(2))  # a seed of its own: nothing cached yet
+    first = run_json(tmp_path, spec)
+    (defense,) = first["defenses"]
     assert set(defense["privacy"]) == {"loss", "adversarial loss", "lira"}
     lira = defense["privacy"]["lira"]
     assert (
         lira["members"] == lira["nonmembers"] == 100 and lira["shadows"] == 2 and lira["shadow_seconds"] > 0
     )
     assert lira["auc_low"] <= lira["auc"] <= lira["auc_high"]
+    # The estimate priced both shadows as what they are, trainings of the defense: 2 epochs of a forward
+    # and a backward pass over the training split each, on top of the target's own training.
+    assert first["estimated_cost"]["shadows"] == 2 * 2 * 2 * len(digits.x_train)
+    assert first["estimated_cost"]["training"] == 2 * 2 * len(digits.x_train)
     report = (tmp_path / "run" / "report.md").read_text()
     assert "MI TPR @ 0.1 / 1 % FPR, AUC (lira)" in report and "LiRA shadow train s (models)" in report
     assert "100 members and 100 non-members" in report and "FPR 0.1 % needs ≥ 1,000 non-members" in report
+    assert "offline LiRA (Carlini et al. 2022) against 2 shadow models per defense" in report
+    assert "trained like it without the scored samples, on 100 members and 100 non-members" in report
     shown = CliRunner().invoke(main, ["show", str(tmp_path / "run")])
     assert shown.exit_code == 0, shown.output
     assert "membership inference" in shown.output and "lira" in shown.output
+    # A second run (a new store, so the clean cell is computed again) loads every shadow from the cache: the
+    # estimate charges no training, no model file is written, and the cost columns show the time stored
+    # with the shadows, as "Train s" does for a cached target.
+    cached = _cache()
+    again = run_json(tmp_path, spec, "again")
+    assert again["estimated_cost"]["shadows"] == again["estimated_cost"]["training"] == 0
+    assert _cache() == cached
+    lira_again = again["defenses"][0]["privacy"]["lira"]
+    assert lira_again["shadow_seconds"] == lira["shadow_seconds"]
+    assert again["defenses"][0]["train_seconds"] == defense["train_seconds"]
+    assert lira_again["auc"] == lira["auc"]  # the same models, so the same scores
+
+
+def test_the_estimate_grows_with_the_shadows_and_max_cost_counts_them(tmp_path, digits):
+    def priced(shadows: int) -> Estimate:
+        spec = parse_spec(small_spec(epochs=3, seed=43, tables=LIRA.format(shadows) if shadows else ""))
+        pending = plan(spec, digits)
+        return estimate(spec, digits, pending, list(spec.defenses), untrained_shadows(spec, digits, pending))
+
+    none, two, eight = priced(0), priced(2), priced(8)
+    assert none.shadows == 0 and two.shadows == 2 * 3 * 2 * len(digits.x_train)
+    assert eight.shadows == 4 * two.shadows and eight.total == none.total + eight.shadows
+    assert none.training == two.training == eight.training > 0 and none.attacks == eight.attacks > 0
+    assert f"shadows {eight.shadows:.3g}" in eight.describe()
+    # --max-cost set between the run's cost without shadows and with them refuses the run with shadows.
+    spec = tmp_path / "spec.toml"
+    spec.write_text(small_spec(epochs=3, seed=43, tables=LIRA.format(8)))
+    limit = f"{none.total + eight.shadows // 2}"
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "run"), "--max-cost", limit])
+    assert result.exit_code == 2 and "over --max-cost" in result.output, result.output
+
+
+CHECKPOINT = '[[models]]\nlabel = "mine"\narchitecture = "mlp"\nweights = "mine.safetensors"\n'
+
+
+def test_lira_on_a_checkpoint_is_refused_for_its_unknown_training_recipe():
+    spec = small_spec(epochs=2, tables=CHECKPOINT)
+    assert parse_spec(spec).models  # without shadows the checkpoint is welcome (loss thresholds only)
+    with pytest.raises(SpecError, match=r"privacy\.shadows: .* models\[0\] \('mine'\) is a checkpoint"):
+        parse_spec(spec + LIRA.format(2))
+    # A fine-tuned checkpoint's start was trained elsewhere too; the harness asks the same of a Spec built in
+    # code, which never met the parser.
+    tuned = CHECKPOINT + '[[defenses]]\nname = "pgd-at"\nlabel = "tuned"\nmodel = "mine"\nfine_tune = true\n'
+    parsed = parse_spec(small_spec(epochs=2, tables=tuned))
+    (defense,) = [d for d in parsed.defenses if d.fine_tune]
+    with pytest.raises(
+        SpecError, match=r"defense 'tuned' deploys models\[0\] \('mine'\) is a checkpoint, fine-tuned"
+    ):
+        lira_trainable((defense,), parsed.models)

@@ -1,19 +1,17 @@
 """Privacy cost: membership inference finds a model that memorized its training set, not one that learned."""
 
 import dataclasses
-import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from advsec.cli import main
 from advsec.defenses.standard import Standard
 from advsec.privacy import membership_inference, threshold_attack
 from advsec.progress import Progress
 from advsec.spec import TrainConfig
 from advsec.threat import ThreatModel
 from advsec.train import build_model, train
+from tests.runs import run_json, small_spec
 
 CPU = torch.device("cpu")
 
@@ -50,27 +48,8 @@ def test_a_memorizing_model_leaks_membership_and_a_generalizing_one_does_not(dig
     assert abs(generalized["loss"]) < 0.1 and abs(generalized["adversarial loss"]) < 0.1
 
 
-SPEC = """
-[train]
-epochs = 5
-[[defenses]]
-name = "standard"
-[[threats]]
-norm = "linf"
-eps = [0.1]
-[[attacks]]
-name = "fgsm"
-[evaluation]
-samples = 100
-"""
-
-
 def test_every_defense_gets_a_privacy_cost_in_the_scorecard(tmp_path):
-    spec = tmp_path / "spec.toml"
-    spec.write_text(SPEC)
-    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "run"), "--json"])
-    assert result.exit_code == 0, result.output
-    (defense,) = json.loads(result.output)["defenses"]
+    (defense,) = run_json(tmp_path, small_spec(epochs=5))["defenses"]
     assert set(defense["privacy"]) == {"loss", "adversarial loss"}
     assert all(m["members"] == m["nonmembers"] == 100 and -1 <= m["advantage"] <= 1
                for m in defense["privacy"].values())  # fmt: skip

@@ -86,10 +86,30 @@ SCORECARD = (
     "One row per defense; click a column to sort. Robust accuracy is the per-sample worst case over every "
     "attack at that budget (a random defense's over repeated draws, with its Wilson 95 % interval). Flags "
     "count the sanity checks that flagged any of the defense's cells (see Sanity checks). MI advantage is "
-    "the privacy cost (Song, Shokri & Mittal 2019): how much better than chance a loss-threshold attacker "
-    "tells training samples from test samples (TPR − FPR, threshold fit on half the samples, scored on the "
-    "other half), on benign inputs and at adversarial examples within the report's budget."
+    "the privacy cost (Song, Shokri & Mittal 2019): how much better than chance a threshold on the signal "
+    "in brackets tells training samples from test samples (TPR − FPR, threshold fit on half the samples, "
+    "scored on the other half); the loss is taken on benign inputs and at adversarial examples within the "
+    "report's budget. MI TPR gives the share of members caught at thresholds letting through at most "
+    "0.1 % and 1 % of the non-members, then the ROC AUC (chance 0.5)."
 )
+
+
+def scorecard_lira(defenses: list[DefenseSummary]) -> str:
+    """What the scorecard's LiRA columns are, with the shadows and samples the stored figures came from;
+    empty when no defense ran LiRA."""
+    found = [d.privacy["lira"] for d in defenses if "lira" in d.privacy]
+    if not found:
+        return ""
+    shadows = " or ".join(f"{k:,}" for k in sorted({m.shadows for m in found}))
+    counts = sorted({(m.members, m.nonmembers) for m in found})
+    scored = "; ".join(f"{m:,} members and {n:,} non-members" for m, n in counts)
+    return (
+        f" The (lira) signal is offline LiRA (Carlini et al. 2022) against {shadows} shadow models per "
+        f"defense, each trained like it without the scored samples, on {scored}: a sample's confidence "
+        "is scored by how far it lies above the shadows'. Their training is a cost column of its own, as "
+        "stored with them when they came from the cache."
+    )
+
 
 ADAPTIVE = (
     "Random and non-differentiable defenses are attacked twice. The naive attacks use the model as deployed, "
@@ -205,7 +225,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
 
     blocks: list[Block] = [Heading(title, level=1), Text(_facts(meta, cells), muted=True)]
     if cells:
-        blocks += [Heading("Scorecard"), Text(SCORECARD), scorecard(defenses, cells, certified)]
+        blocks += [Heading("Scorecard"), Text(SCORECARD + scorecard_lira(defenses))]
+        blocks += [scorecard(defenses, cells, certified)]
     if shown:
         clean = {d.defense: d.clean_accuracy for d in defenses}
         classes = meta.get("classes") or []
