@@ -136,6 +136,13 @@ class Defense:
             return deployed.snapshot()
         return None if self.stochastic or self.stateful else deployed
 
+    def certified(self, deployed: nn.Module, x: torch.Tensor, threat: ThreatModel) -> torch.Tensor | None:
+        """Per sample of ``x``, whether ``deployed``'s prediction provably holds for every input within
+        ``threat`` (an exact certificate, like (de)randomized smoothing's against a patch); None for a
+        threat this defense certifies nothing against, the default. The harness scores it in every cell and
+        flags a certified sample that an attack broke."""
+        return None
+
     def adaptive(self, deployed: nn.Module) -> nn.Module:
         """The deployed model as an adaptive attacker differentiates it; the deployed model by default.
 

@@ -85,7 +85,7 @@ def fit_generator(
             "format": FIT_FORMAT,
             "model": [model_key, view],
             "generator": [name, asdict(attack)],
-            "threat": [threat.norm, threat.eps],
+            "threat": [threat.norm, threat.eps] + [threat.aspect] * (threat.aspect != 1.0),
             "target": target,
             "seed": seed,
         }

@@ -34,6 +34,7 @@ from advsec.runtime import Runtime, Views, deployed_key, first_hit, now
 from advsec.sanity import (
     EOT_PROBE_SAMPLES,
     cascade_check,
+    certificate_check,
     eot_probe,
     loss_check,
     loss_not_raised,
@@ -56,6 +57,7 @@ class Cell:
     # A hash of what determines its numbers, the label aside: the same model under two names (a checkpoint
     # saved twice, say) meets the same random starts and draws, and so gets the same table.
     randomness: str
+    aspect: float = 1.0  # a patch's height over its width
 
     @property
     def title(self) -> str:
@@ -78,8 +80,10 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
     for defense in spec.defenses:
         model = deployed_key(spec, dataset, defense)
         attacks = bounded(spec.attacks) + adaptive_attacks(defense, spec)
-        grid = [(CLEAN, 0.0, ())] + [(t.norm, eps, attacks) for t in spec.threats for eps in t.eps]
-        for norm, eps, cell_attacks in grid:
+        grid = [(CLEAN, 0.0, 1.0, ())] + [
+            (t.norm, eps, t.aspect, attacks) for t in spec.threats for eps in t.eps
+        ]
+        for norm, eps, aspect, cell_attacks in grid:
             content = {
                 "model": model,
                 "defense": defense.label,
@@ -89,10 +93,14 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
                 "evaluation": asdict(spec.evaluation),
                 "seed": spec.seed,
             }
+            if aspect != 1.0:  # only then: the cells of every square patch keep their keys
+                content["aspect"] = aspect
             if norm == CLEAN and spec.privacy.shadows:  # the clean cell's rows hold LiRA's figures
                 content["privacy"] = asdict(spec.privacy)
             randomness = content_key({k: v for k, v in content.items() if k not in ("defense", "privacy")})
-            cells.append(Cell(content_key(content), defense, norm, eps, tuple(cell_attacks), randomness))
+            cells.append(
+                Cell(content_key(content), defense, norm, eps, tuple(cell_attacks), randomness, aspect)
+            )
     return cells
 
 
@@ -243,7 +251,7 @@ def evaluate_cell(
     started = time.perf_counter()
     generator = torch.Generator(device=x.device).manual_seed(seed)
     views = Views.of(trained, dataset, spec.evaluation)
-    threat = ThreatModel(cell.norm, cell.eps, dataset.bounds) if cell.norm != CLEAN else None
+    threat = ThreatModel(cell.norm, cell.eps, dataset.bounds, cell.aspect) if cell.norm != CLEAN else None
     escalates = spec.evaluation.escalate and threat is not None
     # Taken before the first query: a model that keeps state it did not declare is restored to this.
     pristine = pristine_views(views) if escalates and not type(trained.defense).stateful else None
@@ -275,6 +283,7 @@ def evaluate_cell(
             task.advance()
     with views.counted.paused():
         own = _checks(cell, trained, views, x, y, verdicts.robust, records, dataset, spec)
+        own += _certificate(cell, trained, views, x, verdicts, dataset)
         checks += own
         found = (
             causes(judged + own + _model_checks(cell, trained, views, x, y, dataset, spec))
@@ -500,9 +509,22 @@ def _checks(
         def correct(x_adv: torch.Tensor) -> torch.Tensor:
             return (views.predictions(x_adv) == y[probed]).all(0)
 
-        threat = ThreatModel(cell.norm, cell.eps, dataset.bounds)
+        threat = ThreatModel(cell.norm, cell.eps, dataset.bounds, cell.aspect)
         checks.append(eot_probe(views.adaptive, x[probed], y[probed], robust[probed], threat, correct))
     return checks
+
+
+def _certificate(
+    cell: Cell, trained: TrainedModel, views: Views, x: torch.Tensor, verdicts: Verdicts, dataset: Dataset
+) -> list[SanityCheck]:
+    """The defense's own certificate at this cell's budget, scored against what the attacks did."""
+    if cell.norm == CLEAN:
+        return []
+    threat = ThreatModel(cell.norm, cell.eps, dataset.bounds, cell.aspect)
+    found = [trained.defense.certified(views.deployed, chunk, threat) for chunk in x.split(views.batch)]
+    if not found or any(f is None for f in found):
+        return []
+    return [certificate_check(torch.cat(found), verdicts.clean_correct, verdicts.robust)]
 
 
 def _model_checks(

@@ -241,3 +241,20 @@ def cascade_check(broken_by_kind: list[tuple[str, int]], n: int) -> SanityCheck 
         share > QUERY_BEATS_GRADIENT_LIMIT,
         "samples only a query attack broke after the gradient attacks had failed: gradient masking suspected",
     )
+
+
+def certificate_check(certified: torch.Tensor, correct: torch.Tensor, robust: torch.Tensor) -> SanityCheck:
+    """The defense's own certificate scored against the attacks: the share of samples it certifies and
+    classifies right (certified accuracy, a floor under robust accuracy), flagged where an attack broke one
+    of them, which a sound certificate, a sound attack and a sound evaluation together rule out."""
+    held = certified & correct
+    broken = int((held & ~robust).sum())
+    share = held.float().mean().item() if len(held) else 0.0
+    return SanityCheck(
+        "certified accuracy",
+        share,
+        broken > 0,
+        f"samples the defense classifies right and certifies against every input within the budget "
+        f"({int(held.sum())} of {len(held)}); {broken} of them broken by the attacks, which a sound "
+        "certificate rules out",
+    )

@@ -81,6 +81,17 @@ class AttackSpec:
 class ThreatSpec:
     norm: Norm
     eps: tuple[float, ...]
+    aspect: float = 1.0  # a patch's height over its width (advsec.threat.ThreatModel.aspect)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.aspect < float("inf"):  # also rejects NaN
+            raise ParameterError(
+                "aspect", f"expected a patch's height over its width, > 0, got {self.aspect!r}"
+            )
+        if self.aspect != 1.0 and self.norm != "patch":
+            raise ParameterError(
+                "aspect", f"only the patch norm has a shape; norm {self.norm!r} takes no aspect"
+            )
 
 
 EOT_AUTO = "auto"  # `[evaluation] eot_draws`: as many draws as each defense's randomness needs
@@ -336,6 +347,13 @@ def spec_from_dict(
             raise SpecError(
                 f"threats[{i}].eps: expected a non-empty list of numbers > 0, got {list(threat.eps)}"
             )
+        for other in threats[:i]:
+            shared = sorted(set(other.eps) & set(threat.eps))
+            if other.norm == threat.norm and other.aspect != threat.aspect and shared:
+                raise SpecError(
+                    f"threats[{i}].aspect: {threat.norm} at eps {shared} already has another aspect; results "
+                    "are keyed by norm and eps, so give each shape eps of its own"
+                )
         for j, attack in enumerate(attacks):
             if not registry.attacks.get(attack.name).unrestricted:  # they bring their own bound
                 _check_capabilities(attack, threat, f"attacks[{j}]", f"threats[{i}]")
