@@ -204,7 +204,13 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
     if as_json:
         click.echo(json.dumps({**extra, **results.to_json()}, indent=2))
         return
-    from advsec.terminal import print_certificates, print_replays, print_scorecard, print_unrestricted
+    from advsec.terminal import (
+        print_certificates,
+        print_detection,
+        print_replays,
+        print_scorecard,
+        print_unrestricted,
+    )
 
     if results.cells:
         print_scorecard(results.meta.get("name", "run"), results.defenses, results.certified)
@@ -214,6 +220,8 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
         print_replays(results.replays)
     if results.unrestricted:
         print_unrestricted(results.unrestricted)
+    if results.detection:
+        print_detection(results.detection)
     if extra.get("report"):
         click.echo(f"report: {extra['report']}")
 

@@ -6,20 +6,27 @@ test images (ties pass), and the detection rate is the share of fakes scored abo
 the detector as deployed, :class:`Thresholded` (the margin shifted by the threshold, so its argmax is the
 thresholded decision), and aims each caught fake at ``real``; the rate after attack is measured on those
 caught fakes, so a fall is the attack's doing, not the detector's misses.
+
+A spec's ``[detection] false_alarm`` deploys every defense's model so (:func:`deployed_detector`), in every
+protocol: the grid's clean and robust numbers are then the thresholded detector's, and the results read the
+detection rate and the fakes passing before and after attack from its rows (:mod:`advsec.results`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from advsec.attack import Attack
+from advsec.data import Dataset
 from advsec.data.fakes import FAKE, REAL
-from advsec.privacy import clopper_pearson
+from advsec.errors import SpecError
+from advsec.results import clopper_pearson
 from advsec.threat import ThreatModel
+from advsec.train import TrainedModel
 
 FAR = 0.01  # the false-alarm rate the threshold allows on real images
 
@@ -55,6 +62,28 @@ class Thresholded(nn.Module):
         shift = torch.zeros(logits.shape[1], device=logits.device, dtype=logits.dtype)
         shift[FAKE] = self.threshold  # a tie: argmax takes the first, REAL
         return logits - shift
+
+
+DETECTOR_CLASSES = ("real", "fake")  # a data set a detector is trained on, classes in the order of REAL, FAKE
+
+
+def check_detector_data(dataset: Dataset) -> None:
+    """Refuse ``[detection]`` for a data set that is not real images against fakes."""
+    if dataset.classes != DETECTOR_CLASSES:
+        raise SpecError(
+            f"detection.false_alarm: thresholds a fake detector, trained on classes {DETECTOR_CLASSES} "
+            f"(the 'fakes' data set); dataset {dataset.name!r} has classes {dataset.classes}"
+        )
+
+
+def deployed_detector(trained: TrainedModel, dataset: Dataset, far: float) -> TrainedModel:
+    """``trained`` deployed at the threshold that flags ``far`` of the test split's real images, as scored
+    by the model behind its defense; the threshold sits on the network, so the defense still wraps it."""
+    check_detector_data(dataset)
+    device = next(trained.network.parameters()).device
+    real = dataset.x_test[dataset.y_test == REAL].to(device)
+    threshold = threshold_at(fake_scores(trained.model.eval(), real), far)
+    return replace(trained, network=Thresholded(trained.network, threshold))
 
 
 @dataclass(frozen=True)

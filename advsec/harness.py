@@ -22,6 +22,7 @@ import advsec.registry as registry
 from advsec.attack import Attack
 from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
+from advsec.detection import check_detector_data
 from advsec.errors import CostError, SpecError
 from advsec.escalate import causes, escalated_views, follow_ups, pristine_views
 from advsec.generator import Generator, fit_generator
@@ -76,6 +77,8 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
                 f"attacks: {attack.label!r} aims at class {attack.target}, but dataset {dataset.name!r} "
                 f"has classes 0 to {dataset.num_classes - 1}"
             )
+    if spec.detection is not None:
+        check_detector_data(dataset)
     cells = []
     for defense in spec.defenses:
         model = deployed_key(spec, dataset, defense)
@@ -308,6 +311,9 @@ def evaluate_cell(
             else _membership(cell.defense, trained, views.deployed, x, y, dataset, spec, progress)
         )
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
+    if spec.detection is not None:  # a detector's examples are the fakes it caught that the attacks passed
+        passed = verdicts.clean_correct & ~verdicts.robust & (y == dataset.classes.index("fake"))
+        shown = passed.nonzero().squeeze(1)[: len(shown)].tolist()
     return CellResult(
         cell=cell.key,
         defense=cell.defense.label,

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import beta, rankdata
+from scipy.stats import rankdata
 from torch import nn
 
 from advsec.attack import gradient_attack
 from advsec.lira import lira_scores, logit_confidence
 from advsec.records import MembershipInference
+from advsec.results import clopper_pearson
 from advsec.threat import ThreatModel
 
 ADVERSARIAL_STEPS = 10
@@ -118,16 +119,6 @@ def tpr_at_fpr(members: torch.Tensor, nonmembers: torch.Tensor, fpr: float) -> t
 def lowest_fpr(nonmembers: int) -> float:
     """The lowest non-zero false-positive rate ``nonmembers`` scored non-members can show."""
     return 1 / nonmembers if nonmembers else 1.0
-
-
-def clopper_pearson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """The exact (Clopper–Pearson) two-sided interval of a binomial rate."""
-    if n == 0:
-        return 0.0, 1.0
-    tail = (1 - level) / 2
-    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, n - successes + 1))
-    high = 1.0 if successes == n else float(beta.ppf(1 - tail, successes + 1, n - successes))
-    return low, high
 
 
 def roc_auc(members: torch.Tensor, nonmembers: torch.Tensor) -> tuple[float, float, float]:

@@ -16,7 +16,7 @@ from advsec.store import Store
 
 RADIUS_STEP = 0.25  # certified accuracy is reported at ℓ2 radii 0, 0.25, 0.5, …, at least up to 1
 CERTIFIED_RADIUS = "0.5"  # the scorecard's certified column: Cohen et al.'s usual reference radius
-JSON_FORMAT = 1  # raised whenever the shape of RunResults.to_json changes
+JSON_FORMAT = 2  # raised whenever the shape of RunResults.to_json changes
 
 Interval = tuple[float, float]
 
@@ -174,6 +174,36 @@ class UnrestrictedSummary:
 
 
 @dataclass(frozen=True)
+class DetectionSummary:
+    """A fake detector deployed at a false-alarm rate (``[detection]``, :mod:`advsec.detection`) against one
+    attack: a grid cell at its budget, or an unrestricted attack (natural-gan's latent search). Counted from
+    the rows: ``caught`` fakes were flagged before attack, ``still_caught`` of those after it; the intervals
+    are Clopper–Pearson 95 %."""
+
+    defense: str
+    attack: str  # a budget key (``linf:0.03``) or the unrestricted attack's label
+    false_alarm: float
+    threshold: float
+    reals: int
+    false_alarms: int  # of the evaluated real images, flagged before attack
+    fakes: int
+    caught: int
+    still_caught: int
+    detection_rate: float  # caught / fakes: the detection rate at the false-alarm rate
+    detection_interval: Interval
+    rate_after_attack: float  # still_caught / caught: measured on the fakes caught before
+    interval_after_attack: Interval
+
+    @property
+    def passing_before(self) -> int:
+        return self.fakes - self.caught
+
+    @property
+    def passing_after(self) -> int:
+        return self.fakes - self.still_caught
+
+
+@dataclass(frozen=True)
 class RunResults:
     """Everything a finished run's report, ``show`` and ``--json`` say, read once from its store."""
 
@@ -183,6 +213,7 @@ class RunResults:
     certified: list[CertifiedSummary]
     replays: list[ReplaySummary]
     unrestricted: list[UnrestrictedSummary]
+    detection: list[DetectionSummary] = field(default_factory=list)
 
     @classmethod
     def read(cls, store: Store) -> RunResults:
@@ -194,6 +225,7 @@ class RunResults:
             certified=certified_summaries(store),
             replays=replay_summaries(store),
             unrestricted=unrestricted_summaries(store),
+            detection=detection_summaries(store, cells),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -207,6 +239,7 @@ class RunResults:
             "certified": [asdict(c) for c in self.certified],
             "replay": [asdict(r) for r in self.replays],
             "unrestricted": [u.to_json() for u in self.unrestricted],
+            "detection": [asdict(d) for d in self.detection],
         }
 
 
@@ -458,6 +491,72 @@ def unrestricted_summaries(store: Store) -> list[UnrestrictedSummary]:
     return out
 
 
+def detection_summaries(store: Store, cells: list[CellSummary]) -> list[DetectionSummary]:
+    """Per thresholded detector (a model stored with a threshold), its detection rate and the fakes still
+    caught per attacked cell and per unrestricted attack made from test inputs."""
+    detectors = {m["defense"]: m for m in store.models() if m.get("threshold") is not None}
+    if not detectors:
+        return []
+    classes = store.meta().get("classes", [])
+    real, fake = classes.index("real"), classes.index("fake")
+    runs: list[tuple[str, str, list[tuple[int, bool, bool]]]] = []  # (label, flagged before, after) rows
+    for c in cells:
+        if c.defense in detectors and c.norm != "none":
+            rows = [(s["label"], s["clean_pred"] == fake, s["clean_pred"] == fake and bool(s["robust"]))
+                    for s in store.samples(c.cell)]  # fmt: skip
+            runs.append((c.defense, budget_key(c.norm, c.eps), rows))
+    for run in store.unrestricted_runs():
+        if run["defense"] in detectors and run["source"] == "test":
+            rows = [(r["label"], r["carrier_pred"] == fake, r["carrier_pred"] == fake and r["pred"] == fake)
+                    for r in store.unrestricted(run["defense"], run["attack"])]  # fmt: skip
+            runs.append((run["defense"], run["attack"], rows))
+    out = []
+    for defense, attack, rows in runs:
+        fakes = [(before, after) for label, before, after in rows if label == fake]
+        reals = [before for label, before, _ in rows if label == real]
+        caught, still = sum(b for b, _ in fakes), sum(a for _, a in fakes)
+        model = detectors[defense]
+        out.append(
+            DetectionSummary(
+                defense=defense,
+                attack=attack,
+                false_alarm=model["false_alarm"],
+                threshold=model["threshold"],
+                reals=len(reals),
+                false_alarms=sum(reals),
+                fakes=len(fakes),
+                caught=caught,
+                still_caught=still,
+                detection_rate=caught / max(len(fakes), 1),
+                detection_interval=clopper_pearson(caught, len(fakes)),
+                rate_after_attack=still / max(caught, 1),
+                interval_after_attack=clopper_pearson(still, caught),
+            )
+        )
+    return out
+
+
+DETECTION_HEADER = ("defense", "attack", "false alarms", "threshold", "detection rate",
+                    "fakes passing before → after", "caught still caught")  # fmt: skip
+
+
+def detection_row(d: DetectionSummary) -> list[str]:
+    """A detector's row as the scorecard and the report print it (:data:`DETECTION_HEADER`)."""
+
+    def rate(value: float, interval: Interval) -> str:
+        return f"{100 * value:.1f} % [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+    return [
+        d.defense,
+        d.attack.replace(":", " ε=") if ":" in d.attack else d.attack,
+        f"{d.false_alarms}/{d.reals} at {100 * d.false_alarm:g} %",
+        f"{d.threshold:.4g}",
+        rate(d.detection_rate, d.detection_interval),
+        f"{d.passing_before}/{d.fakes} → {d.passing_after}/{d.fakes}",
+        f"{d.still_caught}/{d.caught}: {rate(d.rate_after_attack, d.interval_after_attack)}",
+    ]
+
+
 def transfer_summaries(store: Store, defenses: list[str]) -> dict[str, list[list[float]]]:
     """Per ensemble defense, the share of examples crafted on member i (row) that fool member j (column)."""
     out = {}
@@ -533,6 +632,18 @@ def membership_note(inferences: list[MembershipInference]) -> str:
             f"lowest FPR is {100 / max(fewest, 1):.2g} %, so a TPR marked * is read at FPR 0"
         )
     return note
+
+
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> Interval:
+    """The exact (Clopper–Pearson) two-sided interval of a binomial rate."""
+    from scipy.stats import beta  # only where an exact interval is asked for: reading a store stays light
+
+    if n == 0:
+        return 0.0, 1.0
+    tail = (1 - level) / 2
+    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, n - successes + 1))
+    high = 1.0 if successes == n else float(beta.ppf(1 - tail, successes + 1, n - successes))
+    return low, high
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:

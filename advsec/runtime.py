@@ -25,10 +25,11 @@ from torch import nn
 import advsec.registry as registry
 from advsec.data import Dataset
 from advsec.defense import Expectation
+from advsec.detection import deployed_detector
 from advsec.errors import InputError
 from advsec.keys import content_key, key_seed
 from advsec.progress import Progress
-from advsec.spec import DefenseSpec, EvaluationConfig, Spec, make_plugin
+from advsec.spec import DefenseSpec, DetectionConfig, EvaluationConfig, Spec, make_plugin
 from advsec.store import Store
 from advsec.threads import rebalance
 from advsec.threat import check_inputs
@@ -86,9 +87,10 @@ def deployed_key(spec: Spec, dataset: Dataset, defense: DefenseSpec) -> str:
     (``Defense.trained_like``). Results about a deployed model are stored under it."""
     plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
     fields = asdict(plugin) if is_dataclass(plugin) else defense.params
-    return content_key(
-        {"model": trained_model_key(spec, dataset, defense), "defense": [defense.name, fields]}
-    )
+    content = {"model": trained_model_key(spec, dataset, defense), "defense": [defense.name, fields]}
+    if spec.detection is not None:  # a detector deployed at a threshold: another model, other results
+        content["false_alarm"] = spec.detection.false_alarm
+    return content_key(content)
 
 
 def plugin_origins(spec: Spec) -> dict[str, dict[str, dict[str, Any]]]:
@@ -178,9 +180,12 @@ class Runtime:
                     label=defense.label,
                 )
                 source = _source(trained)
+            if self.spec.detection is not None:
+                trained = deployed_detector(trained, self.dataset, self.spec.detection.false_alarm)
+                source += f", flags fakes above {trained.network.threshold:.4g}"
             self.progress.log(f"model for {defense.label}: {source} ({trained.key})")
             if self.store is not None:
-                _record_model(self.store, defense, trained)
+                _record_model(self.store, defense, trained, self.spec.detection)
             self._models[defense.label] = trained
         return self._models[defense.label]
 
@@ -241,8 +246,11 @@ def _source(trained: TrainedModel) -> str:
     return "cache" if trained.cached else f"trained in {trained.train_seconds:.1f} s"
 
 
-def _record_model(store: Store, defense: DefenseSpec, trained: TrainedModel) -> None:
-    """What the report says about a defense's model: its plugin, parameters, flags, cost and history."""
+def _record_model(
+    store: Store, defense: DefenseSpec, trained: TrainedModel, detection: DetectionConfig | None
+) -> None:
+    """What the report says about a defense's model: its plugin, parameters, flags, cost and history, and
+    a detector's false-alarm rate and threshold."""
     store.save_model(
         defense.label,
         {
@@ -255,6 +263,8 @@ def _record_model(store: Store, defense: DefenseSpec, trained: TrainedModel) -> 
             "stochastic": type(trained.defense).stochastic,
             "stateful": type(trained.defense).stateful,
             "history": trained.history,
+            "false_alarm": None if detection is None else detection.false_alarm,
+            "threshold": None if detection is None else trained.network.threshold,
         },
     )
 

@@ -201,6 +201,22 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class DetectionConfig:
+    """A fake detector as deployed (``[detection]``, :mod:`advsec.detection`): each defense's model, trained
+    on a data set of classes ("real", "fake"), flags an input as fake only when its score clears the
+    threshold that flags ``false_alarm`` of the test split's real images, and every protocol evaluates it
+    so: the grid's robust numbers are then its detection under attack."""
+
+    false_alarm: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.false_alarm < 1:
+            raise ParameterError(
+                "false_alarm", f"expected a rate in [0, 1) of real images flagged, got {self.false_alarm}"
+            )
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     eps: float | None = None  # the budget of the trade-off chart; the middle of the first grid when unset
 
@@ -220,6 +236,7 @@ class Spec:
     certify: CertifyConfig | None = None  # certify the defenses that can (``advsec run`` does it too)
     replay: ReplayConfig | None = None  # the sitting-duck protocol (``advsec run`` runs it after the grid)
     privacy: PrivacyConfig = PrivacyConfig()  # membership inference: LiRA's shadow models, if any
+    detection: DetectionConfig | None = None  # a fake detector thresholded at a false-alarm rate
     plugins: tuple[str, ...] = ()
     text: str = field(default="", compare=False)
     dataset_params: dict[str, Any] = field(default_factory=dict)  # a `[dataset]` table's, besides its name
@@ -254,6 +271,7 @@ _TOP = {
     "certify",
     "replay",
     "privacy",
+    "detection",
 }
 _DEFENSE_KEYS = {"name", "label", "train", "sweep", "model", "fine_tune"}
 _ATTACK_KEYS = {"name", "label", "target"}
@@ -374,6 +392,9 @@ def spec_from_dict(
         certify=build(CertifyConfig, _table(raw, "certify", ""), "certify") if "certify" in raw else None,
         replay=build(ReplayConfig, _table(raw, "replay", ""), "replay") if "replay" in raw else None,
         privacy=build(PrivacyConfig, _table(raw, "privacy", ""), "privacy"),
+        detection=build(DetectionConfig, _table(raw, "detection", ""), "detection")
+        if "detection" in raw
+        else None,
         plugins=plugins,
         text=text,
     )

@@ -27,7 +27,7 @@ from advsec.records import (
     UnrestrictedResult,
 )
 
-FORMAT = 5  # the store's PRAGMA user_version: raised whenever a table changes shape
+FORMAT = 6  # the store's PRAGMA user_version: raised whenever a table changes shape
 PRIVACY_FIELDS = tuple(f.name for f in fields(MembershipInference))  # the privacy table's, past its cell
 SIDE_PLANS = ("certify_plan", "replay_plan", "unrestricted_plan")  # meta keys: what each protocol last ran
 SCHEMA = """
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plan (position INTEGER PRIMARY KEY, cell TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     defense TEXT PRIMARY KEY, family TEXT, name TEXT, params TEXT, model_key TEXT, train_seconds REAL,
-    cached INTEGER, stochastic INTEGER, stateful INTEGER, history TEXT);
+    cached INTEGER, stochastic INTEGER, stateful INTEGER, history TEXT, false_alarm REAL, threshold REAL);
 CREATE TABLE IF NOT EXISTS cells (
     cell TEXT PRIMARY KEY, defense TEXT, norm TEXT, eps REAL, attacks TEXT, cascade INTEGER,
     n INTEGER, clean_correct INTEGER, robust INTEGER, wall_seconds REAL,
@@ -255,7 +255,7 @@ class Store:
     def save_model(self, defense: str, row: dict[str, Any]) -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     defense,
                     row["family"],
@@ -267,6 +267,8 @@ class Store:
                     row["stochastic"],
                     row["stateful"],
                     json.dumps(row["history"]),
+                    row.get("false_alarm"),
+                    row.get("threshold"),
                 ),
             )
 

@@ -14,12 +14,15 @@ import advsec.registry as registry
 from advsec.errors import PluginError
 from advsec.results import (
     CERTIFIED_RADIUS,
+    DETECTION_HEADER,
     MEMBERSHIP_FPRS,
     UNRESTRICTED_RATES,
     CertifiedSummary,
     DefenseSummary,
+    DetectionSummary,
     ReplaySummary,
     UnrestrictedSummary,
+    detection_row,
     distance_text,
     membership_note,
     membership_resolved,
@@ -209,6 +212,19 @@ def print_unrestricted(runs: list[UnrestrictedSummary]) -> None:
             seconds = f"{r.wall_seconds:.1f}"
             table.add_row(r.defense, r.attack, str(r.aimed), *shares, distance, seconds)
         _console().print(table)
+
+
+def print_detection(detection: list[DetectionSummary]) -> None:
+    """Each thresholded fake detector per attack: its false alarms on the evaluated real images, detection
+    rate, the fakes passing before and after attack, and the caught fakes still caught (Clopper–Pearson)."""
+    table = Table(
+        title="fake detection at a fixed false-alarm rate", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    for i, column in enumerate(DETECTION_HEADER):
+        table.add_column(column, no_wrap=True, justify="left" if i < 2 else "right")
+    for d in detection:
+        table.add_row(*detection_row(d))
+    _console().print(table)
 
 
 def _share(value: float | None) -> str:

@@ -7,6 +7,10 @@ search). The model is only queried. What comes out is a new image on the GAN's r
 bounded perturbation, so it is unrestricted: advsec scores it apart from robust accuracy, with its ℓ2
 distance from the input, and asks an independently trained listener whether it still shows the input's
 class. A natural adversarial example is one the model gets wrong and the listener does not.
+
+Aimed at a class (a spec's ``target``), a code fools the model when its image lands in that class: against
+a fake detector (the ``fakes`` data set, searched in the GAN its fakes came from) aimed at ``real``, what it
+finds are GAN outputs the detector passes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import torch
 from torch import nn
 
 from advsec.attack import Attack
+from advsec.data import Dataset
 from advsec.gan import UsesGan
+from advsec.progress import Progress
 from advsec.threat import ThreatModel
 
 
@@ -28,6 +34,7 @@ class NaturalGAN(UsesGan, Attack):
 
     unrestricted = True
     source = "test"
+    targeted = True
     kind = "query"
     norms = ("l2",)
     modalities = ("image",)
@@ -45,6 +52,15 @@ class NaturalGAN(UsesGan, Attack):
         """Unbounded: any image in the data's bounds; its ℓ2 distance from the test input is reported."""
         return ThreatModel("l2", math.inf, bounds)
 
+    def prepare(self, dataset: Dataset, *, seed: int, device: torch.device, progress: Progress) -> float:
+        """A data set drawn partly from a GAN (``fakes``) is searched in that GAN, whatever the settings here:
+        the codes its fakes came from are where fakes a detector passes are to be found. It was fitted (and
+        charged) when the data set was built. Any other data set gets the shared GAN of these settings."""
+        if dataset.gan is not None:
+            self.gan = dataset.gan.to(device)
+            return 0.0
+        return super().prepare(dataset, seed=seed, device=device, progress=progress)
+
     def perturb(
         self,
         model: nn.Module,
@@ -58,23 +74,38 @@ class NaturalGAN(UsesGan, Attack):
         """The image of the nearest fooling code per input; its reconstruction G(I(x)) if none is found."""
         gan = self.fitted_gan()
         with torch.no_grad():
-            codes = gan.invert(x)
-            out = gan.decode(codes)
-            left = torch.arange(len(x), device=x.device)
-            for shell in range(self.rounds):
-                if not len(left):
-                    break
-                candidates = self._shell(codes[left], shell, generator)  # (left, candidates, latent)
-                images = gan.decode(candidates.flatten(0, 1))
-                labels = model(images).argmax(1).view(len(left), self.candidates)
-                fooled = labels != y[left, None]
-                # Radii grow with the candidate index within a shell, so the first fooling one is the nearest.
-                first = fooled.int().argmax(1)
-                found = fooled.any(1)
-                chosen = images.view(len(left), self.candidates, *x.shape[1:])[torch.arange(len(left)), first]
-                out[left[found]] = chosen[found]
-                left = left[~found]
-        return out
+            codes, _ = self.search(model, gan.invert(x), y, target=target, generator=generator)
+            return gan.decode(codes)
+
+    @torch.no_grad()
+    def search(
+        self,
+        model: nn.Module,
+        codes: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per code, the nearest code in its shells whose image ``model`` puts in ``target`` (without one:
+        in any class but ``y``), and whether one was found; the code itself where none was."""
+        gan = self.fitted_gan()
+        out = codes.clone()
+        found_any = torch.zeros(len(codes), dtype=torch.bool, device=codes.device)
+        left = torch.arange(len(codes), device=codes.device)
+        for shell in range(self.rounds):
+            if not len(left):
+                break
+            candidates = self._shell(codes[left], shell, generator)  # (left, candidates, latent)
+            labels = model(gan.decode(candidates.flatten(0, 1))).argmax(1).view(len(left), self.candidates)
+            fooled = labels == target[left, None] if target is not None else labels != y[left, None]
+            # Radii grow with the candidate index within a shell, so the first fooling one is the nearest.
+            first = fooled.int().argmax(1)
+            found = fooled.any(1)
+            out[left[found]] = candidates[torch.arange(len(left), device=codes.device), first][found]
+            found_any[left[found]] = True
+            left = left[~found]
+        return out, found_any
 
     def _shell(self, codes: torch.Tensor, shell: int, generator: torch.Generator | None) -> torch.Tensor:
         """``candidates`` codes per code at radii in [shell, shell + 1) · ``step``, sorted by radius."""

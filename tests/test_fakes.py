@@ -1,15 +1,23 @@
 """A fake detector: real digits against the shared GAN's samples, its detection rate at a fixed false-alarm
-rate, and PGD passing the fakes it caught off as real."""
+rate, PGD passing the fakes it caught off as real, and natural-gan's latent search finding fakes it passes."""
+
+import json
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from advsec import registry
+from advsec.cli import main
 from advsec.data.fakes import FAKE, REAL
-from advsec.detection import detection_under_attack, fake_scores, threshold_at
+from advsec.detection import Thresholded, detection_under_attack, fake_scores, threshold_at
+from advsec.errors import SpecError
+from advsec.harness import plan
 from advsec.progress import Progress
+from advsec.results import RunResults
 from advsec.runtime import load_dataset
-from advsec.spec import TrainConfig, make_plugin
+from advsec.spec import TrainConfig, make_plugin, parse_spec
+from advsec.store import Store
 from advsec.threat import ThreatModel
 from advsec.train import load_or_train
 
@@ -75,3 +83,120 @@ def test_a_fitted_detector_reloads_from_the_cache_unchanged(fakes):
         assert torch.equal(a, b), name
     probe = fakes.x_test[:64]
     assert torch.equal(fake_scores(first.model, probe), fake_scores(again.model, probe))
+
+
+# The detector of train() (mlp, 10 epochs, seed 0) deployed at 1 % false alarms, PGD aimed at real.
+DETECTOR_SPEC = f"""
+name = "detector"
+model = "mlp"
+seed = 0
+[dataset]
+name = "fakes"
+{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in FAKES.items())}
+[train]
+epochs = {TRAIN.epochs}
+[detection]
+false_alarm = 0.01
+[[defenses]]
+name = "standard"
+[[threats]]
+norm = "linf"
+eps = [0.3]
+[[attacks]]
+name = "pgd"
+steps = 20
+target = 0
+[evaluation]
+samples = 300
+escalate = false
+"""
+
+
+def test_the_cli_reports_the_detection_rate_at_the_false_alarm_rate_falling_on_the_caught_fakes(
+    fakes, tmp_path
+):
+    spec = tmp_path / "detector.toml"
+    spec.write_text(DETECTOR_SPEC)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "fake detection at a fixed false-alarm rate" in result.output
+    store = Store(out / "results.sqlite", readonly=True)
+    (detection,) = RunResults.read(store).detection
+    examples = store.examples(next(c["cell"] for c in store.cells() if c["norm"] == "linf"))
+    store.close()
+    # The threshold is the library's, set on every real test image of the split, on the same cached detector.
+    detector = train(fakes).model
+    real = fakes.x_test[fakes.y_test == REAL]
+    assert detection.threshold == pytest.approx(threshold_at(fake_scores(detector, real), 0.01))
+    assert detection.false_alarms <= 0.01 * len(real)
+    x, y = fakes.x_test[:300], fakes.y_test[:300]
+    scores = fake_scores(detector, x)
+    assert detection.fakes == int((y == FAKE).sum()) and detection.reals == int((y == REAL).sum())
+    assert (
+        detection.caught == int(((scores > detection.threshold) & (y == FAKE)).sum()) > 0.9 * detection.fakes
+    )
+    assert detection.rate_after_attack < 0.5, detection  # measured on the fakes caught before
+    assert detection.passing_after > detection.passing_before
+    assert f"{detection.passing_before}/{detection.fakes} → {detection.passing_after}/{detection.fakes}" in (
+        result.output
+    )
+    # The stored examples are caught fakes that passed: the detector at its threshold now calls them real.
+    assert examples
+    deployed = Thresholded(detector, detection.threshold)
+    for i, clean, attacked in examples:
+        assert (
+            y[i] == FAKE
+            and scores[i] > detection.threshold
+            and torch.equal(torch.from_numpy(clean.copy()), x[i])
+        )
+        assert deployed(torch.from_numpy(attacked.copy())[None]).argmax(1).item() == REAL
+
+
+def test_detection_needs_a_detectors_data_set_and_a_rate_below_one(digits):
+    with pytest.raises(SpecError, match=r"detection\.false_alarm: expected a rate"):
+        parse_spec(DETECTOR_SPEC.replace("false_alarm = 0.01", "false_alarm = 1.5"))
+    on_digits = parse_spec(
+        DETECTOR_SPEC.split("[dataset]")[0] + "[detection]" + DETECTOR_SPEC.split("[detection]")[1]
+    )
+    with pytest.raises(SpecError, match=r"detection\.false_alarm: thresholds a fake detector"):
+        plan(on_digits, digits)
+
+
+def test_latent_search_finds_gan_outputs_the_thresholded_detector_passes(fakes):
+    detector = train(fakes).model
+    gan = fakes.gan
+    codes = torch.randn(200, gan.latent, generator=torch.Generator().manual_seed(5))
+    # One GAN pass over digits is so crude that no code passes at 1 % false alarms (measured: none of 5,000,
+    # even at 3x the prior's scale; after 30 passes, 12 of 5,000 do). A threshold at the 5th percentile of
+    # fresh fakes' scores leaves the search something to find, and catches 95 % of them.
+    with torch.no_grad():
+        scores = fake_scores(detector, gan.decode(codes))
+    deployed = Thresholded(detector, float(scores.quantile(0.05)))
+    search = make_plugin(
+        registry.attacks.get("natural-gan"), {"candidates": 16, "rounds": 10, "step": 0.3}, "natural-gan"
+    )
+    search.prepare(fakes, seed=0, device=CPU, progress=QUIET)
+    assert search.fitted_gan() is fakes.gan  # the fakes' own GAN, not one fitted on real and fake images
+    gan = fakes.gan
+    codes = torch.randn(200, gan.latent, generator=torch.Generator().manual_seed(5))
+    codes = codes[scores > deployed.threshold]
+    aim = torch.full((len(codes),), REAL)
+    found_codes, found = search.search(deployed, codes, torch.full_like(aim, FAKE), target=aim,
+                                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert found.sum() > 0.25 * len(codes), int(found.sum())  # 76 of 190 when measured
+    with torch.no_grad():
+        passing = gan.decode(found_codes[found])  # GAN outputs: decoded from the codes the search returns
+        assert (deployed(passing).argmax(1) == REAL).all()
+        assert (fake_scores(detector, passing) <= deployed.threshold).all()
+    moved = (found_codes - codes).norm(dim=1)
+    assert (moved[found] > 0).all() and (moved[found] <= search.rounds * search.step + 1e-5).all()
+    assert (moved[~found] == 0).all()
+    # perturb, as the unrestricted protocol calls it, returns the decoded codes of the same search
+    x = gan.decode(codes[:16])
+    y = torch.full((16,), FAKE)
+    made = search.perturb(deployed, x, y, None, target=aim[:16], generator=torch.Generator().manual_seed(1))
+    again, _ = search.search(
+        deployed, gan.invert(x), y, target=aim[:16], generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.allclose(made, gan.decode(again), atol=1e-6)

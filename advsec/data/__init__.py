@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
+from torch import nn
 
 Domain = Literal["image", "audio", "tabular"]
 
@@ -32,6 +33,8 @@ class Dataset:
     domain: Domain = "image"
     sample_rate: int | None = None
     fingerprint: str = field(default="")
+    # The GAN a class of its inputs came from (the ``fakes`` data set's): attacks may search its codes.
+    gan: nn.Module | None = field(default=None, repr=False)  # an advsec.gan.Gan
 
     @property
     def input_shape(self) -> tuple[int, ...]:

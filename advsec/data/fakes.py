@@ -73,6 +73,7 @@ class Fakes(DatasetSource):
             fingerprint=content_key(
                 {"format": FAKES_FORMAT, "real": [real.name, real.fingerprint], "gan": self.gan_key()}
             )[:16],
+            gan=gan,
         )
 
     def real_dataset(self) -> Dataset:

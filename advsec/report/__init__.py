@@ -39,6 +39,7 @@ from advsec.report.tables import (
     attack_tables,
     budgets,
     certified_table,
+    detection_table,
     escalation_table,
     generator_table,
     percent,
@@ -185,6 +186,13 @@ GENERATORS = (
     "the cache."
 )
 
+DETECTION = (
+    "Each model is a fake detector deployed at a threshold: an input is flagged fake only when its score "
+    "(logit fake − logit real) clears the threshold that flags the stated share of the test split's real "
+    "images. The detection rate is the share of the evaluated fakes flagged before attack; the attacks then "
+    "aim the caught fakes at real, and the last column is measured on those caught fakes alone. Intervals "
+    "are Clopper–Pearson 95 %. The grid's examples above are caught fakes the attacks passed off as real."
+)
 UNRESTRICTED = (
     "Inputs an attack made of its own (from noise, a tone, a generative model) rather than test inputs "
     "perturbed within a budget; they are kept out of every robust accuracy above. Each made input is also "
@@ -275,6 +283,8 @@ def build_report(store: Store, out_dir: Path) -> Path:
             if any(r.source == source for r in unrestricted):
                 blocks += [Text(text), unrestricted_table(unrestricted, source)]
         blocks += _made_examples(store, unrestricted, meta)
+    if results.detection:
+        blocks += [Heading("Fake detection"), Text(DETECTION), detection_table(results.detection)]
     blocks += [Heading("How this is scored"), Text(SCORING)]
     if meta.get("plugins"):
         blocks += [Heading("Where the code came from"), Text(PROVENANCE), provenance_table(meta["plugins"])]

@@ -9,15 +9,18 @@ from advsec.report.figures import budget_name
 from advsec.report.render import Block, Heading, Table
 from advsec.results import (
     CERTIFIED_RADIUS,
+    DETECTION_HEADER,
     UNRESTRICTED_RATES,
     AttackSummary,
     CellSummary,
     CertifiedSummary,
     DefenseSummary,
+    DetectionSummary,
     GuardEvent,
     ReplaySummary,
     UnrestrictedSummary,
     budget_key,
+    detection_row,
     distance_text,
     membership_note,
     membership_text,
@@ -410,3 +413,9 @@ def provenance_table(plugins: dict[str, dict[str, dict[str, Any]]]) -> Table:
                 detail = ""
             rows.append([kind.rstrip("s"), name, source, detail])
     return Table(["Kind", "Name", "Source", "Detail"], rows, numeric=[False] * 4)
+
+
+def detection_table(detection: list[DetectionSummary]) -> Table:
+    """Per thresholded fake detector and attack, the scorecard's detection row (:func:`detection_row`)."""
+    header = [column.capitalize() for column in DETECTION_HEADER]
+    return Table(header, [detection_row(d) for d in detection], numeric=[False, False, *[True] * 5])
