@@ -8,7 +8,8 @@ from typing import Literal
 Norm = Literal["linf", "l2", "db", "snr", "words", "patch"]
 NORMS: tuple[Norm, ...] = ("linf", "l2", "db", "snr", "words", "patch")
 # The image norm each budget's ball has the shape of: the audio budgets are relative linf and l2 balls.
-# ``words`` (Spambase, add-only: advsec.data.spambase) steps along the l2 direction of its word features.
+# ``words`` (Spambase, add-only: advsec.data.spambase) is an l1 ball on its word features, projected exactly
+# and ascended on the steepest word (ThreatModel.ascend); "l2" here only names it for generic attacks.
 # ``patch`` is an linf ball as wide as the input's bounds over one window of the input, nothing outside it.
 GEOMETRY: dict[str, Literal["linf", "l2"]] = {
     "linf": "linf", "l2": "l2", "db": "linf", "snr": "l2", "words": "l2", "patch": "linf"

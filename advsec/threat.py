@@ -125,12 +125,13 @@ class ThreatModel:
     def ascend(
         self, x_adv: torch.Tensor, grad: torch.Tensor, step_size: float | torch.Tensor
     ) -> torch.Tensor:
-        """One steepest-ascent step of length ``step_size`` in this norm (sign for linf, unit for l2).
+        """One steepest-ascent step of length ``step_size`` in this norm (sign for linf, unit for l2; for
+        ``words``, whose budget is an l1 ball on the word features, all of it on the steepest word).
 
         ``step_size`` may be a per-sample tensor shaped ``(N, 1, ...)``.
         """
-        if self.norm == "words":  # only the word features may move: step along their gradient alone
-            grad = torch.cat([grad[:, :48], torch.zeros_like(grad[:, 48:])], dim=1)
+        if self.norm == "words":
+            return x_adv + step_size * _top_word(grad, spambase().WORDS)
         if self.geometry == "linf":
             return x_adv + step_size * grad.sign()
         return x_adv + step_size * grad / norm_of(grad, "l2").clamp_min(_TINY)
@@ -245,6 +246,17 @@ def _span(hit: torch.Tensor) -> torch.Tensor:
     first = torch.where(hit, index, hit.shape[1]).amin(dim=1)
     last = torch.where(hit, index, -1).amax(dim=1)
     return (last - first + 1).clamp_min(0)
+
+
+def _top_word(grad: torch.Tensor, words: slice) -> torch.Tensor:
+    """The l1 steepest-ascent direction within ``words``: a unit step on the word of largest gradient.
+
+    An l2 step spreads each move over all the words and the budget's projection then only crawls towards
+    the vertex a sparse optimum sits on: on a z-scored Spambase MLP that left PGD 5 to 8 points of evasion
+    short of simply trying each word alone."""
+    step = torch.zeros_like(grad)
+    step[:, words].scatter_(1, grad[:, words].argmax(dim=1, keepdim=True), 1.0)
+    return step
 
 
 def spambase():  # the module
