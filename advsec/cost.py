@@ -63,12 +63,14 @@ def estimate(
             registry.defenses.get(cell.defense.name), cell.defense.params, cell.defense.label
         )
         draws = spec.evaluation.repeats if defense.stochastic else 1
-        per_pass = defense.network_passes_per_query()
+        per_pass = defense.network_passes_per_query(dataset.input_shape)
         attacks += per_pass * samples * (1 + draws)  # the clean predictions and their redraws
         for attack in cell.attacks:
             eot = spec.evaluation.most_eot_draws if attack.adaptive and defense.stochastic else 1
             passes = samples * (eot * attack_passes(attack) + draws)
-            attacks += per_pass * passes + fit_passes(attack, dataset)
+            # A generator fits through the defended model (or its adaptive view), so each of its passes
+            # costs the defense's network passes too.
+            attacks += per_pass * (passes + fit_passes(attack, dataset))
     certify = 0
     if spec.certify is not None:
         per_sample = spec.certify.n0 + spec.certify.n

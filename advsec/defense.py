@@ -92,9 +92,10 @@ class Defense:
         :meth:`wrap`; returns the seconds that fit took. Nothing by default."""
         return 0.0
 
-    def network_passes_per_query(self) -> int:
-        """Network passes one pass of the deployed model costs, for the cost estimate: more than one for a
-        defense that computes before classifying (``defense-gan``'s projection)."""
+    def network_passes_per_query(self, input_shape: tuple[int, ...]) -> int:
+        """Network passes one pass of the deployed model costs on a sample shaped ``input_shape``, for the
+        cost estimate: more than one for a defense that computes before classifying (``defense-gan``'s
+        projection) or classifies many views of each input (``derandomized-smoothing``'s bands)."""
         return 1
 
     def trainer(

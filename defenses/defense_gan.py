@@ -44,7 +44,7 @@ class DefenseGAN(UsesGan, InputTransform):
 
     loss = Defense.loss
 
-    def network_passes_per_query(self) -> int:
+    def network_passes_per_query(self, input_shape: tuple[int, ...]) -> int:
         return 1 + (1 + self.restarts) * (2 * self.steps + 2)  # the inverter, G's forward and backward
 
     def transform(

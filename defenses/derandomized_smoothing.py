@@ -60,6 +60,9 @@ class DerandomizedSmoothing(Defense):
         starts = (random_tensor((len(x),), x, generator) * width).long().clamp_max(width - 1)
         return F.cross_entropy(model(ablate(x, starts, self.band, bounds)), y)
 
+    def network_passes_per_query(self, input_shape: tuple[int, ...]) -> int:
+        return input_shape[-1]  # a vote classifies one band per column (as ColumnVote sees any input's width)
+
     def wrap(self, model: nn.Module, *, bounds: Bounds) -> nn.Module:
         return ColumnVote(model, self.band, bounds)
 

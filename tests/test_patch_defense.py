@@ -150,3 +150,19 @@ def test_a_patch_threat_takes_its_aspect_from_the_spec():
 def test_a_malformed_aspect_names_its_key(table, message):
     with pytest.raises(SpecError, match=message):
         parse_spec(_threats("[[threats]]\n" + table + "\n"))
+
+
+def test_the_cost_estimate_prices_a_vote_as_one_network_pass_per_band():
+    from dataclasses import replace
+
+    from advsec.cost import estimate
+    from advsec.harness import plan
+    from advsec.runtime import load_dataset
+
+    # A generator's fit goes through the defended model too, so it is priced per band like the attack.
+    spec = parse_spec(SPEC + '[[attacks]]\nname = "universal-patch"\nsteps = 5\n')
+    digits = load_dataset("digits")
+    voted = [c for c in plan(spec, digits) if c.defense.name == "derandomized-smoothing"]
+    plain = [replace(c, defense=spec.defenses[0]) for c in voted]  # the same attacks (+BPDA too), undefended
+    cost = estimate(spec, digits, voted, []).attacks
+    assert cost == 8 * estimate(spec, digits, plain, []).attacks > 0  # 8 columns, so 8 bands a vote
