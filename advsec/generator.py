@@ -55,6 +55,13 @@ class Generator(Attack):
         generator, seeded by the caller."""
         raise NotImplementedError
 
+    def learned(self, threat: ThreatModel, input_shape: tuple[int, ...]) -> torch.Tensor | None:
+        """What the fitted generator learned, as one tensor in input units worth showing beside its numbers
+        (a universal patch, a universal perturbation), or None: a network mapping each input to its own
+        perturbation has no single thing to show. The harness stores it with the cell; the report draws it.
+        """
+        return None
+
     def fitted(self) -> nn.Module:
         if self.network is None:
             raise RuntimeError(f"{type(self).__name__} perturbs only after fit (the harness fits it)")

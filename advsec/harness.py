@@ -402,6 +402,8 @@ def _attack_stage(
     model = views.adaptive if spec_attack.adaptive else views.deployed
     if isinstance(attack, Generator) and len(todo):  # nothing left to attack: nothing to fit for
         record.fit_seconds, record.fit_cached = fit(attack, spec_attack, model)
+        learned = attack.learned(threat, tuple(x.shape[1:]))
+        record.learned = None if learned is None else learned.cpu().numpy()
     counted = views.counted
     forwards, backwards, started = counted.forwards, counted.backwards, time.perf_counter()
     # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).

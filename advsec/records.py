@@ -65,6 +65,9 @@ class AttackRecord:
     fit_seconds: float | None = None
     fit_cached: bool = False
     escalation: str | None = None  # the flags that added this attack (advsec.escalate); None: the spec's
+    # What a generator learned (advsec.generator.Generator.learned: a universal patch, a perturbation) in
+    # input units, for the report to draw; None for any other attack, or a generator with nothing to show.
+    learned: np.ndarray | None = None
     # (sample, prediction, distance, the class aimed at or None)
     attempts: list[tuple[int, int, float, int | None]] = field(default_factory=list)
 

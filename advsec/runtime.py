@@ -229,6 +229,7 @@ class Runtime:
             "classes": list(dataset.classes),
             "domain": dataset.domain,
             "sample_rate": dataset.sample_rate,
+            "input_shape": list(dataset.input_shape),
             "device": str(self.device),
             "versions": {
                 "advsec": __version__,

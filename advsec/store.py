@@ -27,7 +27,7 @@ from advsec.records import (
     UnrestrictedResult,
 )
 
-FORMAT = 6  # the store's PRAGMA user_version: raised whenever a table changes shape
+FORMAT = 7  # the store's PRAGMA user_version: raised whenever a table changes shape
 PRIVACY_FIELDS = tuple(f.name for f in fields(MembershipInference))  # the privacy table's, past its cell
 SIDE_PLANS = ("certify_plan", "replay_plan", "unrestricted_plan")  # meta keys: what each protocol last ran
 SCHEMA = """
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS sanity (
     PRIMARY KEY (cell, position));
 CREATE TABLE IF NOT EXISTS examples (
     cell TEXT, idx INTEGER, shape TEXT, clean BLOB, adversarial BLOB, PRIMARY KEY (cell, idx));
+CREATE TABLE IF NOT EXISTS learned (
+    cell TEXT, position INTEGER, shape TEXT, value BLOB, PRIMARY KEY (cell, position));
 CREATE TABLE IF NOT EXISTS certifications (
     defense TEXT PRIMARY KEY, key TEXT, sigma REAL, n0 INTEGER, n INTEGER, alpha REAL, samples INTEGER,
     batch_size INTEGER, seed INTEGER, forwards INTEGER, wall_seconds REAL, finished_at TEXT);
@@ -219,6 +221,7 @@ class Store:
                 "samples",
                 "attempts",
                 "examples",
+                "learned",
                 "sanity",
                 "privacy",
                 "certifications",
@@ -277,7 +280,7 @@ class Store:
         attacks = result.attacks
         with self._transaction():
             self.db.execute("DELETE FROM cells WHERE cell = ?", (result.cell,))
-            for table in ("cell_attacks", "samples", "attempts", "examples", "sanity", "privacy"):
+            for table in ("cell_attacks", "samples", "attempts", "examples", "learned", "sanity", "privacy"):
                 self.db.execute(f"DELETE FROM {table} WHERE cell = ?", (result.cell,))
             self.db.executemany(
                 "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -308,6 +311,9 @@ class Store:
                     "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?)",
                     [(result.cell, i, position, pred, dist, aim) for i, pred, dist, aim in a.attempts],
                 )
+                if a.learned is not None:
+                    row = (result.cell, position, *_blob(a.learned))
+                    self.db.execute("INSERT INTO learned VALUES (?, ?, ?, ?)", row)
             self.db.executemany(
                 "INSERT INTO examples VALUES (?, ?, ?, ?, ?)",
                 [(result.cell, *_packed(*example)) for example in result.examples],
@@ -451,6 +457,12 @@ class Store:
         query = "SELECT idx, shape, clean, adversarial FROM examples WHERE cell = ? ORDER BY idx"
         return _arrays(self._query(query, (cell,))[1])
 
+    def learned(self, cell: str) -> dict[int, np.ndarray]:
+        """What each generator of the cell learned (:attr:`advsec.records.AttackRecord.learned`), by the
+        attack's position in the cell; generators with nothing to show are absent."""
+        query = "SELECT position, shape, value FROM learned WHERE cell = ? ORDER BY position"
+        return {position: _array(shape, value) for position, shape, value in self._query(query, (cell,))[1]}
+
     def unrestricted_examples(self, defense: str, attack: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
         query = (
             "SELECT idx, shape, source, made FROM unrestricted_examples WHERE defense = ? AND attack = ? "
@@ -504,17 +516,21 @@ def _damage(checked: list[tuple[str]]) -> str | None:
     return next((line for line in found if not line.startswith("***")), found[0]) if found else None
 
 
+def _blob(array: np.ndarray) -> tuple[str, bytes]:
+    """An array as stored: its shape (JSON) and its values as little-endian float32 bytes; see _array."""
+    return json.dumps(list(array.shape)), array.astype("<f4").tobytes()
+
+
+def _array(shape: str, value: bytes) -> np.ndarray:
+    return np.frombuffer(value, "<f4").reshape(json.loads(shape))
+
+
 def _packed(idx: int, before: np.ndarray, after: np.ndarray) -> tuple[int, str, bytes, bytes]:
-    """(index, shape, before, after) as stored: the arrays as little-endian float32 bytes; see _arrays."""
-    return idx, json.dumps(list(before.shape)), before.astype("<f4").tobytes(), after.astype("<f4").tobytes()
+    """(index, shape, before, after) as stored, the two arrays of one shape; see _arrays."""
+    shape, packed = _blob(before)
+    return idx, shape, packed, _blob(after)[1]
 
 
 def _arrays(rows: Iterable[tuple[int, str, bytes, bytes]]) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(index, before, after) pairs of stored float32 arrays, reshaped as recorded."""
-    out = []
-    for idx, shape, before, after in rows:
-        dims = json.loads(shape)
-        out.append(
-            (idx, np.frombuffer(before, "<f4").reshape(dims), np.frombuffer(after, "<f4").reshape(dims))
-        )
-    return out
+    return [(idx, _array(shape, before), _array(shape, after)) for idx, shape, before, after in rows]

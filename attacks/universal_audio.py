@@ -86,6 +86,10 @@ class UniversalAudio(Generator):
                     optimizer.step()
                     task.advance()
 
+    def learned(self, threat: ThreatModel, input_shape: tuple[int, ...]) -> torch.Tensor:
+        """The perturbation's shape in the unit ball: every clip hears it scaled to that clip's budget."""
+        return self.fitted()(threat.geometry)[0].detach()
+
     def perturb(
         self,
         model: nn.Module,

@@ -88,6 +88,11 @@ class UniversalPatch(Generator):
                     network.pixels.clamp_(low, high)
                 task.advance()
 
+    def learned(self, threat: ThreatModel, input_shape: tuple[int, ...]) -> torch.Tensor:
+        """The patch itself, at the threat's window size (only its shape is read off a meta tensor)."""
+        height, width = threat.window_shape(torch.empty((1, *input_shape), device="meta"))
+        return self.fitted()(height, width).detach()
+
     def perturb(
         self,
         model: nn.Module,

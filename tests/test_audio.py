@@ -237,6 +237,9 @@ def test_a_universal_perturbation_fitted_on_training_clips_fools_unseen_ones_mor
     assert universal.fit_seconds > 0 and not universal.fit_cached and noise.fit_seconds is None
     assert universal.robust_alone < noise.robust_alone - 0.1  # test clips, never seen while fitting
     assert max(a["distance"] for a in first.attempts(cell.cell)) <= -30 + 1e-3
+    # what it learned is stored for the report: one clip-shaped waveform in the unit ball (noise learns none)
+    [learned] = first.learned(cell.cell).values()
+    assert learned.shape == first.examples(cell.cell)[0][1].shape and 0 < np.abs(learned).max() <= 1 + 1e-6
     # a second run loads the fit from the cache and plays exactly the same perturbation
     again = run_spec(parse_spec(UNIVERSAL), tmp_path / "b", device=CPU, progress=Progress(quiet=True))
     repeat = next(c for c in cell_summaries(again) if c.norm == "db")

@@ -1,12 +1,17 @@
 """Patches (Brown et al. 2017): the attacker owns one window of the image, unbounded inside it and nothing
 outside; every patch attack stays in its window, and a fitted universal patch beats a random one."""
 
+import base64
+import re
+import sqlite3
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advsec.errors import BudgetError
+from advsec.errors import AdvsecError, BudgetError
 from advsec.threat import ThreatModel, check_attack_output
 
 BOUNDS = st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)])
@@ -178,3 +183,62 @@ def test_a_fitted_patch_reloads_from_the_cache_unchanged(patched, tmp_path):
     first, second = _patched(patched), _patched(again)
     assert second.attacks[0].fit_cached and second.attacks[0].fit_seconds == first.attacks[0].fit_seconds
     assert again.attempts(second.cell) == patched.attempts(first.cell)
+
+
+def test_the_stored_patch_is_the_fitted_one_and_the_report_draws_it(patched, tmp_path):
+    from advsec import registry
+    from advsec.generator import fit_generator
+    from advsec.progress import Progress
+    from advsec.report import build_report
+    from advsec.runtime import Runtime
+    from advsec.spec import make_plugin, parse_spec
+
+    cell = _patched(patched)
+    stored = patched.learned(cell.cell)
+    assert sorted(stored) == [0, 1, 2]  # the three universal patches; patch-pgd learns nothing
+    # Each is the generator's own fitted tensor, as the cache holds it: its top-left 5x5 window.
+    spec, quiet = parse_spec(DIGITS), Progress(quiet=True)
+    runtime = Runtime(spec, device=torch.device("cpu"), progress=quiet)
+    trained = runtime.trained(spec.defenses[0])
+    threat = ThreatModel("patch", 0.35, runtime.dataset.bounds)
+    for position, entry in enumerate(spec.attacks[:3]):
+        attack = make_plugin(registry.attacks.get(entry.name), entry.params, entry.label)
+        _, cached = fit_generator(
+            attack,
+            entry.name,
+            trained.model,
+            runtime.dataset,
+            threat,
+            target=None,
+            view="deployed",
+            model_key=trained.key,
+            seed=spec.seed,
+            progress=quiet,
+        )
+        assert cached
+        assert np.array_equal(stored[position], attack.network.pixels.detach()[:, :5, :5].numpy())
+    assert not np.array_equal(stored[0], stored[2])  # 150 steps moved it away from the random start
+
+    html = build_report(patched, tmp_path).read_text(encoding="utf-8")
+    start = html.index("<h3>What the generators learned</h3>")
+    section = html[start : html.index("<h2>", start)]
+    [data] = re.findall(r'<img src="data:image/png;base64,([^"]+)"', section)
+    assert base64.b64decode(data) == (tmp_path / "learned.png").read_bytes()
+    assert "fitted on the training split" in section
+    assert "5×5 px, 39.1% of the image" in section  # 25 of the 8x8 digit's 64 pixels
+    assert section.count("<img") == 1 and html.index("<h2>Examples</h2>") < start
+
+
+def test_a_store_from_before_generators_kept_what_they_learned_is_refused_not_misread(tmp_path):
+    from advsec.store import FORMAT, Store
+
+    path = tmp_path / "results.sqlite"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE learned")
+    db.execute("PRAGMA user_version = 6")
+    db.close()
+    assert FORMAT == 7
+    for readonly in (False, True):
+        with pytest.raises(AdvsecError, match=r"has format 6; this advsec reads format 7\. Delete it"):
+            Store(path, readonly=readonly)

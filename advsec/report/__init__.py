@@ -19,6 +19,7 @@ from advsec.norms import GEOMETRY
 from advsec.records import MembershipInference
 from advsec.report.figures import (
     Example,
+    Learned,
     PrivacyPoint,
     Style,
     budget_name,
@@ -26,6 +27,7 @@ from advsec.report.figures import (
     defense_styles,
     examples_png,
     family_styles,
+    learned_png,
     pareto_front,
     privacy_tradeoff_png,
     replay_png,
@@ -272,6 +274,7 @@ def build_report(store: Store, out_dir: Path) -> Path:
             *attack_tables(cells),
             Heading("Examples"),
             *_examples(store, meta, cells, styles, *next(iter(shown.items()))),
+            *_learned(store, meta, cells, styles),
         ]
     if certified:
         blocks += _certification(store, certified, cells, styles)
@@ -594,6 +597,65 @@ def _examples(
             for i, example in enumerate(examples)
         ]
     return blocks
+
+
+LEARNED = (
+    "Per defense and budget (rows), what each generator learned (columns): fitted on the training split "
+    "against the model it attacks (as deployed, or through the adaptive view its label names), it is {what}. "
+    "How often it succeeded is in its row of the stage tables above."
+)
+LEARNED_WHAT = {
+    "image": (
+        "what every test image gets, drawn at its own size in pixels on the data's bounds, before any random "
+        "transformation the generator applies when it pastes it"
+    ),
+    "audio": (
+        "the waveform every test clip gets, drawn on its own scale: each clip hears it scaled to that clip's "
+        "own budget"
+    ),
+}
+
+
+def _learned(
+    store: Store, meta: dict[str, Any], cells: list[CellSummary], styles: dict[str, Style]
+) -> list[Block]:
+    """What the generators learned that can be shown (a universal patch, a universal perturbation), at
+    every budget: a patch's size is part of what a budget means."""
+    domain = meta.get("domain", "image")
+    plane = meta.get("input_shape", [])[-2:] if domain == "image" else []
+    rows: list[tuple[str, str, list[Learned]]] = []
+    sizes: dict[str, list[str]] = {}  # per budget, for the caption: the figure's text is not searchable
+    for cell in cells:
+        shown = []
+        for position, values in store.learned(cell.cell).items():
+            attack, size = cell.attacks[position].attack, _learned_size(values, plane)
+            shown.append(Learned(values, attack if size is None else f"{attack}\n{size}"))
+            if size is not None:
+                sizes.setdefault(budget_name(cell.norm, cell.eps), []).append(size)
+        if shown:
+            label = f"{cell.defense}\n{budget_name(cell.norm, cell.eps)}"
+            rows.append((label, styles[cell.defense].color, shown))
+    if not rows:
+        return []
+    bounds = tuple(meta.get("bounds", (0.0, 1.0)))
+    png = learned_png(rows, domain=domain, bounds=bounds, title="What the generators learned")
+    caption = LEARNED.format(what=LEARNED_WHAT.get(domain, LEARNED_WHAT["image"]))
+    if sizes:
+        caption += (
+            " Sizes: " + "; ".join(f"{b}: {', '.join(dict.fromkeys(s))}" for b, s in sizes.items()) + "."
+        )
+    return [
+        Heading("What the generators learned", level=3),
+        Image("learned.png", png, "What the generators learned", caption),
+    ]
+
+
+def _learned_size(values: np.ndarray, plane: list[int]) -> str | None:
+    """A learned image's size in pixels and its share of the input's area; None for anything else."""
+    if values.ndim < 3 or len(plane) != 2:
+        return None
+    height, width = values.shape[-2:]
+    return f"{height}×{width} px, {percent(height * width / (plane[0] * plane[1]))} of the image"
 
 
 def _made_examples(store: Store, runs: list[UnrestrictedSummary], meta: dict[str, Any]) -> list[Block]:

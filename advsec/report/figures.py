@@ -7,8 +7,9 @@ registered in pyplot's global figure list, so there is nothing to close and no G
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -19,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from advsec.results import ReplaySummary
@@ -352,18 +354,64 @@ def examples_png(
     Images show clean (left) and adversarial (right) side by side in one panel, greyscale on the dataset's
     bounds; audio overlays the two waveforms.
     """
-    columns = max(len(pairs) for pairs in rows.values())
-    fig = Figure(figsize=(2.0 * columns + 0.6, 1.35 * len(rows) + 0.5), layout="constrained")
-    fig.get_layout_engine().set(wspace=0.08)  # separate the pairs more than the two halves of a pair
+
+    def draw(ax: Axes, example: Example, color: str) -> None:
+        if domain == "audio":
+            _draw_waveforms(ax, example, color, bounds)
+        else:
+            _draw_images(ax, example, bounds)
+        ax.set_title(example.caption, fontsize=8, color=BROKEN if example.broken else "#222222")
+
+    return _grid([(d, styles[d].color, pairs) for d, pairs in rows.items()], draw, title, width=2.0)
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What one generator learned (a universal patch, a universal perturbation), with its caption."""
+
+    values: np.ndarray
+    caption: str
+
+
+def learned_png(
+    rows: list[tuple[str, str, list[Learned]]], *, domain: str, bounds: tuple[float, float], title: str
+) -> bytes:
+    """A grid with a row per ``(label, colour, learned)``, e.g. a defense at one budget, and one generator
+    per column: images as they are pasted, on the dataset's bounds; audio as a waveform on its own scale."""
+
+    def draw(ax: Axes, learned: Learned, color: str) -> None:
+        if domain == "audio":
+            wave = np.ravel(learned.values)
+            ax.plot(wave, color=color, linewidth=0.6)
+            peak = float(np.abs(wave).max()) or 1.0
+            ax.set_ylim(-1.1 * peak, 1.1 * peak)
+        else:
+            height, width = _as_image(learned.values).shape[:2]
+            _draw_image(ax, learned.values, bounds, (0, width / height, 1, 0))
+            # A frame: a patch's pixels at the upper bound would melt into the white page.
+            ax.add_patch(Rectangle((0, 0), width / height, 1, fill=False, edgecolor=MUTED, linewidth=0.8))
+        ax.set_title(learned.caption, fontsize=8, color="#222222")
+
+    return _grid(rows, draw, title, width=1.6 if domain != "audio" else 2.6)
+
+
+def _grid(
+    rows: list[tuple[str, str, list[Any]]],
+    draw: Callable[[Axes, Any, str], None],
+    title: str,
+    *,
+    width: float,
+) -> bytes:
+    """A figure with a row per ``(label, colour, items)``, the label in the colour at its left, each item
+    drawn by ``draw(ax, item, colour)`` in a panel ``width`` inches wide, without ticks or frames."""
+    columns = max(len(items) for _, _, items in rows)
+    fig = Figure(figsize=(width * columns + 0.6, 1.35 * len(rows) + 0.5), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.08)  # separate the panels more than the two halves of a pair
     grid = fig.subplots(len(rows), columns, squeeze=False)
-    for axes, (defense, pairs) in zip(grid, rows.items(), strict=True):
-        axes[0].set_ylabel(defense, color=styles[defense].color, fontsize=9)
-        for ax, example in zip(axes, pairs, strict=False):
-            if domain == "audio":
-                _draw_waveforms(ax, example, styles[defense].color, bounds)
-            else:
-                _draw_images(ax, example, bounds)
-            ax.set_title(example.caption, fontsize=8, color=BROKEN if example.broken else "#222222")
+    for axes, (label, color, items) in zip(grid, rows, strict=True):
+        axes[0].set_ylabel(label, color=color, fontsize=9)
+        for ax, item in zip(axes, items, strict=False):
+            draw(ax, item, color)
         for ax in axes:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -405,19 +453,26 @@ def spectrograms_png(
 
 def _draw_images(ax: Axes, example: Example, bounds: tuple[float, float]) -> None:
     """Clean and adversarial side by side on one axis, so the caption sits over the pair."""
-    low, high = bounds
     left = 0.0
     for x in (example.clean, example.adversarial):
-        image = _as_image(x)
-        width = image.shape[1] / image.shape[0]
-        extent = (left, left + width, 1, 0)
-        if image.ndim == 3:  # colour: imshow wants [0, 1]
-            ax.imshow(((image - low) / (high - low)).clip(0, 1), extent=extent, interpolation="nearest")
-        else:
-            ax.imshow(image, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="nearest")
+        height, width = _as_image(x).shape[:2]
+        width /= height
+        _draw_image(ax, x, bounds, (left, left + width, 1, 0))
         left += width * 1.06  # a gap narrower than the one between pairs
     ax.set_xlim(0, left - width * 0.06)
     ax.set_ylim(1, 0)
+
+
+def _draw_image(
+    ax: Axes, x: np.ndarray, bounds: tuple[float, float], extent: tuple[float, float, float, float]
+) -> None:
+    """One input-shaped array at ``extent``: greyscale on the bounds, or colour."""
+    low, high = bounds
+    image = _as_image(x)
+    if image.ndim == 3:  # colour: imshow wants [0, 1]
+        ax.imshow(((image - low) / (high - low)).clip(0, 1), extent=extent, interpolation="nearest")
+    else:
+        ax.imshow(image, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="nearest")
 
 
 def _as_image(x: np.ndarray) -> np.ndarray:
