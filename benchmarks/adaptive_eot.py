@@ -80,12 +80,12 @@ def main() -> None:
     say = Output()
 
     from advsec.attack import gradient_attack
+    from advsec.data.load import load_dataset
     from advsec.defense import Expectation
     from advsec.keys import seeded
     from advsec.progress import Progress
     from advsec.results import cell_summaries, wilson_interval
     from advsec.runner import run_spec
-    from advsec.runtime import load_dataset
     from advsec.spec import parse_spec
     from advsec.threat import ThreatModel
     from advsec.train import load_or_train

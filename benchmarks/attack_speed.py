@@ -38,7 +38,7 @@ def main() -> None:
     args = parse_benchmark_args(parser)
     say = Output()
 
-    from advsec.runtime import load_dataset
+    from advsec.data.load import load_dataset
 
     mnist = load_dataset("mnist")
     x, y = mnist.x_test[: args.images], mnist.y_test[: args.images]

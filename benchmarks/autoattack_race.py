@@ -83,8 +83,8 @@ def main() -> None:
 
 def _model(name: str, samples: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, float, str]:
     """The deployed model advsec's own evaluation trains for ``name``, and the first test images."""
+    from advsec.data.load import load_dataset
     from advsec.progress import Progress
-    from advsec.runtime import load_dataset
     from advsec.spec import load_spec
     from advsec.train import load_or_train
 

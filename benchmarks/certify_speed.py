@@ -34,8 +34,8 @@ def main() -> None:
     say = Output()
 
     from advsec.certify import certify
+    from advsec.data.load import load_dataset
     from advsec.progress import Progress
-    from advsec.runtime import load_dataset
     from advsec.spec import CertifyConfig, load_spec
     from advsec.train import load_or_train
 

@@ -58,9 +58,9 @@ def _attack_alone(spec, say: Output) -> None:
     times above include a model forward, distances and records for every attack, which is most of a
     generator's time. Standard models and plain norms only; generators come from the cache the run filled."""
     from advsec import registry
+    from advsec.data.load import load_dataset
     from advsec.generator import Generator, fit_generator
     from advsec.progress import Progress
-    from advsec.runtime import load_dataset
     from advsec.spec import make_plugin
     from advsec.threat import ThreatModel
     from advsec.train import load_or_train

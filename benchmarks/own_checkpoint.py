@@ -72,7 +72,7 @@ def main() -> None:
     from safetensors.torch import load_file, save_file
 
     import advsec
-    from advsec.runtime import load_dataset
+    from advsec.data.load import load_dataset
 
     mnist = load_dataset("mnist")  # only to read the idx files; the model never meets advsec's training
     net = train_outside_advsec(mnist.x_train, mnist.y_train, args.epochs)

@@ -66,8 +66,8 @@ def main() -> None:
     say = Output()
 
     from advsec import registry
+    from advsec.data.load import load_dataset
     from advsec.progress import Progress
-    from advsec.runtime import load_dataset
     from advsec.spec import TrainConfig, make_plugin
     from advsec.train import build_model, train
 

@@ -36,7 +36,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def digits():
-    from advsec.runtime import load_dataset
+    from advsec.data.load import load_dataset
 
     return load_dataset("digits")
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from advsec import registry
 from advsec.cli import main
+from advsec.data.load import check_dataset
 from advsec.errors import InputError
 from advsec.registry import Entry
-from advsec.runtime import check_dataset
 from advsec.train import build_model
 
 

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from advsec.cli import main
 from advsec.cost import attack_passes, fit_passes, training_passes
-from advsec.runtime import load_dataset
+from advsec.data.load import load_dataset
 from advsec.spec import AttackSpec, parse_spec
 from advsec.train import cache_dir
 

@@ -22,11 +22,11 @@ from PIL import Image
 
 from advsec.cli import main
 from advsec.data import cifar10
+from advsec.data.load import load_dataset
 from advsec.errors import DataError, SpecError
 from advsec.progress import Progress
 from advsec.results import cell_summaries
 from advsec.runner import run_spec
-from advsec.runtime import load_dataset
 from advsec.spec import load_spec
 
 CPU = torch.device("cpu")

@@ -271,7 +271,7 @@ def test_adaptive_evaluation_can_be_turned_off_and_sizes_eot():
 
 
 def _digits():
-    from advsec.runtime import load_dataset
+    from advsec.data.load import load_dataset
 
     return load_dataset("digits")
 

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 from advsec import registry
 from advsec.cli import main
 from advsec.data.fakes import FAKE, REAL
+from advsec.data.load import load_dataset
 from advsec.detection import Thresholded, detection_under_attack, fake_scores, threshold_at
 from advsec.errors import SpecError
 from advsec.harness import plan
 from advsec.progress import Progress
 from advsec.results import RunResults
-from advsec.runtime import load_dataset
 from advsec.spec import TrainConfig, make_plugin, parse_spec
 from advsec.store import Store
 from advsec.threat import ThreatModel

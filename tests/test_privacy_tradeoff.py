@@ -107,7 +107,7 @@ def test_no_section_with_fewer_than_two_measured_defenses_and_auc_without_lira(r
 
 
 def test_the_privacy_spec_parses_and_trains_on_a_fingerprinted_subset(shared_data_dir: Path, monkeypatch):
-    from advsec.runtime import load_dataset
+    from advsec.data.load import load_dataset
 
     spec = load_spec(REPO / "evaluations" / "privacy-fashion.toml")
     assert spec.dataset == "fashion-mnist" and spec.privacy.shadows >= 4

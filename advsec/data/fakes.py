@@ -77,7 +77,7 @@ class Fakes(DatasetSource):
         )
 
     def real_dataset(self) -> Dataset:
-        from advsec.runtime import load_dataset  # the real plugin, checked as any data set is
+        from advsec.data.load import load_dataset  # the real plugin, checked as any data set is
 
         return load_dataset(self.real)
 
