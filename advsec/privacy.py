@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import nn
 
 from advsec.attack import gradient_attack
@@ -127,6 +126,8 @@ def roc_auc(members: torch.Tensor, nonmembers: torch.Tensor) -> tuple[float, flo
     m, n = len(members), len(nonmembers)
     if not m or not n:
         return 0.5, 0.0, 1.0
+    from scipy.stats import rankdata  # scipy.stats takes seconds to import; most runs never score membership
+
     pos, neg = members.double().numpy(), nonmembers.double().numpy()
     ranks = rankdata(np.concatenate([pos, neg]))
     beaten = (ranks[:m] - rankdata(pos)) / n  # per member: the share of non-members below it
