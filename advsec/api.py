@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from advsec.data import Dataset, fingerprint
+from advsec.data.load import check_dataset
 from advsec.harness import run_grid
 from advsec.progress import Progress
 from advsec.results import RunResults
-from advsec.runtime import Runtime, check_dataset
+from advsec.runtime import Runtime
 from advsec.spec import (
     DefenseSpec,
     EvaluationConfig,

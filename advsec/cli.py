@@ -434,8 +434,9 @@ def train(
         epochs,
         {"threats": [{"norm": "linf", "eps": [0.1]}], "attacks": [{"name": "fgsm"}]},
     )
+    from advsec.data.load import load_dataset
     from advsec.progress import Progress
-    from advsec.runtime import batched_logits, load_dataset
+    from advsec.runtime import batched_logits
     from advsec.train import cache_dir, load_or_train
 
     data = load_dataset(spec.dataset, spec.dataset_params)

@@ -34,8 +34,9 @@ def main() -> None:
     args = parse_benchmark_args(parser)
     say = Output()
 
+    from advsec.data.load import load_dataset
     from advsec.progress import Progress
-    from advsec.runtime import batched_logits, load_dataset
+    from advsec.runtime import batched_logits
     from advsec.spec import TrainConfig
     from advsec.train import load_or_train
 

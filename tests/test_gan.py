@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from advsec import registry
+from advsec.data.load import load_dataset
 from advsec.errors import InputError
 from advsec.gan import UsesGan
 from advsec.progress import Progress
@@ -11,7 +12,7 @@ from advsec.protocol import run_side_protocol
 from advsec.report import build_report
 from advsec.results import cell_summaries, unrestricted_summaries
 from advsec.runner import run_spec
-from advsec.runtime import Runtime, deployed_key, load_dataset, trained_model_key
+from advsec.runtime import Runtime, deployed_key, trained_model_key
 from advsec.spec import make_plugin, parse_spec
 from advsec.train import cache_dir
 from advsec.unrestricted import Unrestricted

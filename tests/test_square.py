@@ -6,8 +6,9 @@ from torch import nn
 
 from advsec import registry
 from advsec.attack import fooled
+from advsec.data.load import load_dataset
 from advsec.progress import Progress
-from advsec.runtime import CountingModel, load_dataset
+from advsec.runtime import CountingModel
 from advsec.spec import make_plugin
 from advsec.threat import ThreatModel
 from advsec.train import TrainConfig, load_or_train
