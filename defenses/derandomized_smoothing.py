@@ -13,6 +13,13 @@ An ablated pixel is set to ``low − (high − low)`` of the input bounds, a val
 network tells an ablated pixel from a black one without the extra input channel of the paper's encoding,
 which the built-in architectures do not have.
 
+With ``threshold`` θ (the paper's counting), a band votes for every class whose softmax exceeds θ, and for
+none where no class does: on MNIST a third of the bands see only the blank margin, and under the plain
+argmax they all cast the same vote, for whatever class the base classifier guesses for nothing, a block
+that outvotes the informative bands (measured: 200 test images, 6 epochs, band 2, 58 % clean by argmax and
+96 % with θ = 0.3). Each band still moves at most one vote away from a class and one towards another, so
+the certificate is the same.
+
 The hard vote has no input gradient, so the defense declares itself non-differentiable: the adaptive
 attacks (``+BPDA`` in their labels) climb the soft vote instead, the mean of f's softmax over all bands,
 whose argmax follows the hard vote wherever the bands are confident.
@@ -40,10 +47,15 @@ class DerandomizedSmoothing(Defense):
     modalities = ("image",)
 
     band: int = 2  # columns each vote sees
+    threshold: float | None = None  # a band votes for the classes its softmax puts above it; None: argmax
 
     def __post_init__(self) -> None:
         if isinstance(self.band, bool) or not isinstance(self.band, int) or self.band < 1:
             raise ParameterError("band", f"expected a whole number of columns >= 1, got {self.band!r}")
+        if self.threshold is not None and not 0 <= self.threshold < 1:  # also rejects NaN
+            raise ParameterError(
+                "threshold", f"expected a softmax level, >= 0 and < 1, or none, got {self.threshold!r}"
+            )
 
     def loss(
         self,
@@ -64,7 +76,7 @@ class DerandomizedSmoothing(Defense):
         return input_shape[-1]  # a vote classifies one band per column (as ColumnVote sees any input's width)
 
     def wrap(self, model: nn.Module, *, bounds: Bounds) -> nn.Module:
-        return ColumnVote(model, self.band, bounds)
+        return ColumnVote(model, self.band, bounds, threshold=self.threshold)
 
     def adaptive(self, deployed: nn.Module) -> nn.Module:
         if not isinstance(deployed, ColumnVote):
@@ -97,16 +109,26 @@ def ablate(x: torch.Tensor, starts: torch.Tensor, band: int, bounds: Bounds) -> 
 class ColumnVote(nn.Module):
     """The smoothed classifier: the base classifier on every band position of each input, one pass.
 
-    Its output is the vote count per class (so argmax breaks ties to the lower class); with ``soft``,
-    the log of the mean softmax over the bands, the differentiable view an adaptive attacker climbs.
+    Its output is the vote count per class (so argmax breaks ties to the lower class): each band's argmax,
+    or with ``threshold`` every class whose softmax exceeds it; with ``soft``, the log of the mean softmax
+    over the bands, the differentiable view an adaptive attacker climbs.
     """
 
-    def __init__(self, model: nn.Module, band: int, bounds: Bounds, *, soft: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        band: int,
+        bounds: Bounds,
+        *,
+        soft: bool = False,
+        threshold: float | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.band = band
         self.bounds = bounds
         self.soft = soft
+        self.threshold = threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         width = as_plane(x).shape[3]
@@ -116,7 +138,11 @@ class ColumnVote(nn.Module):
         logits = logits.view(len(x), width, -1)
         if self.soft:
             return F.softmax(logits, dim=2).mean(1).clamp_min(1e-12).log()
-        counts = F.one_hot(logits.argmax(2), logits.shape[2]).sum(1).to(x.dtype)
+        if self.threshold is None:
+            votes = F.one_hot(logits.argmax(2), logits.shape[2])
+        else:
+            votes = F.softmax(logits, dim=2) > self.threshold
+        counts = votes.sum(1).to(x.dtype)
         # On the graph with its true gradient, zero, as rounding is: what differentiates the deployed
         # model (a naive attack, the privacy audit) finds nothing to follow rather than no graph at all.
         return counts + 0 * logits.sum(1)

@@ -27,19 +27,23 @@ class Linear(torch.nn.Module):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    band=st.integers(1, 4), eps=st.floats(0.03, 0.4), aspect=st.floats(0.5, 2.0), seed=st.integers(0, 9999)
+    band=st.integers(1, 4),
+    eps=st.floats(0.03, 0.4),
+    aspect=st.floats(0.5, 2.0),
+    seed=st.integers(0, 9999),
+    threshold=st.none() | st.floats(0.0, 0.9),  # below 1/3, a band of this 3-class model votes twice
 )
-def test_a_patch_moves_only_the_votes_of_the_bands_it_overlaps(band, eps, aspect, seed):
+def test_a_patch_moves_only_the_votes_of_the_bands_it_overlaps(band, eps, aspect, seed, threshold):
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand((16, 1, 6, 7), generator=generator)
     threat = ThreatModel("patch", eps, (0.0, 1.0), aspect=aspect)
     patched = threat.random_start(x, generator)  # random values in a random window per sample
-    vote = ColumnVote(Linear(seed), band, (0.0, 1.0))
+    vote = ColumnVote(Linear(seed), band, (0.0, 1.0), threshold=threshold)
     logits = [vote.model(vote_input(vote, inputs)).view(16, 7, 3).argmax(2) for inputs in (x, patched)]
     _, width = threat.window_shape(x)
     assert ((logits[0] != logits[1]).sum(1) <= width + band - 1).all()
     # Hence the certificate: the top class keeps its place under this patch wherever the vote certified it.
-    certified = DerandomizedSmoothing(band=band).certified(vote, x, threat)
+    certified = DerandomizedSmoothing(band=band, threshold=threshold).certified(vote, x, threat)
     assert (vote(patched).argmax(1) == vote(x).argmax(1))[certified].all()
 
 
@@ -49,6 +53,21 @@ def vote_input(vote: ColumnVote, x: torch.Tensor) -> torch.Tensor:
 
     starts = torch.arange(x.shape[3]).repeat(len(x))
     return ablate(x.repeat_interleave(x.shape[3], dim=0), starts, vote.band, vote.bounds)
+
+
+def test_with_a_threshold_a_band_that_sees_nothing_casts_no_vote():
+    class Blank(torch.nn.Module):
+        """Sure of class 2 where its band has ink, a flat guess over 3 classes where it is blank."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            ink = (x > 0).flatten(1).any(1, keepdim=True).float()
+            return ink * torch.tensor([0.0, 0.0, 9.0])
+
+    x = torch.zeros((1, 1, 4, 10))
+    x[..., 2:4] = 1.0  # ink in two of ten columns: 3 of the bands of 2 see it, 7 see a blank
+    argmax = ColumnVote(Blank(), 2, (0.0, 1.0))(x)
+    assert argmax.tolist() == [[7.0, 0.0, 3.0]]  # the blank bands outvote the ink as one block, for class 0
+    assert ColumnVote(Blank(), 2, (0.0, 1.0), threshold=0.5)(x).tolist() == [[0.0, 0.0, 3.0]]
 
 
 def test_ablated_pixels_take_a_value_no_input_takes():
@@ -150,6 +169,13 @@ def test_a_patch_threat_takes_its_aspect_from_the_spec():
 def test_a_malformed_aspect_names_its_key(table, message):
     with pytest.raises(SpecError, match=message):
         parse_spec(_threats("[[threats]]\n" + table + "\n"))
+
+
+@pytest.mark.parametrize("threshold", ["1.0", "-0.1", "nan"])
+def test_a_threshold_outside_the_softmax_range_names_its_key(threshold):
+    table = f'[[defenses]]\nname = "derandomized-smoothing"\nthreshold = {threshold}\n'
+    with pytest.raises(SpecError, match=r"defenses\[1\]\.threshold: expected a softmax level"):
+        parse_spec(_threats('[[threats]]\nnorm = "patch"\neps = [0.1]\n') + table)
 
 
 def test_the_cost_estimate_prices_a_vote_as_one_network_pass_per_band():
