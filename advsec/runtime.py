@@ -28,6 +28,7 @@ from advsec.data.load import load_dataset
 from advsec.defense import Expectation
 from advsec.detection import deployed_detector
 from advsec.errors import InputError
+from advsec.frozen import FrozenTwin
 from advsec.keys import content_key, key_seed
 from advsec.progress import Progress
 from advsec.spec import DefenseSpec, DetectionConfig, EvaluationConfig, Spec, make_plugin
@@ -239,21 +240,27 @@ def _record_model(
 
 
 class CountingModel(nn.Module):
-    """Counts the samples pushed through the model, and how many of those needed an input gradient."""
+    """Counts the samples pushed through the model, and how many of those needed an input gradient.
 
-    def __init__(self, model: nn.Module) -> None:
+    With ``frozen``, passes under ``torch.inference_mode`` (query attacks) go through the model's frozen
+    copy where it computes the same function (:mod:`advsec.frozen`); only a model that neither draws
+    randomness nor keeps state may be given one."""
+
+    def __init__(self, model: nn.Module, *, frozen: bool = False) -> None:
         super().__init__()
         self.model = model
         self.forwards = 0
         self.backwards = 0
         self.counting = True
+        self.twin = FrozenTwin(model) if frozen else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rebalance()  # every network pass is a moment to share the cores (advsec.threads)
         if self.counting:
             self.forwards += len(x)
             self.backwards += len(x) if torch.is_grad_enabled() and x.requires_grad else 0
-        return self.model(x)
+        found = None if self.twin is None else self.twin(x)
+        return self.model(x) if found is None else found
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -279,10 +286,10 @@ class Views:
 
     @classmethod
     def of(cls, trained: TrainedModel, dataset: Dataset, evaluation: EvaluationConfig) -> Views:
-        counted = CountingModel(trained.network)
+        stochastic = type(trained.defense).stochastic
+        counted = CountingModel(trained.network, frozen=not (stochastic or type(trained.defense).stateful))
         for parameter in counted.parameters():
             parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
-        stochastic = type(trained.defense).stochastic
         deployed = trained.defense.wrap(counted, bounds=dataset.bounds)
         adaptive = trained.defense.adaptive(deployed)
         if stochastic:

@@ -1,0 +1,72 @@
+"""A frozen copy of a network for the passes that need no gradient.
+
+Query attacks (Square) spend almost all their time in forward passes under ``torch.inference_mode``. On the
+CPU, TorchScript's ``freeze`` + ``optimize_for_inference`` fuses each convolution with its activation and
+keeps the weights in oneDNN's own layout, which makes those passes much cheaper for convolutional networks
+(``benchmarks/autoattack_race.py`` measures the effect on the whole evaluation). The copy is used only
+where it provably computes the same function as the network, and never for a verdict:
+
+- it is traced once, from the first batch that asks for it, and refused if tracing warns that the network's
+  control flow depends on its input (a trace would freeze one branch) or if it fails;
+- its outputs must match the network's on that batch (float tolerance: fused kernels round differently);
+- a pass whose parameters are not the ones it froze (``torch.func.functional_call`` swapping weights in, as
+  weight-noise defenses do) goes to the network itself.
+
+Scoring runs under ``torch.no_grad``, not inference mode, so every recorded verdict comes from the network.
+
+TorchScript is deprecated in favour of ``torch.compile``, whose first compile of a small CNN took about two
+minutes on this project's 2-core machine: more than the query attack it would speed up. A trace and freeze
+take about a second.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+_TOLERANCE = 1e-4  # relative to the logits' scale: fused kernels sum in another order, nothing more
+
+
+class FrozenTwin:
+    """The network's frozen copy, built on first use; :meth:`__call__` returns None for "use the network"."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network = network
+        self.frozen: torch.jit.ScriptModule | None = None
+        self.refused = False
+        self.weights: tuple[int, ...] = ()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.refused or x.device.type != "cpu" or not torch.is_inference_mode_enabled():
+            return None
+        if self.frozen is None:
+            self._build(x)
+            if self.frozen is None:
+                return None
+        if self._identities() != self.weights:
+            return None
+        return self.frozen(x)
+
+    def _identities(self) -> tuple[int, ...]:
+        return tuple(t.data_ptr() for t in (*self.network.parameters(), *self.network.buffers()))
+
+    def _build(self, x: torch.Tensor) -> None:
+        with torch.inference_mode(False), torch.no_grad():
+            example = x[: max(1, min(len(x), 64))].clone()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", torch.jit.TracerWarning)
+                    warnings.simplefilter("ignore", DeprecationWarning)  # see the module's last paragraph
+                    traced = torch.jit.trace(self.network, example[:2], check_trace=False)
+                    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+                    expected, found = self.network(example), frozen(example)
+            except Exception:  # whatever TorchScript cannot take simply stays eager
+                self.refused = True
+                return
+        tolerance = _TOLERANCE * max(1.0, float(expected.abs().max()))
+        if expected.shape != found.shape or not torch.allclose(found, expected, rtol=0, atol=tolerance):
+            self.refused = True
+            return
+        self.frozen, self.weights = frozen, self._identities()
