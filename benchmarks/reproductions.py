@@ -24,10 +24,8 @@ Settings and the figures they are checked against (REFERENCES.md):
 from __future__ import annotations
 
 import statistics
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,8 +89,12 @@ SETTINGS = {
 }  # fmt: skip
 
 
-def run_seed(setting: Setting, seed: int, args: Any) -> dict[str, float]:
-    """One seed of a setting, in a fresh folder and model cache: its figures, in %."""
+def run_seed(name: str, seed: int, args: Any) -> dict[str, float]:
+    """One seed of a setting, run into a folder of its own under reports/reproductions/: its figures, in %.
+
+    The folder is named by everything that decides the run, so an interrupted benchmark resumes where it
+    stopped (cells already in the store are not attacked again) and a rerun reads finished seeds back."""
+    setting = SETTINGS[name]
     from advsec.progress import Progress
     from advsec.results import cell_summaries, certified_summaries
     from advsec.runner import run_spec
@@ -107,9 +109,10 @@ def run_seed(setting: Setting, seed: int, args: Any) -> dict[str, float]:
         raw["train"] = {**raw.get("train", {}), "epochs": args.epochs}
     if "certify" in raw and args.certify_n:
         raw["certify"] = {**raw["certify"], "n": args.certify_n, "samples": args.samples}
-    folder = Path(tempfile.mkdtemp(prefix=f"reproduce-{setting.spec}-{seed}-"))
+    reduced = "".join(f"-{k}{v}" for k, v in (("epochs", args.epochs), ("n", args.certify_n)) if v)
+    folder = REPO / "reports" / "reproductions" / f"{name}-seed{seed}-samples{args.samples}{reduced}"
     spec = spec_from_dict(raw, text=text, default_name=setting.spec)
-    store = run_spec(spec, folder / "run", device=torch.device("cpu"), progress=Progress(quiet=True))
+    store = run_spec(spec, folder, device=torch.device("cpu"), progress=Progress(quiet=True))
     cells = cell_summaries(store)
     clean = next(c for c in cells if c.norm == "none")
     attacked = next(c for c in cells if c.norm != "none")
@@ -163,7 +166,7 @@ def main() -> None:
         "verdict (source)")  # fmt: skip
     for name in args.settings:
         setting = SETTINGS[name]
-        runs = [run_seed(setting, seed, args) for seed in range(seeds[name])]
+        runs = [run_seed(name, seed, args) for seed in range(seeds[name])]
         for figure in setting.figures:
             values = [run[figure.metric] for run in runs if figure.metric in run]
             if not values:
