@@ -256,6 +256,17 @@ def test_audio_examples_are_drawn_as_waveforms_and_can_be_listened_to(tmp_path: 
     assert f"perturbation {level:.1f} dB" in markdown
 
 
+def test_tabular_examples_are_drawn_as_feature_changes(tmp_path: Path) -> None:
+    # A row of features (Spambase's 57) has no picture; drawing it as one crashed the report after a run.
+    store = make_store(tmp_path / "results.sqlite", "tabular", (57,))
+    try:
+        page = build_report(store, tmp_path / "report").read_text()
+    finally:
+        store.close()
+    assert (tmp_path / "report" / "examples.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "a bar per feature, how far the attack moved it" in page
+
+
 def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
     points = [(1.0, 1.0), (2.0, 0.5), (0.5, 2.0), (0.9, 0.9), (2.0, 0.5), (1.0, 0.5), (0.5, 1.5)]
     # (0.9, 0.9) and (1, 0.5) lie under (1, 1); (0.5, 1.5) under (0.5, 2); ties on both coordinates stay.

@@ -567,9 +567,10 @@ def _examples(
     png = examples_png(
         rows, styles, domain=domain, bounds=bounds, title=f"Examples at {budget_name(norm, eps)}"
     )
-    layout = (
-        "clean waveform grey, adversarial in colour" if domain == "audio" else "clean left, adversarial right"
-    )
+    layout = {
+        "audio": "clean waveform grey, adversarial in colour",
+        "tabular": "a bar per feature, how far the attack moved it (adversarial − clean)",
+    }.get(domain, "clean left, adversarial right")
     caption = (
         f"Stored test samples per defense at {budget_name(norm, eps)}: {layout}. Captions give the "
         "clean → adversarial prediction; wrong predictions are in vermillion."

@@ -352,12 +352,14 @@ def examples_png(
     """A grid with a row per defense and one clean/adversarial pair per column.
 
     Images show clean (left) and adversarial (right) side by side in one panel, greyscale on the dataset's
-    bounds; audio overlays the two waveforms.
+    bounds; audio overlays the two waveforms; a row of features shows how far the attack moved each one.
     """
 
     def draw(ax: Axes, example: Example, color: str) -> None:
         if domain == "audio":
             _draw_waveforms(ax, example, color, bounds)
+        elif domain == "tabular":
+            _draw_feature_changes(ax, example, color)
         else:
             _draw_images(ax, example, bounds)
         ax.set_title(example.caption, fontsize=8, color=BROKEN if example.broken else "#222222")
@@ -481,6 +483,13 @@ def _as_image(x: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         x = x[0] if x.shape[0] == 1 else np.moveaxis(x, 0, -1)
     return x
+
+
+def _draw_feature_changes(ax: Axes, example: Example, color: str) -> None:
+    """Tabular features have no picture: a bar per feature of adversarial minus clean, around a zero line."""
+    change = np.ravel(example.adversarial) - np.ravel(example.clean)
+    ax.bar(np.arange(len(change)), change, width=1.0, color=color)
+    ax.axhline(0, color=MUTED, linewidth=0.6)
 
 
 def _draw_waveforms(ax: Axes, example: Example, color: str, bounds: tuple[float, float]) -> None:
