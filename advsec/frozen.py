@@ -6,8 +6,10 @@ keeps the weights in oneDNN's own layout, which makes those passes much cheaper 
 (``benchmarks/autoattack_race.py`` measures the effect on the whole evaluation). The copy is used only
 where it provably computes the same function as the network, and never for a verdict:
 
-- it is traced once, from the first batch that asks for it, and refused if tracing warns that the network's
-  control flow depends on its input (a trace would freeze one branch) or if it fails;
+- it is traced once the passes it would serve are many (``after`` samples through the network under
+  inference mode: a trace costs a fraction of a second, which a short search never earns back), and refused
+  if tracing warns that the network's control flow depends on its input (a trace would freeze one branch)
+  or if it fails;
 - its outputs must match the network's on that batch (float tolerance: fused kernels round differently);
 - a pass whose parameters are not the ones it froze (``torch.func.functional_call`` swapping weights in, as
   weight-noise defenses do) goes to the network itself.
@@ -27,13 +29,15 @@ import torch
 from torch import nn
 
 _TOLERANCE = 1e-4  # relative to the logits' scale: fused kernels sum in another order, nothing more
+_AFTER = 50_000  # samples through the network before the copy is made: about a second of a small CNN's time
 
 
 class FrozenTwin:
     """The network's frozen copy, built on first use; :meth:`__call__` returns None for "use the network"."""
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module, *, after: int = _AFTER) -> None:
         self.network = network
+        self.after = after  # samples still to pass through the network before the copy is made
         self.frozen: torch.jit.ScriptModule | None = None
         self.refused = False
         self.weights: tuple[int, ...] = ()
@@ -42,6 +46,9 @@ class FrozenTwin:
         if self.refused or x.device.type != "cpu" or not torch.is_inference_mode_enabled():
             return None
         if self.frozen is None:
+            self.after -= len(x)
+            if self.after > 0:
+                return None
             self._build(x)
             if self.frozen is None:
                 return None

@@ -46,7 +46,7 @@ class Counter(nn.Module):
 
 def test_the_frozen_copy_computes_the_networks_function_under_inference_mode_only():
     net, x = _conv_net(), _inputs()
-    twin = FrozenTwin(net)
+    twin = FrozenTwin(net, after=0)
     assert twin(x) is None  # outside inference mode: the network answers (scoring runs here)
     with torch.inference_mode():
         found = twin(x)
@@ -57,9 +57,16 @@ def test_the_frozen_copy_computes_the_networks_function_under_inference_mode_onl
         torch.testing.assert_close(other, net(_inputs(7, seed=2)), rtol=0, atol=1e-4)
 
 
+def test_the_copy_is_made_only_once_enough_passes_would_go_through_it():
+    twin = FrozenTwin(_conv_net(), after=100)
+    with torch.inference_mode():
+        assert twin(_inputs(64)) is None and twin.frozen is None  # 36 samples still to go
+        assert twin(_inputs(64)) is not None and twin.frozen is not None
+
+
 def test_networks_a_trace_cannot_copy_faithfully_are_refused():
     for network in (Branching(), Counter()):
-        twin = FrozenTwin(network.eval())
+        twin = FrozenTwin(network.eval(), after=0)
         with torch.inference_mode():
             assert twin(_inputs()) is None, type(network).__name__
         assert twin.refused
@@ -68,6 +75,7 @@ def test_networks_a_trace_cannot_copy_faithfully_are_refused():
 def test_swapped_in_weights_reach_the_network_not_the_copy():
     net, x = _conv_net(), _inputs()
     counted = CountingModel(net, frozen=True)
+    counted.twin.after = 0
     with torch.inference_mode():
         counted(x)  # builds the copy
         assert counted.twin.frozen is not None
@@ -85,6 +93,8 @@ def test_square_through_the_frozen_copy_breaks_what_it_breaks_through_the_networ
     runs = {}
     for frozen in (False, True):
         counted = CountingModel(net, frozen=frozen)
+        if counted.twin is not None:
+            counted.twin.after = 64 * 10  # made after ten queries: a search that starts on the network
         adv = Square(queries=200).perturb(counted, x, y, threat, generator=torch.Generator().manual_seed(0))
         assert (adv - x).abs().amax() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
         with torch.no_grad():
