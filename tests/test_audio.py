@@ -287,6 +287,7 @@ def test_a_hidden_command_is_noise_the_model_hears_as_a_seven_and_a_second_model
     assert unrestricted_summaries(store) == [run]
 
 
+@pytest.mark.slow  # 8 s; over-the-air keeps its budget property test (test_attacks) by default
 def test_an_over_the_air_perturbation_survives_rooms_that_undo_plain_pgd(fsdd):
     trained = load_or_train(fsdd, "m5", "standard", {}, QUICK, 0, device=CPU, progress=Progress(quiet=True))
     for parameter in trained.network.parameters():

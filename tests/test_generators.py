@@ -162,6 +162,7 @@ class QueryOnly(torch.nn.Module):
         return self.model(x)
 
 
+@pytest.mark.slow  # 4 s; the labels-only generator keeps MalGAN's black-box test (test_malgan) by default
 def test_black_box_advgan_learns_from_answers_alone_and_still_beats_noise(digits, digits_models):
     box = QueryOnly(digits_models["standard"])
     threat = ThreatModel("linf", 0.3, digits.bounds)

@@ -122,6 +122,7 @@ def standard(digits, digits_models):
     return model, *_correct(model, digits.x_test, digits.y_test, 100)
 
 
+@pytest.mark.slow  # 2 s; C&W keeps its cross-check against torchattacks and DeepFool by default
 def test_cw_l2_breaks_nearly_every_correct_sample_at_eps_3(digits, digits_models):
     model = digits_models["standard"]
     x, y = _correct(model, digits.x_test, digits.y_test)

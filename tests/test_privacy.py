@@ -41,6 +41,7 @@ def _trained(digits, samples: int | None, epochs: int):
     return {m.signal: m.advantage for m in found}
 
 
+@pytest.mark.slow  # 3 s; leakage is measured by default in test_lira (LiRA beside this loss threshold)
 def test_a_memorizing_model_leaks_membership_and_a_generalizing_one_does_not(digits):
     memorized = _trained(digits, samples=200, epochs=300)  # 200 samples, seen 300 times each
     generalized = _trained(digits, samples=None, epochs=30)

@@ -87,6 +87,7 @@ def test_planted_broken_evaluations_are_flagged(tmp_path):
     assert not any(flagged for (defense, *_), flagged in flags.items() if defense == "standard")
 
 
+@pytest.mark.slow  # 7 s; truthful defenses stay unflagged by default (test_escalation, no-false-flag test)
 def test_adaptive_attacks_clear_the_flags_their_absence_raised(tmp_path):
     flags = _flags(tmp_path, adaptive=True)
     for defense in ("bit-depth", "random-resize-pad", "weight-noise"):

@@ -185,6 +185,7 @@ def test_square_window_schedule_follows_the_paper():
     assert short._share(1) == 0.8 and short._share(2) == 0.4
 
 
+@pytest.mark.slow  # 6 s; Square keeps its digits tests (breaks, targets, budgets) by default
 def test_square_breaks_a_standard_mnist_cnn(shared_data_dir, monkeypatch):
     if not (shared_data_dir / "mnist").is_dir():
         pytest.skip(f"no MNIST under {shared_data_dir}")
