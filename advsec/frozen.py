@@ -6,6 +6,9 @@ keeps the weights in oneDNN's own layout, which makes those passes much cheaper 
 (``benchmarks/autoattack_race.py`` measures the effect on the whole evaluation). The copy is used only
 where it provably computes the same function as the network, and never for a verdict:
 
+- it is made for networks with convolutions only: the fusion is what pays; on an MLP the scripted calls
+  cost more than they save (digits MLP, 100 samples, 2 threads: 0.44 s against 0.34 s eager for 2,000
+  passes, where wong-cnn's 200 passes took 2.7 s against 6.3 s);
 - it is traced once the passes it would serve are many (``after`` samples through the network under
   inference mode: a trace costs a fraction of a second, which a short search never earns back), and refused
   if tracing warns that the network's control flow depends on its input (a trace would freeze one branch)
@@ -29,6 +32,7 @@ import torch
 from torch import nn
 
 _TOLERANCE = 1e-4  # relative to the logits' scale: fused kernels sum in another order, nothing more
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _AFTER = 50_000  # samples through the network before the copy is made: about a second of a small CNN's time
 
 
@@ -39,7 +43,7 @@ class FrozenTwin:
         self.network = network
         self.after = after  # samples still to pass through the network before the copy is made
         self.frozen: torch.jit.ScriptModule | None = None
-        self.refused = False
+        self.refused = not any(isinstance(m, _CONVOLUTIONS) for m in network.modules())
         self.weights: tuple[int, ...] = ()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -115,6 +115,7 @@ def test_augmentation_happens_in_training_only():
 QUICK = TrainConfig(epochs=4, lr=3e-3, schedule="cyclic", weight_decay=1e-4)
 
 
+@pytest.mark.slow  # 18 s of training; audio keeps data, feature, channel and attack-budget tests by default
 def test_m5_learns_the_spoken_digits_in_a_few_epochs(fsdd):
     trained = load_or_train(fsdd, "m5", "standard", {}, QUICK, 0, device=CPU, progress=Progress(quiet=True))
     assert isinstance(trained.network, M5)
@@ -162,6 +163,7 @@ def test_quieter_budgets_leave_more_robust_accuracy_and_every_attempt_stays_belo
             assert attempt["distance"] <= -eps + 1e-3 if norm == "db" else attempt["distance"] >= eps - 1e-3
 
 
+@pytest.mark.slow  # needs the trained M5 above
 def test_band_noise_stays_in_its_band_and_still_fools_the_model(fsdd):
     trained = load_or_train(fsdd, "m5", "standard", {}, QUICK, 0, device=CPU, progress=Progress(quiet=True))
     for parameter in trained.network.parameters():

@@ -64,6 +64,14 @@ def test_the_copy_is_made_only_once_enough_passes_would_go_through_it():
         assert twin(_inputs(64)) is not None and twin.frozen is not None
 
 
+def test_a_network_without_convolutions_keeps_its_own_passes():
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    twin = FrozenTwin(mlp, after=0)
+    with torch.inference_mode():
+        assert twin(_inputs()) is None
+    assert twin.refused and twin.frozen is None
+
+
 def test_networks_a_trace_cannot_copy_faithfully_are_refused():
     for network in (Branching(), Counter()):
         twin = FrozenTwin(network.eval(), after=0)
