@@ -37,7 +37,7 @@ _AFTER = 50_000  # samples through the network before the copy is made: about a 
 
 
 class FrozenTwin:
-    """The network's frozen copy, built on first use; :meth:`__call__` returns None for "use the network"."""
+    """The network's frozen copy, made once it pays; :meth:`__call__` returns None for "use the network"."""
 
     def __init__(self, network: nn.Module, *, after: int = _AFTER) -> None:
         self.network = network
