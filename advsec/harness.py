@@ -22,6 +22,7 @@ import advsec.registry as registry
 from advsec.attack import Attack
 from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
+from advsec.data.fakes import FAKE
 from advsec.detection import check_detector_data
 from advsec.errors import CostError, SpecError
 from advsec.escalate import causes, escalated_views, follow_ups, pristine_views
@@ -59,6 +60,10 @@ class Cell:
     # saved twice, say) meets the same random starts and draws, and so gets the same table.
     randomness: str
     aspect: float = 1.0  # a patch's height over its width
+
+    def threat(self, bounds: tuple[float, float]) -> ThreatModel | None:
+        """The threat model this cell attacks under, within the data's ``bounds``; None for a clean cell."""
+        return None if self.norm == CLEAN else ThreatModel(self.norm, self.eps, bounds, self.aspect)
 
     @property
     def title(self) -> str:
@@ -254,7 +259,7 @@ def evaluate_cell(
     started = time.perf_counter()
     generator = torch.Generator(device=x.device).manual_seed(seed)
     views = Views.of(trained, dataset, spec.evaluation)
-    threat = ThreatModel(cell.norm, cell.eps, dataset.bounds, cell.aspect) if cell.norm != CLEAN else None
+    threat = cell.threat(dataset.bounds)
     escalates = spec.evaluation.escalate and threat is not None
     # Taken before the first query: a model that keeps state it did not declare is restored to this.
     pristine = pristine_views(views) if escalates and not type(trained.defense).stateful else None
@@ -312,7 +317,7 @@ def evaluate_cell(
         )
     shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
     if spec.detection is not None:  # a detector's examples are the fakes it caught that the attacks passed
-        passed = verdicts.clean_correct & ~verdicts.robust & (y == dataset.classes.index("fake"))
+        passed = verdicts.clean_correct & ~verdicts.robust & (y == FAKE)
         shown = passed.nonzero().squeeze(1)[: len(shown)].tolist()
     return CellResult(
         cell=cell.key,
@@ -517,7 +522,7 @@ def _checks(
         def correct(x_adv: torch.Tensor) -> torch.Tensor:
             return (views.predictions(x_adv) == y[probed]).all(0)
 
-        threat = ThreatModel(cell.norm, cell.eps, dataset.bounds, cell.aspect)
+        threat = cell.threat(dataset.bounds)
         checks.append(eot_probe(views.adaptive, x[probed], y[probed], robust[probed], threat, correct))
     return checks
 
@@ -526,9 +531,9 @@ def _certificate(
     cell: Cell, trained: TrainedModel, views: Views, x: torch.Tensor, verdicts: Verdicts, dataset: Dataset
 ) -> list[SanityCheck]:
     """The defense's own certificate at this cell's budget, scored against what the attacks did."""
-    if cell.norm == CLEAN:
+    threat = cell.threat(dataset.bounds)
+    if threat is None:
         return []
-    threat = ThreatModel(cell.norm, cell.eps, dataset.bounds, cell.aspect)
     found = [trained.defense.certified(views.deployed, chunk, threat) for chunk in x.split(views.batch)]
     if not found or any(f is None for f in found):
         return []
