@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -73,10 +74,12 @@ def evaluate(
     report: bool = False,
     device: str | torch.device | None = None,
     progress: bool = False,
+    search_precision: Literal["auto", "float32"] = "auto",
 ) -> Evaluation:
     """Attack ``model`` on ``(x, y)`` at each budget in ``eps`` and score every sample by its worst case.
 
     ``attacks`` is a preset (``"worst-case"``: APGD-CE, APGD-T, Square) or attack names, run as a cascade.
+    ``search_precision`` is ``[evaluation]``'s: "float32" keeps the attacks' searches out of bfloat16.
     """
     budgets = (eps,) if isinstance(eps, int | float) else tuple(eps)
     names = [attacks] if isinstance(attacks, str) else list(attacks)
@@ -93,7 +96,7 @@ def evaluate(
         defenses=(DefenseSpec("standard", LABEL, {}, TrainConfig(), family=LABEL, model=LABEL),),
         threats=(ThreatSpec(norm, budgets),),
         attacks=attack_specs(tables),
-        evaluation=EvaluationConfig(batch_size=batch_size),
+        evaluation=EvaluationConfig(batch_size=batch_size, search_precision=search_precision),
         models=(entry,),
         text=to_toml({"threats": [{"norm": norm, "eps": list(budgets)}], "attacks": tables}),
     )

@@ -18,6 +18,7 @@ from torch import nn
 
 from advsec.data import Dataset
 from advsec.defense import Expectation
+from advsec.precision import confirmed
 from advsec.progress import Progress
 from advsec.threat import ThreatModel
 
@@ -43,6 +44,9 @@ class Attack:
     # that stops early on each sample can then keep its batch full (gradient_attack's refill).
     streams: ClassVar[bool] = False
     batch: int | None = None
+    # Decides in float32 what its search finds (advsec.precision: gradient_attack confirms every fooled
+    # sample), so the harness may run its passes in bfloat16.
+    reduced_search: ClassVar[bool] = False
     # The class each output of the last ``perturb`` call was aimed at, for an attack that picks its targets
     # itself (APGD-T without a spec target): the loss check judges the output by it. Read per call, so an
     # attack that streams does not set it.
@@ -240,7 +244,7 @@ def gradient_attack(
                     value, grad = attack_objective(logits, rows.y, rows.target, loss), None
             else:
                 logits, value, grad = _measure(model, rows.x_adv, rows.y, rows.target, loss)
-            hit = fooled(logits, rows.y, rows.target) & rows.live
+            hit = confirmed(fooled(logits, rows.y, rows.target) & rows.live, rows.fools(model))
             # Keep only fooling or final iterates: copying every iterate costs a step's worth.
             if (seen := hit | (final & rows.live)).any():
                 worst.update(rows.index[seen], rows.x_adv[seen], value[seen], hit[seen])
@@ -331,6 +335,15 @@ class Rows:
         self.x_adv = torch.empty_like(self.x0)
         self.live = torch.zeros(size, dtype=torch.bool, device=self.x.device)
         self.refill(threat, random_start, gen)
+
+    def fools(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Whether ``model`` is fooled at the current iterates of the rows it is given."""
+
+        def verdict(rows: torch.Tensor) -> torch.Tensor:
+            aims = None if self.target is None else self.target[rows]
+            return fooled(model(self.x_adv[rows]), self.y[rows], aims)
+
+        return verdict
 
     def keep(self, mask: torch.Tensor) -> None:
         """Drop the rows where ``mask`` is False."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from advsec.escalate import causes, escalated_views, follow_ups, pristine_views
 from advsec.generator import Generator, fit_generator
 from advsec.keys import content_key, seeded
 from advsec.lira import ShadowRecipe
+from advsec.precision import native_bfloat16
 from advsec.privacy import membership_inference
 from advsec.progress import Progress
 from advsec.records import AttackRecord, CellResult, MembershipInference, SanityCheck
@@ -85,6 +87,7 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
     if spec.detection is not None:
         check_detector_data(dataset)
     cells = []
+    reduced = spec.evaluation.search_precision == "auto" and native_bfloat16()
     for defense in spec.defenses:
         model = deployed_key(spec, dataset, defense)
         attacks = bounded(spec.attacks) + adaptive_attacks(defense, spec)
@@ -98,9 +101,12 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
                 "norm": norm,
                 "eps": eps,
                 "attacks": [asdict(a) for a in cell_attacks],
-                "evaluation": asdict(spec.evaluation),
+                "evaluation": {k: v for k, v in asdict(spec.evaluation).items() if k != "search_precision"},
                 "seed": spec.seed,
             }
+            if reduced:  # only then: where every pass is float32, cells keep the keys they had before
+                content["search"] = "bfloat16"
+
             if aspect != 1.0:  # only then: the cells of every square patch keep their keys
                 content["aspect"] = aspect
             if norm == CLEAN and spec.privacy.shadows:  # the clean cell's rows hold LiRA's figures
@@ -414,8 +420,9 @@ def _attack_stage(
     # Iterative gradient attacks must climb the loss they follow; one step may overshoot (FGSM).
     climbs = attack.kind == "gradient" and gradient_steps(attack) > 1
     stalled = 0
+    search = counted.searching if attack.reduced_search else nullcontext
     for chunk, target, x_adv in _perturbed(attack, model, spec_attack.target, todo, views.batch, x, y,
-                                           clean_logits, threat, generator):  # fmt: skip
+                                           clean_logits, threat, generator, search):  # fmt: skip
         check_attack_output(spec_attack.label, threat, x[chunk], x_adv)
         if climbs:
             with counted.paused():
@@ -443,16 +450,19 @@ def _perturbed(
     clean_logits: torch.Tensor,
     threat: ThreatModel,
     generator: torch.Generator,
+    search: Callable[[], AbstractContextManager[None]],
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
     """The attack's outputs on the samples ``todo``, as (samples, targets, outputs) per batch. An attack
-    that streams is called once for them all and keeps ``batch`` in flight itself; any other, per batch."""
+    that streams is called once for them all and keeps ``batch`` in flight itself; any other, per batch.
+    Its passes run inside ``search`` (advsec.precision); what is done with its outputs, outside."""
     if attack.streams:
         attack.batch = batch
     for call in [todo] if attack.streams else todo.split(batch):
         if not len(call):
             continue
         target = _targets(aim, y[call], clean_logits[call], generator)
-        x_adv = attack.perturb(model, x[call], y[call], threat, target=target, generator=generator)
+        with search():
+            x_adv = attack.perturb(model, x[call], y[call], threat, target=target, generator=generator)
         for rows in torch.arange(len(call)).split(batch):
             yield call[rows], None if target is None else target[rows], x_adv[rows]
 

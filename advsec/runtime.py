@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -30,6 +30,7 @@ from advsec.detection import deployed_detector
 from advsec.errors import InputError
 from advsec.frozen import FrozenTwin
 from advsec.keys import content_key, key_seed
+from advsec.precision import ReducedPrecision
 from advsec.progress import Progress
 from advsec.spec import DefenseSpec, DetectionConfig, EvaluationConfig, Spec, make_plugin
 from advsec.store import Store
@@ -243,24 +244,33 @@ class CountingModel(nn.Module):
     """Counts the samples pushed through the model, and how many of those needed an input gradient.
 
     With ``frozen``, passes under ``torch.inference_mode`` (query attacks) go through the model's frozen
-    copy where it computes the same function (:mod:`advsec.frozen`); only a model that neither draws
-    randomness nor keeps state may be given one."""
+    copy where it computes the same function (:mod:`advsec.frozen`); with ``reduced``, an attack's passes
+    inside :meth:`searching` run in bfloat16 where that is cheaper (:mod:`advsec.precision`). Only a model
+    that neither draws randomness nor keeps state may be given either: a confirming float32 pass must see
+    the function the search saw."""
 
-    def __init__(self, model: nn.Module, *, frozen: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, frozen: bool = False, reduced: bool = False) -> None:
         super().__init__()
         self.model = model
         self.forwards = 0
         self.backwards = 0
         self.counting = True
         self.twin = FrozenTwin(model) if frozen else None
+        self.reduced = ReducedPrecision(model) if reduced else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rebalance()  # every network pass is a moment to share the cores (advsec.threads)
         if self.counting:
             self.forwards += len(x)
             self.backwards += len(x) if torch.is_grad_enabled() and x.requires_grad else 0
-        found = None if self.twin is None else self.twin(x)
+        found = None if self.reduced is None else self.reduced(x)
+        if found is None and self.twin is not None:
+            found = self.twin(x)
         return self.model(x) if found is None else found
+
+    def searching(self) -> AbstractContextManager[None]:
+        """Inside, the passes are an attack's search (bfloat16 where allowed and cheaper)."""
+        return nullcontext() if self.reduced is None else self.reduced.searching()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -287,7 +297,9 @@ class Views:
     @classmethod
     def of(cls, trained: TrainedModel, dataset: Dataset, evaluation: EvaluationConfig) -> Views:
         stochastic = type(trained.defense).stochastic
-        counted = CountingModel(trained.network, frozen=not (stochastic or type(trained.defense).stateful))
+        deterministic = not (stochastic or type(trained.defense).stateful)
+        reduced = deterministic and evaluation.search_precision == "auto"
+        counted = CountingModel(trained.network, frozen=deterministic, reduced=reduced)
         for parameter in counted.parameters():
             parameter.requires_grad_(False)  # attacks need input gradients only; never touch the weights
         deployed = trained.defense.wrap(counted, bounds=dataset.bounds)

@@ -136,6 +136,7 @@ def apgd(
 class APGD(Attack):
     """Auto-PGD: step-size-free PGD with momentum (Croce & Hein 2020)."""
 
+    reduced_search = True  # gradient_attack confirms every fooled sample in float32
     targeted = True
     steps: int = 100
     restarts: int = 1

@@ -20,6 +20,7 @@ class APGDTargeted(Attack):
     runs, which often succeed where untargeted losses stall (AutoAttack's second stage).
     """
 
+    reduced_search = True  # gradient_attack confirms every fooled sample in float32
     targeted = True
     steps: int = 100
     targets: int = 9  # how many of the most likely wrong classes to try, most likely first

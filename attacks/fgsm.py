@@ -15,6 +15,7 @@ from advsec.threat import ThreatModel
 class FGSM(Attack):
     """Fast gradient sign method: a single full-budget gradient step (l2: along the normalized gradient)."""
 
+    reduced_search = True  # gradient_attack confirms every fooled sample in float32
     targeted = True
     loss: Loss = "ce"
 

@@ -15,6 +15,7 @@ from advsec.threat import ThreatModel
 class MIFGSM(Attack):
     """Momentum iterative FGSM: g ← μ·g + ∇/‖∇‖₁, then a signed (linf) or normalized (l2) step along g."""
 
+    reduced_search = True  # gradient_attack confirms every fooled sample in float32
     targeted = True
     steps: int = 10
     decay: float = 1.0  # μ

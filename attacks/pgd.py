@@ -16,6 +16,7 @@ from advsec.threat import ThreatModel
 class PGD(Attack):
     """Projected gradient descent; restarts keep each sample's worst case."""
 
+    reduced_search = True  # gradient_attack confirms every fooled sample in float32
     norms: ClassVar[tuple[str, ...]] = (*Attack.norms, "words")  # words: its projection makes PGD add-only
     targeted = True
     streams = True

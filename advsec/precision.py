@@ -1,0 +1,111 @@
+"""Cheaper network passes for an attack's search, exact ones for everything it decides.
+
+An attack spends nearly all its time in passes whose results only steer it: a gradient's direction, a
+query's rough score. On CPUs that compute bfloat16 natively (AVX512-BF16 or AMX), those passes run under
+``torch.autocast`` at about half the cost of float32 ones (wong-cnn on this project's machine: a forward
+and backward 52-58 ms against 104-121 ms per 1,000 images, a forward 11-14 against 28-30; a frozen float32
+copy, :mod:`advsec.frozen`, 21-23 µs per image against 13-16). What they decide is decided in float32:
+
+- a sample a reduced pass finds fooled is fooled only if a float32 pass agrees (:func:`confirmed`), so an
+  attack never stops on a point that does not fool the model as deployed;
+- every verdict the harness records comes from float32 passes outside the search.
+
+A network is searched at reduced precision only where the harness allows it (a model that draws no
+randomness and keeps no state: a confirming pass must see the same function) and only after a check on
+its first search batch: the reduced logits must stay within a tenth of the logits' scale of
+the float32 ones, or the network is searched in float32. ``[evaluation] search_precision = "float32"``
+turns it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from torch import nn
+
+_TOLERANCE = 0.1  # of the logits' scale: bfloat16 keeps 8 bits of mantissa, a few layers lose a few more
+_CHECKED_SAMPLES = 64
+
+_ACTIVE: ContextVar[ReducedPrecision | None] = ContextVar("advsec_reduced_precision", default=None)
+
+
+def native_bfloat16() -> bool:
+    """Whether this machine's CPU computes bfloat16 in hardware (emulated, it is slower than float32)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+class ReducedPrecision:
+    """A network's bfloat16 search passes; :meth:`__call__` returns None for "pass in float32"."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network = network
+        self.refused = not native_bfloat16()
+        self.checked = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.refused or _ACTIVE.get() is not self or x.device.type != "cpu":
+            return None
+        if not self.checked:
+            self._check(x)
+            if self.refused:
+                return None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.network(x).float()
+
+    @contextmanager
+    def searching(self) -> Iterator[None]:
+        """Inside, this network's passes (on this thread) are search passes."""
+        token = _ACTIVE.set(None if self.refused else self)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
+    def _check(self, x: torch.Tensor) -> None:
+        sample = x[:_CHECKED_SAMPLES].detach()
+        try:
+            with torch.no_grad():
+                exact = self.network(sample)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    reduced = self.network(sample).float()
+        except RuntimeError:  # an operation without a bfloat16 kernel: search in float32
+            self.refused = self.checked = True
+            return
+        self.checked = True
+        scale = max(1.0, float(exact.abs().max()))
+        error = float((reduced - exact).abs().max()) if reduced.shape == exact.shape else float("inf")
+        self.refused = not error <= _TOLERANCE * scale  # NaN and inf included
+
+
+def reduced() -> bool:
+    """Whether this thread's passes are search passes at reduced precision (once a network's check has
+    refused it, its passes are float32 and this is False)."""
+    active = _ACTIVE.get()
+    return active is not None and not active.refused
+
+
+@contextmanager
+def exact() -> Iterator[None]:
+    """Inside, every pass is a float32 pass."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def confirmed(hit: torch.Tensor, fools: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``hit`` (samples a search pass found fooled) where float32 passes agree: ``fools(rows)`` is their
+    exact verdict for the rows ``rows``; asked only when search passes are reduced and something was hit."""
+    if not reduced() or not hit.any():
+        return hit
+    rows = hit.nonzero().squeeze(1)
+    with exact(), torch.no_grad():
+        agreed = fools(rows)
+    kept = hit.clone()
+    kept[rows] = agreed
+    return kept
