@@ -13,9 +13,10 @@ evaluations/mnist-linf.toml and evaluations/fashion-linf.toml give it:
 On the first --samples test images it runs Croce & Hein's AutoAttack (pyautoattack, version='standard':
 APGD-CE, APGD-T, FAB-T, Square 5,000 queries; its own batch size and seed 0) and advsec's worst-case
 evaluation (advsec.evaluate, preset "worst-case": APGD-CE, APGD-T, Square 5,000 queries, sanity checks
-included in its time), and prints robust accuracy, wall time and per-stage times for both, the samples
-one tool broke that the other left robust, and the ratio of wall times. advsec runs once per seed
-(--seeds): the spread of its robust accuracy over seeds is the run-to-run spread the floor allows.
+included in its time; its searches in bfloat16 where the CPU computes it natively, advsec.precision),
+and prints robust accuracy, wall time and per-stage times for both, the samples one tool broke that the
+other left robust, and the ratio of wall times. advsec runs once per seed (--seeds): the spread of its
+robust accuracy over seeds is the run-to-run spread the floor allows.
 
 Floor (issue 25): advsec's robust accuracy <= AutoAttack's + spread, in <= 0.35x its wall time.
 """
@@ -65,9 +66,13 @@ def main() -> None:
     except ImportError:
         parser.exit(2, "needs the original AutoAttack: pip install pyautoattack==0.2.0\n")
 
+    from advsec.precision import native_bfloat16
+
     version = getattr(pyautoattack, "__version__", "0.2.0")
+    search = "bfloat16 (native on this CPU)" if native_bfloat16() else "float32 (no native bfloat16 here)"
     say(f"first {args.samples} test images, {args.threads} threads; AutoAttack = pyautoattack {version} "
-        f"version='standard' seed 0; advsec = worst-case preset, seeds 0..{args.seeds - 1}\n")  # fmt: skip
+        f"version='standard' seed 0; advsec = worst-case preset, seeds 0..{args.seeds - 1}, its searches in "
+        f"{search}, every verdict in float32\n")  # fmt: skip
     ratios = {}
     for name in args.models:
         model, x, y, eps, title = _model(name, args.samples)
