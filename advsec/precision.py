@@ -2,9 +2,11 @@
 
 An attack spends nearly all its time in passes whose results only steer it: a gradient's direction, a
 query's rough score. On CPUs that compute bfloat16 natively (AVX512-BF16 or AMX), those passes run under
-``torch.autocast`` at about half the cost of float32 ones (wong-cnn on this project's machine: a forward
-and backward 52-58 ms against 104-121 ms per 1,000 images, a forward 11-14 against 28-30; a frozen float32
-copy, :mod:`advsec.frozen`, 21-23 µs per image against 13-16). What they decide is decided in float32:
+``torch.autocast``, and a query attack's (under inference mode) through a frozen bfloat16 copy of the
+network (:mod:`advsec.frozen`) once it pays. On this project's machine, wong-cnn, 256-800 images, best of
+15: a forward 3.3-3.7 ms against 4.9-6.2 per 256 images, but a backward only 10-20 % cheaper (oneDNN's
+input gradient of a strided convolution is slow in either precision); a frozen copy 9.0-9.4 µs per image
+against 12.9-14.1 in float32. What the search decides is decided in float32:
 
 - a sample a reduced pass finds fooled is fooled only if a float32 pass agrees (:func:`confirmed`), so an
   attack never stops on a point that does not fool the model as deployed;
@@ -26,6 +28,8 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 
+from advsec.frozen import FrozenTwin
+
 _TOLERANCE = 0.1  # of the logits' scale: bfloat16 keeps 8 bits of mantissa, a few layers lose a few more
 _CHECKED_SAMPLES = 64
 
@@ -45,6 +49,8 @@ class ReducedPrecision:
         self.network = network
         self.refused = not native_bfloat16()
         self.checked = False
+        # Query attacks' passes (under inference mode) through a frozen bfloat16 copy, once it pays.
+        self.frozen = FrozenTwin(network, dtype=torch.bfloat16, tolerance=_TOLERANCE)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.refused or _ACTIVE.get() is not self or x.device.type != "cpu":
@@ -53,6 +59,8 @@ class ReducedPrecision:
             self._check(x)
             if self.refused:
                 return None
+        if (found := self.frozen(x)) is not None:
+            return found
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return self.network(x).float()
 
