@@ -31,6 +31,12 @@ def test_quickstart_spec_is_valid():
     assert spec.report_eps == 0.1
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "evaluations").glob("*.toml")), ids=lambda path: path.stem)
+def test_every_shipped_spec_is_valid(path):
+    spec = load_spec(path)
+    assert spec.defenses and (spec.threats or spec.detection or spec.privacy.shadows or spec.certify)
+
+
 def test_minimal_spec_gets_defaults():
     spec = parse_spec(VALID)
     assert spec.dataset == "digits" and spec.model == "mlp" and spec.seed == 0
