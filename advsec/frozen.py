@@ -18,8 +18,6 @@ where it provably computes the same function as the network, and never for a ver
   weight-noise defenses do) goes to the network itself.
 
 Scoring runs under ``torch.no_grad``, not inference mode, so every recorded verdict comes from the network.
-A bfloat16 copy (``dtype``) serves :mod:`advsec.precision`'s search passes, whose decisions are confirmed
-in float32; it is held to that module's looser tolerance.
 
 TorchScript is deprecated in favour of ``torch.compile``, whose first compile of a small CNN took about two
 minutes on this project's 2-core machine: more than the query attack it would speed up. A trace and freeze
@@ -28,7 +26,6 @@ take about a second.
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
@@ -42,19 +39,9 @@ _AFTER = 50_000  # samples through the network before the copy is made: about a 
 class FrozenTwin:
     """The network's frozen copy, made once it pays; :meth:`__call__` returns None for "use the network"."""
 
-    def __init__(
-        self,
-        network: nn.Module,
-        *,
-        after: int = _AFTER,
-        dtype: torch.dtype = torch.float32,
-        tolerance: float = _TOLERANCE,
-    ) -> None:
+    def __init__(self, network: nn.Module, *, after: int = _AFTER) -> None:
         self.network = network
         self.after = after  # samples still to pass through the network before the copy is made
-        # bfloat16: a reduced copy for search passes (advsec.precision), its logits handed out as float32
-        self.dtype = dtype
-        self.tolerance = tolerance
         self.frozen: torch.jit.ScriptModule | None = None
         self.refused = not any(isinstance(m, _CONVOLUTIONS) for m in network.modules())
         self.weights: tuple[int, ...] = ()
@@ -71,13 +58,7 @@ class FrozenTwin:
                 return None
         if self._identities() != self.weights:
             return None
-        return self.frozen(x.to(self.dtype)).float()
-
-    def seen(self, x: torch.Tensor) -> None:
-        """Count a pass another path served toward the copy's making: the network's passes still pay for
-        it (a bfloat16 search whose few float32 passes would never reach ``after`` on their own)."""
-        if self.frozen is None and torch.is_inference_mode_enabled():
-            self.after -= len(x)
+        return self.frozen(x)
 
     def _identities(self) -> tuple[int, ...]:
         return tuple(t.data_ptr() for t in (*self.network.parameters(), *self.network.buffers()))
@@ -89,16 +70,13 @@ class FrozenTwin:
                 with warnings.catch_warnings():
                     warnings.simplefilter("error", torch.jit.TracerWarning)
                     warnings.simplefilter("ignore", DeprecationWarning)  # see the module's last paragraph
-                    reduced = self.dtype != torch.float32
-                    network = copy.deepcopy(self.network).to(self.dtype) if reduced else self.network
-                    cast = example.to(self.dtype)
-                    traced = torch.jit.trace(network, cast[:2], check_trace=False)
+                    traced = torch.jit.trace(self.network, example[:2], check_trace=False)
                     frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-                    expected, found = self.network(example), frozen(cast).float()
+                    expected, found = self.network(example), frozen(example)
             except Exception:  # whatever TorchScript cannot take simply stays eager
                 self.refused = True
                 return
-        tolerance = self.tolerance * max(1.0, float(expected.abs().max()))
+        tolerance = _TOLERANCE * max(1.0, float(expected.abs().max()))
         if expected.shape != found.shape or not torch.allclose(found, expected, rtol=0, atol=tolerance):
             self.refused = True
             return

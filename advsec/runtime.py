@@ -264,11 +264,8 @@ class CountingModel(nn.Module):
             self.forwards += len(x)
             self.backwards += len(x) if torch.is_grad_enabled() and x.requires_grad else 0
         found = None if self.reduced is None else self.reduced(x)
-        if self.twin is not None:
-            if found is None:
-                found = self.twin(x)
-            else:
-                self.twin.seen(x)
+        if found is None and self.twin is not None:
+            found = self.twin(x)
         return self.model(x) if found is None else found
 
     def searching(self) -> AbstractContextManager[None]:

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from advsec.attack import Attack, WorstCase, attack_objective, fooled
-from advsec.precision import exact, reduced
 from advsec.threat import ThreatModel, norm_of
 
-Measure = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Score = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 # Iterations (of a 10,000-query run) after which the window's share of the input halves, as in the paper.
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -32,7 +31,6 @@ class Square(Attack):
     windows at ‖δ‖₂ = eps. Accepts only improving proposals; fooled samples stop costing queries."""
 
     kind = "query"
-    reduced_search = True  # its Scorer decides in float32
     norms = ("linf", "l2", "db", "snr")
     targeted = True
     queries: int = 5000  # per sample and restart, the initialization included
@@ -59,14 +57,13 @@ class Square(Attack):
     ) -> torch.Tensor:
         loss = "cw" if self.loss == "margin" else "ce"
 
-        def measure(points: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def score(points: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """Objective to maximize and success, for the samples ``index`` at ``points`` (plane view)."""
             logits = model(points.reshape(len(points), *x.shape[1:]))
             aim = None if target is None else target[index]
             return attack_objective(logits, y[index], aim, loss), fooled(logits, y[index], aim)
 
         planes = _as_planes(x)
-        score = Scorer(measure, len(x), x.device)
         search = self._linf if threat.geometry == "linf" else self._l2
         overall = WorstCase(planes)
         # A score-based attack: no graph is ever built, no gradient can leak in. Inference mode also skips
@@ -86,7 +83,7 @@ class Square(Attack):
         x: torch.Tensor,
         index: torch.Tensor,
         threat: ThreatModel,
-        score: Scorer,
+        score: Score,
         generator: torch.Generator | None,
     ) -> WorstCase:
         """Vertical stripes at ±eps, then one window per query set to a fresh vertex of the ball.
@@ -116,7 +113,7 @@ class Square(Attack):
                 flipped = threat.project(start, start - signs, radius)
                 new = torch.where(stale[:, None, None], flipped, new)
             proposal = best.clone().scatter_(2, cells, new)
-            objective, hit = score(proposal.view(n, c, h, w), index[rows], value)
+            objective, hit = score(proposal.view(n, c, h, w), index[rows])
             better = hit | (objective > value)
             best.scatter_(2, cells, torch.where(better[:, None, None], new, old))
             value = torch.where(better, objective, value)
@@ -131,7 +128,7 @@ class Square(Attack):
         x: torch.Tensor,
         index: torch.Tensor,
         threat: ThreatModel,
-        score: Scorer,
+        score: Score,
         generator: torch.Generator | None,
     ) -> WorstCase:
         """Tiles of ± two-lobed blobs, then per query: empty a second window into the first, redrawn."""
@@ -159,7 +156,7 @@ class Square(Attack):
             fresh = fresh / _plane_norm(fresh).clamp_min(_TINY) * energy
             delta = torch.where(first, fresh, delta * ~second)
             proposal = _on_sphere(x0, delta, threat)
-            state.update(active, proposal, *score(proposal, index[active], state.value[active]))
+            state.update(active, proposal, *score(proposal, index[active]))
         return state
 
     def _share(self, it: int) -> float:
@@ -177,50 +174,11 @@ def _as_planes(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, -1, rest[-2], rest[-1])
 
 
-def _start(x: torch.Tensor, init: torch.Tensor, index: torch.Tensor, score: Scorer) -> WorstCase:
+def _start(x: torch.Tensor, init: torch.Tensor, index: torch.Tensor, score: Score) -> WorstCase:
     """The search state after its first query, at ``init``."""
     state = WorstCase(x)
-    state.update(torch.arange(len(x), device=x.device), init, *score.first(init, index))
+    state.update(torch.arange(len(x), device=x.device), init, *score(init, index))
     return state
-
-
-class Scorer:
-    """Scores the search's points; every score that decides something is a float32 one.
-
-    With reduced search passes (advsec.precision) it keeps the reduced score of each sample's best point
-    too, and scores a proposal again in float32 only if its reduced score beats that one (like against
-    like: two nearby points round alike) or it fools the model. What is kept, and every fooled verdict, is
-    exact, while most queries cost one reduced pass (on wong-cnn, 6 % of proposals were scored again). A
-    proposal not scored again gets -inf: it is never kept."""
-
-    def __init__(self, measure: Measure, samples: int, device: torch.device) -> None:
-        self.measure = measure
-        self.rough = torch.full((samples,), float("-inf"), device=device)  # reduced, at the best points
-
-    def first(self, points: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The exact score of each sample's first point."""
-        objective, hit = self.measure(points, index)
-        if reduced():
-            self.rough[index] = objective
-            with exact():
-                objective, hit = self.measure(points, index)
-        return objective, hit
-
-    def __call__(
-        self, points: torch.Tensor, index: torch.Tensor, best: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The scores of proposals for the samples ``index``, whose best exact objectives are ``best``."""
-        objective, hit = self.measure(points, index)
-        if not reduced():
-            return objective, hit
-        rough, close = objective, hit | (objective > self.rough[index])
-        objective = torch.full_like(rough, float("-inf"))
-        if close.any():
-            with exact():
-                objective[close], hit[close] = self.measure(points[close], index[close])
-        kept = hit | (objective > best)
-        self.rough[index[kept]] = rough[kept]
-        return objective, hit
 
 
 def _side(share: float, h: int, w: int, smallest: int) -> tuple[int, int]:
