@@ -47,7 +47,7 @@ def main() -> None:
     say = Output()
     say(f"MNIST wong-cnn (standard training), first {args.samples} test images, linf; naive = the spec's "
         "PGD-40 alone; escalated = advsec's reported figure; robust accuracy in %")  # fmt: skip
-    say(f"{'defense':<18} {'eps':>4} {'naive':>6} {'escalated':>9} {'honest':>6}  {'verdict':<24} added")
+    say(f"{'defense':<18} {'eps':>4} {'naive':>6} {'escalated':>9} {'honest':>6}  {'verdict':<28} added")
     for hidden, honest in HONEST.items():
         for eps in sorted({e for d, e in cells if d == hidden}):
             cell, truth = cells[hidden, eps], cells[honest, eps]
@@ -56,12 +56,13 @@ def main() -> None:
             gap = 100 * (cell.robust_accuracy - truth.robust_accuracy)
             verdict = (
                 "not escalated" if naive is None
+                else f"at or below honest ({gap:+.1f} pp)" if gap <= 0
                 else f"within {FLOOR_PP:g} pp ({gap:+.1f})" if gap <= FLOOR_PP
                 else f"MISSED ({gap:+.1f} pp)"
             )  # fmt: skip
             shown = "—" if naive is None else f"{100 * naive:.1f}"
             say(f"{hidden:<18} {eps:>4g} {shown:>6} {100 * cell.robust_accuracy:>9.1f} "
-                f"{100 * truth.robust_accuracy:>6.1f}  {verdict:<24} {added}")  # fmt: skip
+                f"{100 * truth.robust_accuracy:>6.1f}  {verdict:<28} {added}")  # fmt: skip
     truthful = sorted({d for d, _ in cells if not d.startswith("hidden-")})
     escalated = [d for d in truthful if any(cells[d, e].unescalated_robust_accuracy is not None
                                             for dd, e in cells if dd == d)]  # fmt: skip
