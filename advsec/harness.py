@@ -106,7 +106,6 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
             }
             if reduced:  # only then: where every pass is float32, cells keep the keys they had before
                 content["search"] = "bfloat16"
-
             if aspect != 1.0:  # only then: the cells of every square patch keep their keys
                 content["aspect"] = aspect
             if norm == CLEAN and spec.privacy.shadows:  # the clean cell's rows hold LiRA's figures

@@ -26,7 +26,7 @@ ones, or the network is searched in float32. ``[evaluation] search_precision = "
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 import torch
@@ -62,16 +62,12 @@ class ReducedPrecision:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return self.network(x).float()
 
-    @contextmanager
-    def searching(self) -> Iterator[None]:
+    def searching(self) -> AbstractContextManager[None]:
         """Inside, this network's passes (on this thread) are search passes."""
-        token = _ACTIVE.set(None if self.refused else self)
-        try:
-            yield
-        finally:
-            _ACTIVE.reset(token)
+        return _active(None if self.refused else self)
 
     def _check(self, x: torch.Tensor) -> None:
+        self.checked = True
         sample = x[:_CHECKED_SAMPLES].detach()
         try:
             with torch.no_grad():
@@ -79,9 +75,8 @@ class ReducedPrecision:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     reduced = self.network(sample).float()
         except RuntimeError:  # an operation without a bfloat16 kernel: search in float32
-            self.refused = self.checked = True
+            self.refused = True
             return
-        self.checked = True
         scale = max(1.0, float(exact.abs().max()))
         error = float((reduced - exact).abs().max()) if reduced.shape == exact.shape else float("inf")
         self.refused = not error <= _TOLERANCE * scale  # NaN and inf included
@@ -94,10 +89,14 @@ def reduced() -> bool:
     return active is not None and not active.refused
 
 
-@contextmanager
-def exact() -> Iterator[None]:
+def exact() -> AbstractContextManager[None]:
     """Inside, every pass is a float32 pass."""
-    token = _ACTIVE.set(None)
+    return _active(None)
+
+
+@contextmanager
+def _active(search: ReducedPrecision | None) -> Iterator[None]:
+    token = _ACTIVE.set(search)
     try:
         yield
     finally:

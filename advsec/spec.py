@@ -117,8 +117,8 @@ class EvaluationConfig:
     # A cell whose sanity checks flag masking, randomness or state is attacked again on its survivors
     # with the attacks those flags call for (advsec.escalate).
     escalate: bool = True
-    # "auto": attacks that confirm what they decide in float32 search in bfloat16 where the CPU computes
-    # it natively (advsec.precision); "float32": every pass in float32.
+    # "auto": gradient attacks that confirm what they decide in float32 search in bfloat16 where the CPU
+    # computes it natively (advsec.precision); "float32": every pass in float32.
     search_precision: Literal["auto", "float32"] = "auto"
 
     def __post_init__(self) -> None:

@@ -17,11 +17,11 @@ CPU = torch.device("cpu")
 QUIET = Progress(quiet=True)
 
 # The shipped example's hidden tricks and their truthful twins (each deploys the standard network).
-HIDDEN = (Path(__file__).parent.parent / "evaluations" / "plugins" / "hidden_tricks.py").read_text()
+HIDDEN = Path(__file__).parent.parent / "evaluations" / "plugins" / "hidden_tricks.py"
 
 SPEC = """
 name = "escalation"
-plugins = ["hidden.py"]
+plugins = ["{plugin}"]
 [train]
 epochs = 15
 [[defenses]]
@@ -48,9 +48,8 @@ HONEST = {  # each hidden trick, and what it is when declared truthfully and att
 @pytest.fixture(scope="module")
 def escalated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("escalation")
-    (folder / "hidden.py").write_text(HIDDEN)
     names = [*HONEST, "declared-rounding", "declared-noise"]
-    text = SPEC.format(defenses="".join(f'[[defenses]]\nname = "{n}"\n' for n in names))
+    text = SPEC.format(plugin=HIDDEN, defenses="".join(f'[[defenses]]\nname = "{n}"\n' for n in names))
     store = run_spec(parse_spec(text, base_dir=folder), folder / "out", device=CPU, progress=QUIET)
     report = build_report(store, folder / "report").read_text()
     return {"report": report} | {c.defense: c for c in cell_summaries(store) if c.norm == "linf"}
@@ -76,8 +75,8 @@ def test_a_truthful_defense_is_never_escalated(escalated) -> None:
 
 
 def test_escalation_can_be_turned_off(tmp_path: Path) -> None:
-    (tmp_path / "hidden.py").write_text(HIDDEN)
-    text = SPEC.format(defenses='[[defenses]]\nname = "hidden-saturation"\n') + "escalate = false\n"
+    defenses = '[[defenses]]\nname = "hidden-saturation"\n'
+    text = SPEC.format(plugin=HIDDEN, defenses=defenses) + "escalate = false\n"
     store = run_spec(parse_spec(text, base_dir=tmp_path), tmp_path / "out", device=CPU, progress=QUIET)
     [cell] = [c for c in cell_summaries(store) if c.defense == "hidden-saturation" and c.norm == "linf"]
     assert cell.unescalated_robust_accuracy is None
