@@ -64,8 +64,8 @@ def main() -> None:
             say(f"{hidden:<18} {eps:>4g} {shown:>6} {100 * cell.robust_accuracy:>9.1f} "
                 f"{100 * truth.robust_accuracy:>6.1f}  {verdict:<28} {added}")  # fmt: skip
     truthful = sorted({d for d, _ in cells if not d.startswith("hidden-")})
-    escalated = [d for d in truthful if any(cells[d, e].unescalated_robust_accuracy is not None
-                                            for dd, e in cells if dd == d)]  # fmt: skip
+    escalated = sorted({d for (d, _), cell in cells.items()
+                        if d in truthful and cell.unescalated_robust_accuracy is not None})  # fmt: skip
     say(f"truthful defenses escalated: {', '.join(escalated) or 'none'} (of {', '.join(truthful)})")
     record("escalation", say.lines)
 

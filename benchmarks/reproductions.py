@@ -164,7 +164,7 @@ def main() -> None:
     )
     say(f"{'setting':<16} {'figure':<18} {'seeds':>5} {'paper':>7} {'median':>7} {'range':>15}  "
         "verdict (source)")  # fmt: skip
-    for done, name in enumerate(args.settings):
+    for index, name in enumerate(args.settings):
         setting = SETTINGS[name]
         runs = [run_seed(name, seed, args) for seed in range(seeds[name])]
         for figure in setting.figures:
@@ -178,7 +178,7 @@ def main() -> None:
             say(f"{name:<16} {figure.metric:<18} {len(values):>5} {paper:>7} {median:>7.2f} {spread:>15}  "
                 f"{verdict(figure.paper, values, args.samples)} ({figure.source})")  # fmt: skip
         # Recorded after every setting: a run of hours that is stopped keeps what it finished.
-        waiting = ", ".join(args.settings[done + 1 :])
+        waiting = ", ".join(args.settings[index + 1 :])
         record("reproductions", say.lines + [f"not finished when recorded: {waiting}"] * bool(waiting))
 
 
