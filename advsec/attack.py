@@ -47,6 +47,9 @@ class Attack:
     # Decides in float32 what its search finds (advsec.precision: gradient_attack confirms every fooled
     # sample), so the harness may run its passes in bfloat16.
     reduced_search: ClassVar[bool] = False
+    # Hands back the clean input where it fails (the original AutoAttack's APGD and FAB, torchattacks' CW):
+    # such an output says nothing about what the attack climbed, so the loss check does not judge it.
+    unchanged_when_failing: ClassVar[bool] = False
     # The class each output of the last ``perturb`` call was aimed at, for an attack that picks its targets
     # itself (APGD-T without a spec target): the loss check judges the output by it. Read per call, so an
     # attack that streams does not set it.
@@ -105,6 +108,14 @@ def attack_objective(
         return (others - aimed) / (top[:, 0] - top[:, 2] + 1e-12)
     true = logits.gather(1, y[:, None]).squeeze(1)  # -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)
     return (aimed - true) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
+
+
+def best_targeted_objective(logits: torch.Tensor, y: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """The targeted ``loss`` towards the most promising class other than ``y``: what an untargeted attack
+    built from targeted runs (APGD-T) raises, since each run climbs the margin towards its own target."""
+    classes = torch.arange(logits.shape[1], device=y.device)
+    every = torch.stack([attack_objective(logits, y, c.expand_as(y), loss) for c in classes], dim=1)
+    return every.masked_fill(classes == y[:, None], float("-inf")).amax(dim=1)
 
 
 def fooled(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:

@@ -177,10 +177,14 @@ def loss_not_raised(
 ) -> int:
     """Samples where the attack's output ``x_adv`` of ``x`` is no higher than the clean input on the
     objective the attack follows (:meth:`~advsec.attack.Attack.objective`), towards ``target`` or, for an
-    attack that picked its targets itself, the class it aimed each output at."""
+    attack that picked its targets itself, the class it aimed each output at. An output left equal to its
+    input by an attack that hands back the clean input where it fails is not judged."""
     aim = target if target is not None else attack.aimed
     before = attack.objective(model(x), y, aim)
-    return int((attack.objective(model(x_adv), y, aim) <= before).sum())
+    unraised = attack.objective(model(x_adv), y, aim) <= before
+    if attack.unchanged_when_failing:
+        unraised &= (x_adv != x).flatten(1).any(dim=1)
+    return int(unraised.sum())
 
 
 def loss_check(label: str, stalled: int, attacked: int) -> SanityCheck:

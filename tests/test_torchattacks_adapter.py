@@ -15,11 +15,12 @@ from torch import nn
 
 from advsec import registry
 from advsec.adapters import torchattacks as adapter
-from advsec.attack import fooled
+from advsec.attack import attack_objective, best_targeted_objective, fooled
 from advsec.cli import main
 from advsec.errors import InputError, PluginError, SpecError
 from advsec.progress import Progress
 from advsec.runtime import CountingModel
+from advsec.sanity import LOSS_STALL_LIMIT, loss_not_raised
 from advsec.spec import load_spec, make_plugin, parse_spec
 from advsec.threat import ThreatModel
 from advsec.train import load_or_train
@@ -353,3 +354,33 @@ def test_without_torchattacks_load_says_how_to_install_and_list_still_works(monk
     assert rows["pgd"]["status"] == "ok"
     broken = rows["torchattacks:*"]["status"]
     assert broken.startswith("broken") and "pip install --no-deps torchattacks==3.5.1" in broken
+
+
+def test_each_attack_is_judged_on_the_objective_it_follows(digits, digits_models):
+    logits = digits_models["standard"](digits.x_test[:32]).detach()
+    y, target = digits.y_test[:32], (digits.y_test[:32] + 1) % 10
+    followed = [("APGD", {"loss": "dlr"}, "dlr"), ("UPGD", {"loss": "margin"}, "cw"), ("CW", {}, "cw"),
+                ("FAB", {}, "cw"), ("PGD", {}, "ce"), ("APGDT", {}, "dlr")]  # fmt: skip
+    for name, params, loss in followed:
+        judged = adapter.load(name)(**params).objective(logits, y, target)
+        assert torch.equal(judged, attack_objective(logits, y, target, loss)), name
+    best = adapter.load("APGDT")().objective(logits, y, None)
+    assert torch.equal(best, best_targeted_objective(logits, y, "dlr"))
+
+
+@pytest.mark.parametrize("name", ["APGD", "APGDT", "FAB", "CW"])
+def test_an_attack_that_returns_its_failures_unmoved_is_not_flagged_for_them(digits, digits_models, name):
+    # Like the original AutoAttack, these hand back the clean input wherever they fail, so on the PGD-trained
+    # MLP nearly every robust output equals its input: its loss cannot have risen, and says nothing.
+    model = nn.Sequential(nn.Flatten(), digits_models["pgd-at"])
+    x, y = digits.x_test[:64], digits.y_test[:64]
+    correct = model(x).argmax(1) == y
+    x, y = x[correct], y[correct]
+    attack = adapter.load(name)(**FAST.get(name, {}))
+    x_adv = attack.perturb(model, x, y, ThreatModel("linf", 0.05, digits.bounds),
+                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    with torch.no_grad():
+        robust = model(x_adv).argmax(1) == y
+    unmoved = (x_adv == x).flatten(1).all(1)
+    assert (robust & unmoved).float().mean() > LOSS_STALL_LIMIT
+    assert loss_not_raised(attack, model, x, x_adv, y) / len(x) <= LOSS_STALL_LIMIT

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advsec.attack import Attack
+from advsec.attack import Attack, attack_objective, best_targeted_objective
 from advsec.errors import BudgetError, InputError, PluginError
 from advsec.registry import unknown_name_message
 from advsec.threat import ThreatModel
@@ -83,6 +83,11 @@ _QUERY = {"Square", "SPSA", "OnePixel", "Pixle", "GN", "VANILA"}  # forward pass
 # attacks (torchattacks 3.5.1), so once one sample is fooled the others aim at wrong classes.
 _UNTARGETED = {"FAB"}
 _RGB_ONLY = {"PIFGSM", "PIFGSMPP", "TIFGSM"}  # their convolution kernels are built for 3 channels
+# What an attack raises where its `loss` field does not say, for the loss check (advsec.sanity): APGDT picks
+# its own targets and climbs the targeted DLR towards each; minimum-norm attacks walk to the decision
+# boundary, which raises the logit margin ("cw") and not always the cross-entropy.
+_BOUNDARY = {"CW", "DeepFool", "FAB", "SparseFool"}
+_UNCHANGED_WHEN_FAILING = {"APGD", "APGDT", "FAB", "CW"}  # measured: robust samples come back unmoved
 
 _classes: dict[str, type[Attack]] = {}  # one adapted class per name, built on first use
 
@@ -138,6 +143,16 @@ class TorchattacksAttack(Attack):
             raise ValueError(
                 f"{PREFIX}:{self._source.__name__} rejects its parameters: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        name = self._source.__name__
+        if name == "APGDT":
+            if target is None:
+                return best_targeted_objective(logits, y, "dlr")
+            return attack_objective(logits, y, target, "dlr")
+        if name in _BOUNDARY or getattr(self, "loss", None) == "margin":  # UPGD's "margin" is advsec's "cw"
+            return attack_objective(logits, y, target, "cw")
+        return super().objective(logits, y, target)
 
     def _fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -249,6 +264,7 @@ def _adapt(source: type) -> type[Attack]:
         "norms": _norms(source, {p.name: p for p in parameters}),
         "targeted": "targeted" in source(nn.Linear(1, 1)).supported_mode and name not in _UNTARGETED,
         "kind": "query" if name in _QUERY else "gradient",
+        "unchanged_when_failing": name in _UNCHANGED_WHEN_FAILING,
         "_source": source,
         "_lengths": frozenset(lengths),
         "_controls": frozenset(p.name for p in parameters if p.name in _SET_BY_ADVSEC),
