@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from advsec import registry
 from advsec.escalate import MASKED_GRADIENTS, follow_ups
 from advsec.progress import Progress
 from advsec.report import build_report
@@ -37,18 +38,13 @@ steps = 10
 samples = 100
 """
 
-HONEST = {  # each hidden trick, and what it is when declared truthfully and attacked adaptively
-    "hidden-rounding": "declared-rounding",
-    "hidden-noise": "declared-noise",
-    "hidden-saturation": "standard",  # the same predictions
-    "hidden-memory": "standard",  # the same answer to any fresh query
-}
+HIDDEN_TRICKS = ["hidden-rounding", "hidden-noise", "hidden-saturation", "hidden-memory"]
 
 
 @pytest.fixture(scope="module")
 def escalated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("escalation")
-    names = [*HONEST, "declared-rounding", "declared-noise"]
+    names = [*HIDDEN_TRICKS, "declared-rounding", "declared-noise"]
     text = SPEC.format(plugin=HIDDEN, defenses="".join(f'[[defenses]]\nname = "{n}"\n' for n in names))
     store = run_spec(parse_spec(text, base_dir=folder), folder / "out", device=CPU, progress=QUIET)
     report = build_report(store, folder / "report").read_text()
@@ -56,7 +52,8 @@ def escalated(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_hidden_tricks_are_escalated_to_the_honest_worst_case(escalated) -> None:
-    for hidden, honest in HONEST.items():
+    for hidden in HIDDEN_TRICKS:
+        honest = registry.defenses.get(hidden).honest_twin
         cell = escalated[hidden]
         assert cell.unescalated_robust_accuracy is not None, f"{hidden} was not escalated"
         assert cell.unescalated_robust_accuracy > cell.robust_accuracy + 0.1, hidden  # the flags mattered

@@ -4,11 +4,13 @@ They are what advsec's flags that act are tested against (evaluations/escalation
 tests/test_escalation.py on digits): each deploys the standard network, only its trick and what it declares
 about itself differ. The "declared" twins say truthfully what they are, so advsec attacks them adaptively
 from the start: their robust accuracy is the honest worst case a hidden trick's escalated one is held to.
+Each hidden trick names that twin (``honest_twin``): saturation and memory give the bare network's answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -22,6 +24,7 @@ from advsec.defenses.gaussian_noise import GaussianNoise
 class HiddenRounding(BitDepth):
     """1-bit inputs, declared differentiable: its zero gradient is hidden."""
 
+    honest_twin: ClassVar[str] = "declared-rounding"
     differentiable = True
     trained_like = "standard"
 
@@ -37,6 +40,7 @@ class DeclaredRounding(BitDepth):
 class HiddenNoise(GaussianNoise):
     """Gaussian input noise, declared deterministic."""
 
+    honest_twin: ClassVar[str] = "declared-noise"
     stochastic = False
     certifiable = False
     trained_like = "standard"
@@ -64,6 +68,7 @@ class Saturated(nn.Module):
 class HiddenSaturation(Defense):
     """Saturated logits, declared an ordinary differentiable model."""
 
+    honest_twin: ClassVar[str] = "standard"
     trained_like = "standard"
 
     def wrap(self, model: nn.Module, *, bounds: Bounds) -> nn.Module:
@@ -96,6 +101,7 @@ class Memory(nn.Module):
 class HiddenMemory(Defense):
     """Remembers its queries and repeats its old answers near them, declared stateless."""
 
+    honest_twin: ClassVar[str] = "standard"
     trained_like = "standard"
     radius: float = 0.15
 
