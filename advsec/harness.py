@@ -119,6 +119,10 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
 
 # The strong EOT stage of a random defense: APGD-CE's own schedule over 100 steps.
 STRONG_EOT = AttackSpec("apgd-ce", "apgd-ce", {"steps": 100}, adaptive=True)
+# What a deterministic non-differentiable defense also meets when the spec has no Square of its own: BPDA's
+# surrogate gradient is an approximation, and a search that needs no gradient goes further against rounding
+# (docs/results.md, escalation). It queries the deployed model, so it is no stage of BPDA's.
+GRADIENT_FREE = AttackSpec("square", "square (gradient-free)", {})
 
 
 def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]:
@@ -129,7 +133,8 @@ def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]
     "auto"`` a random defense's expectation measures its own draws (:class:`advsec.defense.Expectation`)
     and APGD-CE (``STRONG_EOT``) follows the spec's attacks through it: a spec's short attacks, through
     a few draws, stop short of what a strong EOT attack reaches, and APGD halves its step wherever the
-    expected loss stops rising. A number of draws fixes the stage to the spec's attacks alone.
+    expected loss stops rising. A number of draws fixes the stage to the spec's attacks alone. A
+    deterministic non-differentiable defense meets Square too (``GRADIENT_FREE``) unless the spec has it.
     """
     cls = registry.defenses.get(defense.name)
     auto = spec.evaluation.eot_draws == EOT_AUTO
@@ -143,6 +148,10 @@ def adaptive_attacks(defense: DefenseSpec, spec: Spec) -> tuple[AttackSpec, ...]
     label = STRONG_EOT.label + suffix
     if auto and cls.stochastic and all(t.norm in strong.norms for t in spec.threats):
         attacks += (replace(STRONG_EOT, label=label),) * (label not in {a.label for a in attacks})
+    square = registry.attacks.get(GRADIENT_FREE.name)
+    has_square = any(a.name == GRADIENT_FREE.name for a in spec.attacks)
+    if not (cls.stochastic or has_square) and all(t.norm in square.norms for t in spec.threats):
+        attacks += (GRADIENT_FREE,)
     return attacks
 
 

@@ -17,7 +17,7 @@ from advsec.defenses.fgsm_at import FGSMAdversarialTraining
 from advsec.defenses.pgd_at import PGDAdversarialTraining
 from advsec.defenses.random_resize_pad import RandomResizePad
 from advsec.defenses.trades import TRADES
-from advsec.harness import plan
+from advsec.harness import adaptive_attacks, plan
 from advsec.progress import Progress
 from advsec.report import build_report
 from advsec.results import cell_summaries, defense_summaries, wilson_interval
@@ -253,10 +253,12 @@ def test_naive_attacks_are_fooled_and_adaptive_ones_are_not(tmp_path):
     assert [a.attack for a in cells["standard"].attacks] == ["pgd"]
     assert cells["standard"].naive_robust_accuracy is None
     bit_depth, resize = cells["bit-depth"], cells["random-resize-pad"]
-    assert [a.attack for a in bit_depth.attacks] == ["pgd", "pgd+BPDA"]
+    assert [a.attack for a in bit_depth.attacks] == ["pgd", "pgd+BPDA", "square (gradient-free)"]
     assert [a.attack for a in resize.attacks] == ["pgd", "pgd+EOT", "apgd-ce+EOT"]  # eot_draws "auto"
     assert bit_depth.naive_robust_accuracy > 0.8  # a zero gradient stops the naive attack
     assert bit_depth.robust_accuracy < 0.10
+    square = bit_depth.attacks[-1]
+    assert square.attacked == round(bit_depth.attacks[-2].robust_after * 200)  # only BPDA's survivors
     assert resize.robust_accuracy < resize.naive_robust_accuracy - 0.15
     html = build_report(store, tmp_path / "report").read_text()
     assert "Naive vs adaptive attacks" in html and "pgd+BPDA" in html
@@ -267,7 +269,12 @@ def test_adaptive_evaluation_can_be_turned_off_and_sizes_eot():
     assert all(len(c.attacks) <= 1 for c in plan(spec, _digits()))
     spec = parse_spec(TRANSFORMS + "eot_draws = 3\n")
     labels = {a.label for c in plan(spec, _digits()) for a in c.attacks}
-    assert labels == {"pgd", "pgd+BPDA", "pgd+EOT3"}
+    assert labels == {"pgd", "pgd+BPDA", "square (gradient-free)", "pgd+EOT3"}
+    # A spec with a query attack of its own adds none; a random defense has EOT instead.
+    spec = parse_spec(TRANSFORMS.replace('name = "pgd"\nsteps = 20', 'preset = "worst-case"'))
+    rounding = next(d for d in spec.defenses if d.name == "bit-depth")
+    labels = [a.label for a in adaptive_attacks(rounding, spec)]
+    assert labels == ["apgd-ce+BPDA", "apgd-t+BPDA", "square+BPDA"]
 
 
 def _digits():
