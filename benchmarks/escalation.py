@@ -8,8 +8,9 @@ input noise or a memory of past queries behind a deterministic, differentiable, 
 (evaluations/plugins/hidden_tricks.py), each deploying the same standard wong-cnn. For every hidden trick
 and budget it prints the robust accuracy a naive evaluation reports (the spec's PGD-40 alone), the one
 advsec reports after its flags acted, and the honest worst case: the trick declared truthfully and attacked
-adaptively (rounding, noise), or the bare network, which gives the same answers (saturation, memory).
-Floor: escalated within 5 pp of honest, or below it; a truthful defense is never escalated.
+adaptively (rounding, noise), or the bare network, which gives the same answers (saturation, memory),
+then the honest cells stage by stage (BPDA, EOT, and Square after BPDA). Floor: escalated within 5 pp of
+honest, or below it; a truthful defense is never escalated.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ def main() -> None:
     escalated = sorted({d for (d, _), cell in cells.items()
                         if d in truthful and cell.unescalated_robust_accuracy is not None})  # fmt: skip
     say(f"truthful defenses escalated: {', '.join(escalated) or 'none'} (of {', '.join(truthful)})")
+    say("honest worst cases, stage by stage (robust % after each attack of the cascade):")
+    for (defense, eps), cell in sorted(
+        cells.items(), key=lambda item: (spec_order.index(item[0][0]), item[0][1])
+    ):
+        if defense in truthful and len(cell.attacks) > 1:
+            stages = ", ".join(f"{a.attack} {100 * a.robust_after:.1f}" for a in cell.attacks)
+            say(f"  {defense:<18} {eps:>4g}  {stages}")
     record("escalation", say.lines)
 
 
