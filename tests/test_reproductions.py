@@ -54,6 +54,19 @@ def test_fast_adversarial_training_on_mnist(tmp_path):
     assert pgd.robust_after >= 0.80
 
 
+def test_pgd_adversarial_training_on_mnist(tmp_path):
+    """Madry et al.: clean 98.8, PGD-100 with restarts 89.3 at eps 0.3 (ours: docs/results.md). Trained at the
+    full budget from the first batch, this recipe collapsed into a constant classifier; with its warm-up it
+    must keep clean >= 98 and PGD-50x10 >= 88 on 1,000 images. About 15 minutes on 2 cores."""
+    spec = spec_from("mnist-linf", {"pgd-at"}, threats=[{"norm": "linf", "eps": [0.3]}],
+                     attacks=[{"name": "pgd", "label": "pgd-50x10", "steps": 50, "restarts": 10,
+                               "step_fraction": 0.0333}])  # fmt: skip
+    store = run_spec(spec, tmp_path, device=CPU, progress=Progress(quiet=True))
+    cell = next(c for c in cell_summaries(store) if c.norm == "linf")
+    assert cell.clean_accuracy >= 0.98
+    assert cell.robust_accuracy >= 0.88
+
+
 def test_m5_hears_the_spoken_digits(tmp_path):
     """Issue 7 asks one FSDD model ≥ 97 % trained in ≤ 3 min on 2 cores; M5 measured 98.3 % in 64 s."""
     spec = spec_from("fsdd-linf", {"standard"}, threats=[{"norm": "linf", "eps": [0.001]}])
