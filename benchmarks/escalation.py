@@ -15,6 +15,7 @@ honest, or below it; a truthful defense is never escalated.
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 
 import torch
@@ -40,15 +41,17 @@ def main() -> None:
     folder = REPO / "reports" / f"escalation-mnist-samples{args.samples}"
     store = run_spec(spec, folder, device=torch.device("cpu"), progress=Progress(quiet=True))
     cells = {(c.defense, c.eps): c for c in cell_summaries(store) if c.norm != "none"}
-    spec_order = [d.label for d in spec.defenses]
+    # Each hidden trick names its honest twin (evaluations/plugins/hidden_tricks.py); a truthful one none.
+    twins = {d.label: getattr(registry.defenses.get(d.name), "honest_twin", None) for d in spec.defenses}
+    budgets = sorted({eps for _, eps in cells})
     say = Output()
     say(f"MNIST wong-cnn (standard training), first {args.samples} test images, linf; naive = the spec's "
         "PGD-40 alone; escalated = advsec's reported figure; robust accuracy in %")  # fmt: skip
     say(f"{'defense':<18} {'eps':>4} {'naive':>6} {'escalated':>9} {'honest':>6}  {'verdict':<28} added")
-    hidden_tricks = sorted({d for d, _ in cells if d.startswith("hidden-")}, key=spec_order.index)
-    for hidden in hidden_tricks:
-        honest = registry.defenses.get(hidden).honest_twin  # the spec's plugins file says which
-        for eps in sorted({e for d, e in cells if d == hidden}):
+    for hidden, honest in twins.items():
+        if honest is None:
+            continue
+        for eps in budgets:
             cell, truth = cells[hidden, eps], cells[honest, eps]
             naive = cell.unescalated_robust_accuracy
             added = ", ".join(a.attack for a in cell.attacks if a.escalation) or "nothing"
@@ -62,15 +65,14 @@ def main() -> None:
             shown = "—" if naive is None else f"{100 * naive:.1f}"
             say(f"{hidden:<18} {eps:>4g} {shown:>6} {100 * cell.robust_accuracy:>9.1f} "
                 f"{100 * truth.robust_accuracy:>6.1f}  {verdict:<28} {added}")  # fmt: skip
-    truthful = sorted({d for d, _ in cells if not d.startswith("hidden-")})
+    truthful = sorted(label for label, twin in twins.items() if twin is None)
     escalated = sorted({d for (d, _), cell in cells.items()
                         if d in truthful and cell.unescalated_robust_accuracy is not None})  # fmt: skip
     say(f"truthful defenses escalated: {', '.join(escalated) or 'none'} (of {', '.join(truthful)})")
     say("honest worst cases, stage by stage (robust % after each attack of the cascade):")
-    for (defense, eps), cell in sorted(
-        cells.items(), key=lambda item: (spec_order.index(item[0][0]), item[0][1])
-    ):
-        if defense in truthful and len(cell.attacks) > 1:
+    for defense, eps in itertools.product(twins, budgets):
+        cell = cells[defense, eps]
+        if twins[defense] is None and len(cell.attacks) > 1:
             stages = ", ".join(f"{a.attack} {100 * a.robust_after:.1f}" for a in cell.attacks)
             say(f"  {defense:<18} {eps:>4g}  {stages}")
     record("escalation", say.lines)
