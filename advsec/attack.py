@@ -110,9 +110,14 @@ def attack_objective(
     return (aimed - true) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
 
 
-def best_targeted_objective(logits: torch.Tensor, y: torch.Tensor, loss: Loss) -> torch.Tensor:
-    """The targeted ``loss`` towards the most promising class other than ``y``: what an untargeted attack
-    built from targeted runs (APGD-T) raises, since each run climbs the margin towards its own target."""
+def best_targeted_objective(
+    logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: Loss
+) -> torch.Tensor:
+    """The targeted ``loss`` towards ``target``; without one, towards the most promising class other than
+    ``y``: what an untargeted attack built from targeted runs (APGD-T) raises, since each run climbs the
+    margin towards its own target."""
+    if target is not None:
+        return attack_objective(logits, y, target, loss)
     classes = torch.arange(logits.shape[1], device=y.device)
     every = torch.stack([attack_objective(logits, y, c.expand_as(y), loss) for c in classes], dim=1)
     return every.masked_fill(classes == y[:, None], float("-inf")).amax(dim=1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from advsec.attack import Attack, attack_objective, best_targeted_objective
+from advsec.attack import Attack, best_targeted_objective
 from advsec.attacks.apgd import apgd
 from advsec.threat import ThreatModel
 
@@ -62,6 +62,4 @@ class APGDTargeted(Attack):
         A run raises the margin towards its own target, not the cross-entropy of the true class, so an
         adversarially trained model's outputs often leave the latter no higher (tests/test_sanity.py).
         """
-        if target is not None:
-            return attack_objective(logits, y, target, "dlr")
-        return best_targeted_objective(logits, y, "dlr")
+        return best_targeted_objective(logits, y, target, "dlr")

@@ -270,7 +270,7 @@ def test_adaptive_evaluation_can_be_turned_off_and_sizes_eot():
     spec = parse_spec(TRANSFORMS + "eot_draws = 3\n")
     labels = {a.label for c in plan(spec, _digits()) for a in c.attacks}
     assert labels == {"pgd", "pgd+BPDA", "square (gradient-free)", "pgd+EOT3"}
-    # A spec with a query attack of its own adds none; a random defense has EOT instead.
+    # A spec that runs Square itself adds none; a random defense has EOT instead.
     spec = parse_spec(TRANSFORMS.replace('name = "pgd"\nsteps = 20', 'preset = "worst-case"'))
     rounding = next(d for d in spec.defenses if d.name == "bit-depth")
     labels = [a.label for a in adaptive_attacks(rounding, spec)]

@@ -365,7 +365,7 @@ def test_each_attack_is_judged_on_the_objective_it_follows(digits, digits_models
         judged = adapter.load(name)(**params).objective(logits, y, target)
         assert torch.equal(judged, attack_objective(logits, y, target, loss)), name
     best = adapter.load("APGDT")().objective(logits, y, None)
-    assert torch.equal(best, best_targeted_objective(logits, y, "dlr"))
+    assert torch.equal(best, best_targeted_objective(logits, y, None, "dlr"))
 
 
 @pytest.mark.parametrize("name", ["APGD", "APGDT", "FAB", "CW"])

@@ -147,9 +147,7 @@ class TorchattacksAttack(Attack):
     def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         name = self._source.__name__
         if name == "APGDT":
-            if target is None:
-                return best_targeted_objective(logits, y, "dlr")
-            return attack_objective(logits, y, target, "dlr")
+            return best_targeted_objective(logits, y, target, "dlr")
         if name in _BOUNDARY or getattr(self, "loss", None) == "margin":  # UPGD's "margin" is advsec's "cw"
             return attack_objective(logits, y, target, "cw")
         return super().objective(logits, y, target)
