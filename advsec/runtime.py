@@ -29,6 +29,7 @@ from advsec.defense import Expectation
 from advsec.detection import deployed_detector
 from advsec.errors import InputError
 from advsec.frozen import FrozenTwin
+from advsec.input_gradient import cheap_input_gradients
 from advsec.keys import content_key, key_seed
 from advsec.precision import ReducedPrecision
 from advsec.progress import Progress
@@ -243,11 +244,12 @@ def _record_model(
 class CountingModel(nn.Module):
     """Counts the samples pushed through the model, and how many of those needed an input gradient.
 
-    With ``frozen``, passes under ``torch.inference_mode`` (query attacks) go through the model's frozen
-    copy where it computes the same function (:mod:`advsec.frozen`); with ``reduced``, an attack's passes
-    inside :meth:`searching` run in bfloat16 where that is cheaper (:mod:`advsec.precision`). Only a model
-    that neither draws randomness nor keeps state may be given either: a confirming float32 pass must see
-    the function the search saw."""
+    A pass that needs an input gradient takes the cheaper one of strided convolutions over few channels
+    (:mod:`advsec.input_gradient`). With ``frozen``, passes under ``torch.inference_mode`` (query attacks)
+    go through the model's frozen copy where it computes the same function (:mod:`advsec.frozen`); with
+    ``reduced``, an attack's passes inside :meth:`searching` run in bfloat16 where that is cheaper
+    (:mod:`advsec.precision`). Only a model that neither draws randomness nor keeps state may be given
+    either: a confirming float32 pass must see the function the search saw."""
 
     def __init__(self, model: nn.Module, *, frozen: bool = False, reduced: bool = False) -> None:
         super().__init__()
@@ -263,10 +265,11 @@ class CountingModel(nn.Module):
         if self.counting:
             self.forwards += len(x)
             self.backwards += len(x) if torch.is_grad_enabled() and x.requires_grad else 0
-        found = None if self.reduced is None else self.reduced(x)
-        if found is None and self.twin is not None:
-            found = self.twin(x)
-        return self.model(x) if found is None else found
+        with cheap_input_gradients() if x.requires_grad and torch.is_grad_enabled() else nullcontext():
+            found = None if self.reduced is None else self.reduced(x)
+            if found is None and self.twin is not None:
+                found = self.twin(x)
+            return self.model(x) if found is None else found
 
     def searching(self) -> AbstractContextManager[None]:
         """Inside, the passes are an attack's search (bfloat16 where allowed and cheaper)."""
