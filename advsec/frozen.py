@@ -14,6 +14,8 @@ where it provably computes the same function as the network, and never for a ver
   if tracing warns that the network's control flow depends on its input (a trace would freeze one branch)
   or if it fails;
 - its outputs must match the network's on that batch (float tolerance: fused kernels round differently);
+- its float32 linear layers compute through oneDNN rather than MKL where that copy traces and agrees
+  (otherwise the network is frozen as it is);
 - a pass whose parameters are not the ones it froze (``torch.func.functional_call`` swapping weights in, as
   weight-noise defenses do) goes to the network itself.
 
@@ -26,6 +28,7 @@ take about a second.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -64,20 +67,51 @@ class FrozenTwin:
         return tuple(t.data_ptr() for t in (*self.network.parameters(), *self.network.buffers()))
 
     def _build(self, x: torch.Tensor) -> None:
-        with torch.inference_mode(False), torch.no_grad():
-            example = x[: max(1, min(len(x), 64))].clone()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", torch.jit.TracerWarning)
-                    warnings.simplefilter("ignore", DeprecationWarning)  # see the module's last paragraph
-                    traced = torch.jit.trace(self.network, example[:2], check_trace=False)
-                    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-                    expected, found = self.network(example), frozen(example)
-            except Exception:  # whatever TorchScript cannot take simply stays eager
-                self.refused = True
+        example = x[: max(1, min(len(x), 64))].clone()
+        for candidate in (with_onednn_linears(self.network), self.network):
+            frozen = None if candidate is None else freeze(candidate, example, self.network)
+            if frozen is not None:
+                self.frozen, self.weights = frozen, self._identities()
                 return
-        tolerance = _TOLERANCE * max(1.0, float(expected.abs().max()))
-        if expected.shape != found.shape or not torch.allclose(found, expected, rtol=0, atol=tolerance):
-            self.refused = True
-            return
-        self.frozen, self.weights = frozen, self._identities()
+        self.refused = True
+
+
+def freeze(candidate: nn.Module, example: torch.Tensor, network: nn.Module) -> torch.jit.ScriptModule | None:
+    """``candidate`` traced, frozen and fused, if that computes ``network``'s function on ``example``
+    (``candidate`` is ``network`` or a copy of it)."""
+    with torch.inference_mode(False), torch.no_grad():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)  # see the module's last paragraph
+                traced = torch.jit.trace(candidate, example[:2], check_trace=False)
+                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+                expected, again, found = network(example), network(example), frozen(example)
+        except Exception:  # whatever TorchScript cannot take simply stays eager
+            return None
+    tolerance = _TOLERANCE * max(1.0, float(expected.abs().max()))
+    # A network that answers the same input differently keeps a state no constant-folded copy can follow.
+    if not torch.equal(expected, again) or expected.shape != found.shape:
+        return None
+    return frozen if torch.allclose(found, expected, rtol=0, atol=tolerance) else None
+
+
+def with_onednn_linears(network: nn.Module) -> nn.Module | None:
+    """A copy of ``network`` whose float32 ``nn.Linear`` layers compute through oneDNN; None if it has none
+    or cannot be copied. Freezing fuses convolutions into oneDNN but leaves a linear layer to torch's
+    matrix product, which goes through MKL: on AMD processors (this project's machine) MKL's float32
+    products run markedly slower than oneDNN's, and a network's dense head is a large share of its pass."""
+    if not any(type(m) is nn.Linear and m.weight.dtype == torch.float32 for m in network.modules()):
+        return None
+    try:
+        copied = copy.deepcopy(network)
+    except Exception:  # a network that will not be copied is frozen as it is
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript's, as above
+        from torch.utils.mkldnn import MkldnnLinear
+    for parent in list(copied.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.weight.dtype == torch.float32:
+                setattr(parent, name, MkldnnLinear(child, torch.float32))
+    return copied

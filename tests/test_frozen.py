@@ -57,6 +57,17 @@ def test_the_frozen_copy_computes_the_networks_function_under_inference_mode_onl
         torch.testing.assert_close(other, net(_inputs(7, seed=2)), rtol=0, atol=1e-4)
 
 
+def test_the_copys_linear_layers_compute_through_onednn_and_the_network_is_left_as_it_was():
+    net, x = _conv_net(), _inputs()
+    twin = FrozenTwin(net, after=0)
+    with torch.inference_mode():
+        found = twin(x)
+    assert "mkldnn_linear" in str(twin.frozen.graph)
+    assert type(net[3]) is nn.Linear
+    with torch.no_grad():
+        torch.testing.assert_close(found, net(x), rtol=0, atol=1e-4)
+
+
 def test_the_copy_is_made_only_once_enough_passes_would_go_through_it():
     twin = FrozenTwin(_conv_net(), after=100)
     with torch.inference_mode():
