@@ -38,21 +38,28 @@ steps = 10
 samples = 100
 """
 
-HIDDEN_TRICKS = ["hidden-rounding", "hidden-noise", "hidden-saturation", "hidden-memory"]
+
+def _hidden_tricks() -> list[str]:
+    """The example's defenses that hide a trick: each names its truthful twin (``honest_twin``)."""
+    defined = registry.load_plugin_file(HIDDEN)
+    return [name for _, name in defined if getattr(registry.defenses.get(name), "honest_twin", None)]
 
 
 @pytest.fixture(scope="module")
 def escalated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("escalation")
-    names = [*HIDDEN_TRICKS, "declared-rounding", "declared-noise"]
+    tricks = _hidden_tricks()
+    assert len(tricks) == 4, tricks  # rounding, noise, saturation, memory
+    names = [*tricks, "declared-rounding", "declared-noise"]
     text = SPEC.format(plugin=HIDDEN, defenses="".join(f'[[defenses]]\nname = "{n}"\n' for n in names))
     store = run_spec(parse_spec(text, base_dir=folder), folder / "out", device=CPU, progress=QUIET)
     report = build_report(store, folder / "report").read_text()
-    return {"report": report} | {c.defense: c for c in cell_summaries(store) if c.norm == "linf"}
+    cells = {c.defense: c for c in cell_summaries(store) if c.norm == "linf"}
+    return {"report": report, "tricks": tricks} | cells
 
 
 def test_hidden_tricks_are_escalated_to_the_honest_worst_case(escalated) -> None:
-    for hidden in HIDDEN_TRICKS:
+    for hidden in escalated["tricks"]:
         honest = registry.defenses.get(hidden).honest_twin
         cell = escalated[hidden]
         assert cell.unescalated_robust_accuracy is not None, f"{hidden} was not escalated"
