@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +27,7 @@ from common import Output, benchmark_parser, parse_benchmark_args, record
 
 BATCH = 400
 SHAPES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
-GRADIENT_MODELS = ("wong-cnn", "lenet", "madry-cnn")  # wong-cnn's convolutions are strided, the others' not
-QUERY_MODELS = ("wong-cnn", "lenet", "madry-cnn")
+MODELS = ("wong-cnn", "lenet", "madry-cnn")  # wong-cnn's convolutions are strided, the others' not
 
 
 def main() -> None:
@@ -43,33 +42,31 @@ def main() -> None:
     say(f"batch {BATCH}, {args.threads} threads, {args.rounds} interleaved rounds, untrained networks\n")
     say("1. gradient pass (forward, cross-entropy, input gradient): torch's backward vs the split")
     say(f"   {'network':22s} {'precision':9s} {'torch µs':>9s} {'split µs':>9s} {'ratio':>6s}")
-    for shape_name, shape in SHAPES.items():
-        for name in GRADIENT_MODELS:
-            network, x, y = _network(name, shape)
-            for precision in precisions:
-                ways = [_gradient_pass(network, x, y, precision, cheap) for cheap in (False, True)]
-                (torch_us, split_us), (_, ratio) = _interleaved(ways, args.rounds)
-                label = f"{name} {shape_name}"
-                say(f"   {label:22s} {precision:9s} {torch_us:9.1f} {split_us:9.1f} {ratio:6.2f}")
+    for label, network, x, y in _networks():
+        for precision in precisions:
+            ways = [_gradient_pass(network, x, y, precision, cheap) for cheap in (False, True)]
+            (torch_us, split_us), (_, ratio) = _interleaved(ways, args.rounds)
+            say(f"   {label:22s} {precision:9s} {torch_us:9.1f} {split_us:9.1f} {ratio:6.2f}")
     say("\n2. query pass (forward under inference mode): eager, frozen, frozen with oneDNN linear layers")
     say(f"   {'network':22s} {'eager µs':>9s} {'frozen µs':>10s} {'+oneDNN µs':>11s} {'ratio':>6s}")
-    for shape_name, shape in SHAPES.items():
-        for name in QUERY_MODELS:
-            network, x, _ = _network(name, shape)
-            ways = [_query_pass(network, x, variant) for variant in ("frozen", "onednn", "eager")]
-            (frozen, onednn, eager), (_, ratio, _) = _interleaved(ways, args.rounds)
-            say(f"   {name + ' ' + shape_name:22s} {eager:9.1f} {frozen:10.1f} {onednn:11.1f} {ratio:6.2f}")
+    for label, network, x, _ in _networks():
+        ways = [_query_pass(network, x, variant) for variant in ("frozen", "onednn", "eager")]
+        (frozen, onednn, eager), (_, ratio, _) = _interleaved(ways, args.rounds)
+        say(f"   {label:22s} {eager:9.1f} {frozen:10.1f} {onednn:11.1f} {ratio:6.2f}")
     say("\nratio: the split's (1) or the oneDNN copy's (2) median time over the other's, round by round")
     record("pass_cost", say.lines)
 
 
-def _network(name: str, shape: tuple[int, ...]) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+def _networks() -> Iterator[tuple[str, torch.nn.Module, torch.Tensor, torch.Tensor]]:
+    """Each built-in architecture for each input shape, untrained (seed 0), with a batch to pass."""
     import advsec.registry as registry
 
-    torch.manual_seed(0)
-    network = registry.models.get(name)(shape, 10).eval()
-    network.requires_grad_(False)
-    return network, torch.rand(BATCH, *shape), torch.randint(0, 10, (BATCH,))
+    for shape_name, shape in SHAPES.items():
+        for name in MODELS:
+            torch.manual_seed(0)
+            network = registry.models.get(name)(shape, 10).eval()
+            network.requires_grad_(False)
+            yield f"{name} {shape_name}", network, torch.rand(BATCH, *shape), torch.randint(0, 10, (BATCH,))
 
 
 def _gradient_pass(
