@@ -15,6 +15,7 @@ def _input_gradient(conv: nn.Module, x: torch.Tensor, grad_output: torch.Tensor,
     x = x.clone().requires_grad_(True)
     with cheap_input_gradients() if cheap else torch.enable_grad():
         out = conv(x)
+    assert (type(out.grad_fn).__name__ == "_StridedConvBackward") == cheap  # the split, or torch's own
     (grad,) = torch.autograd.grad(out, x, grad_output)
     return grad
 
