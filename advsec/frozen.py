@@ -68,17 +68,26 @@ class FrozenTwin:
 
     def _build(self, x: torch.Tensor) -> None:
         example = x[: max(1, min(len(x), 64))].clone()
-        for candidate in (with_onednn_linears(self.network), self.network):
-            frozen = None if candidate is None else freeze(candidate, example, self.network)
-            if frozen is not None:
-                self.frozen, self.weights = frozen, self._identities()
-                return
+        with torch.inference_mode(False), torch.no_grad():
+            try:
+                expected, again = self.network(example), self.network(example)
+            except Exception:  # the search will meet the same error from the network itself
+                expected, again = None, None
+        # A network that answers the same input differently keeps a state no constant-folded copy can follow.
+        if expected is not None and torch.equal(expected, again):
+            for candidate in (with_onednn_linears(self.network), self.network):
+                frozen = None if candidate is None else freeze(candidate, example, expected)
+                if frozen is not None:
+                    self.frozen, self.weights = frozen, self._identities()
+                    return
         self.refused = True
 
 
-def freeze(candidate: nn.Module, example: torch.Tensor, network: nn.Module) -> torch.jit.ScriptModule | None:
-    """``candidate`` traced, frozen and fused, if that computes ``network``'s function on ``example``
-    (``candidate`` is ``network`` or a copy of it)."""
+def freeze(
+    candidate: nn.Module, example: torch.Tensor, expected: torch.Tensor
+) -> torch.jit.ScriptModule | None:
+    """``candidate`` traced, frozen and fused, if that gives ``expected`` (the network's logits) on
+    ``example`` (``candidate`` is the network or a copy of it)."""
     with torch.inference_mode(False), torch.no_grad():
         try:
             with warnings.catch_warnings():
@@ -86,14 +95,13 @@ def freeze(candidate: nn.Module, example: torch.Tensor, network: nn.Module) -> t
                 warnings.simplefilter("ignore", DeprecationWarning)  # see the module's last paragraph
                 traced = torch.jit.trace(candidate, example[:2], check_trace=False)
                 frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-                expected, again, found = network(example), network(example), frozen(example)
+                found = frozen(example)
         except Exception:  # whatever TorchScript cannot take simply stays eager
             return None
     tolerance = _TOLERANCE * max(1.0, float(expected.abs().max()))
-    # A network that answers the same input differently keeps a state no constant-folded copy can follow.
-    if not torch.equal(expected, again) or expected.shape != found.shape:
+    if expected.shape != found.shape or not torch.allclose(found, expected, rtol=0, atol=tolerance):
         return None
-    return frozen if torch.allclose(found, expected, rtol=0, atol=tolerance) else None
+    return frozen
 
 
 def with_onednn_linears(network: nn.Module) -> nn.Module | None:

@@ -90,7 +90,9 @@ def _query_pass(network: torch.nn.Module, x: torch.Tensor, variant: str) -> Call
     from advsec.frozen import freeze, with_onednn_linears
 
     candidate = {"eager": None, "frozen": network, "onednn": with_onednn_linears(network)}[variant]
-    frozen = None if candidate is None else freeze(candidate, x[:64], network)
+    with torch.no_grad():
+        expected = network(x[:64])
+    frozen = None if candidate is None else freeze(candidate, x[:64], expected)
     forward = network if frozen is None else frozen
 
     def run() -> None:
