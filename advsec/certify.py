@@ -23,6 +23,7 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
+from advsec.data.subset import drawn
 from advsec.errors import InputError, ParameterError
 from advsec.keys import content_key
 from advsec.progress import Task
@@ -158,7 +159,7 @@ def _generators(x: torch.Tensor, seed: int) -> list[torch.Generator]:
 
 
 class Certification(SideProtocol):
-    """Certify every defense of the spec that can, on the first ``settings.samples`` test samples.
+    """Certify every defense of the spec that can, on ``settings.samples`` test samples drawn by class.
 
     ``settings`` default to the spec's ``[certify]`` table, else :class:`CertifyConfig`'s defaults. A defense
     already certified with the same model and settings is skipped.
@@ -175,6 +176,8 @@ class Certification(SideProtocol):
 
     def jobs(self, runtime: Runtime) -> list[Job]:
         settings = asdict(self._settings(runtime))
+        if drawn(settings["samples"], len(runtime.dataset.y_test)):
+            settings["subset"] = "stratified"  # keyed apart from certificates of the first N samples
         return [
             Job(content_key({"model": runtime.deployed_key(d), "defense": d.label, "settings": settings}), d)
             for d in certifiable(runtime.spec.defenses)

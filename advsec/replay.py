@@ -30,6 +30,7 @@ from torch import nn
 
 import advsec.registry as registry
 from advsec.attack import Attack
+from advsec.data.subset import drawn
 from advsec.defense import Defense, Expectation
 from advsec.keys import content_key
 from advsec.protocol import Job, SideProtocol
@@ -61,6 +62,8 @@ class Replay(SideProtocol):
             "threat": [threat.norm, threat.eps],
             "eot_draws": runtime.spec.evaluation.eot_draws,
         }
+        if drawn(settings.samples, len(runtime.dataset.y_test)):
+            protocol["subset"] = "stratified"  # keyed apart from replays of the first N samples
         return [
             Job(content_key({"model": runtime.deployed_key(d), "defense": d.label, **protocol}), d)
             for d in runtime.spec.defenses
@@ -79,7 +82,9 @@ class Replay(SideProtocol):
     def run(self, runtime: Runtime, job: Job, seed: int) -> ReplayResult:
         settings, attacks, threat = self._settings(runtime)
         x, y = runtime.test_split(settings.samples)
-        traffic = runtime.dataset.x_test[settings.samples :].to(runtime.device)
+        crafted = torch.zeros(len(runtime.dataset.x_test), dtype=torch.bool)
+        crafted[runtime.test_subset(settings.samples)] = True
+        traffic = runtime.dataset.x_test[~crafted].to(runtime.device)  # the test samples not crafted on
         trained, classes = runtime.trained(job.defense), runtime.dataset.num_classes
         replayer = Replayer(trained, threat, settings, runtime.spec.evaluation, classes)
         generator = torch.Generator(device=runtime.device).manual_seed(seed)

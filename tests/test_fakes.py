@@ -11,6 +11,7 @@ from advsec import registry
 from advsec.cli import main
 from advsec.data.fakes import FAKE, REAL
 from advsec.data.load import load_dataset
+from advsec.data.subset import draw_seed, stratified
 from advsec.detection import Thresholded, detection_under_attack, fake_scores, threshold_at
 from advsec.errors import SpecError
 from advsec.harness import plan
@@ -130,7 +131,8 @@ def test_the_cli_reports_the_detection_rate_at_the_false_alarm_rate_falling_on_t
     real = fakes.x_test[fakes.y_test == REAL]
     assert detection.threshold == pytest.approx(threshold_at(fake_scores(detector, real), 0.01))
     assert detection.false_alarms <= 0.01 * len(real)
-    x, y = fakes.x_test[:300], fakes.y_test[:300]
+    scored = stratified(fakes.y_test, 300, draw_seed("test", 0))  # the samples `samples = 300` evaluates
+    x, y = fakes.x_test[scored], fakes.y_test[scored]
     scores = fake_scores(detector, x)
     assert detection.fakes == int((y == FAKE).sum()) and detection.reals == int((y == REAL).sum())
     assert (

@@ -1,12 +1,14 @@
 """Your own images in a folder: one subfolder per class, PNG or JPEG files, decoded by Pillow.
 
-Class names are the class folders' names, sorted (class 0 is the first), as torchvision's ``ImageFolder``
-numbers them. A folder holding ``train/`` and ``test/`` (each with the same class folders) gives both
-splits; a folder holding ``test/`` alone, or the class folders themselves, is all evaluation data and the
-training split is empty. Images become float32 in [0, 1] shaped ``(N, C, H, W)``: RGB (3 channels), or one
-channel with ``grayscale``. Every image must have one size, unless ``resize = [H, W]`` resizes them all
-(bilinear). Hidden files are skipped; any other file that is not a ``.png``, ``.jpg`` or ``.jpeg`` is an
-error, never silently left out of the evaluation.
+Class indices are the order of ``classes`` (a list of the class folders' names, or ``classes_file``, a text
+file of one name per line), which must name every class folder once: the order the model was trained with.
+Without either, classes are the folders' names sorted (class 0 is the first), as torchvision's
+``ImageFolder`` numbers them, and the run warns that it assumed so. A folder holding ``train/`` and
+``test/`` (each with the same class folders) gives both splits; a folder holding ``test/`` alone, or the
+class folders themselves, is all evaluation data and the training split is empty. Images become float32
+in [0, 1] shaped ``(N, C, H, W)``: RGB (3 channels), or one channel with ``grayscale``. Every image must
+have one size, unless ``resize = [H, W]`` resizes them all (bilinear). Hidden files are skipped; any other
+file that is not a ``.png``, ``.jpg`` or ``.jpeg`` is an error, never silently left out of the evaluation.
 """
 
 from __future__ import annotations
@@ -33,21 +35,27 @@ class ImageFolder(DatasetSource):
     path: str
     resize: tuple[int, int] | None = None  # (height, width)
     grayscale: bool = False
+    classes: tuple[str, ...] = ()  # the class folders in the model's order; default: sorted by name
+    classes_file: str | None = None  # the same order, one name per line
 
     def __post_init__(self) -> None:
         if self.resize is not None:
             if len(self.resize) != 2 or min(self.resize) < 1:
                 raise ParameterError("resize", f"expected [height, width] in pixels, got {list(self.resize)}")
             object.__setattr__(self, "resize", (int(self.resize[0]), int(self.resize[1])))
+        if self.classes and self.classes_file is not None:
+            raise ParameterError("classes_file", "give the class order once: classes or classes_file")
+        object.__setattr__(self, "classes", tuple(self.classes))
 
     def load(self, root: Path | None = None) -> Dataset:
         folder = Path(self.path)
         test_dir, train_dir = split_folders(folder)
-        classes = class_folders(test_dir)
+        found = class_folders(test_dir)
+        classes, order, warnings = self._class_order(folder, found)
         if train_dir is not None:
             train_classes = class_folders(train_dir)
-            if train_classes != classes:
-                only = sorted(set(train_classes) ^ set(classes))
+            if train_classes != found:
+                only = sorted(set(train_classes) ^ set(found))
                 raise DataError(
                     f"{folder}: train/ and test/ must hold the same class folders; "
                     f"{', '.join(only)} {'is' if len(only) == 1 else 'are'} in only one of them"
@@ -72,7 +80,40 @@ class ImageFolder(DatasetSource):
             bounds=(0.0, 1.0),
             classes=classes,
             fingerprint=content_fingerprint([fingerprint(x_train, y_train, x_test, y_test)], facts),
+            class_order=order,
+            warnings=warnings,
         )
+
+    def _class_order(
+        self, folder: Path, found: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+        """The class names in index order, how that order was decided, and a warning where it was assumed."""
+        given = self.classes or (_read_classes(Path(self.classes_file)) if self.classes_file else ())
+        if not given:
+            numbered = ", ".join(f"{i} {name}" for i, name in enumerate(found))
+            warning = (
+                f"{folder}: classes numbered by their folders' names, sorted ({numbered}); if the model "
+                "numbers them otherwise, give the order (classes = [...] or classes_file, --classes)"
+            )
+            return found, "the class folders' names, sorted (no order given)", (warning,)
+        where = "classes_file " + self.classes_file if self.classes_file else "classes"
+        twice = sorted({c for c in given if given.count(c) > 1})
+        unknown, unnamed = sorted(set(given) - set(found)), sorted(set(found) - set(given))
+        for problem, names in (("names twice", twice), ("names no folder", unknown), ("leaves out", unnamed)):
+            if names:
+                raise DataError(
+                    f"{folder}: {where} {problem}: {', '.join(names)}; it must name each class folder "
+                    f"({', '.join(found)}) once, in the order the model numbers them"
+                )
+        return tuple(given), f"as given by {where}", ()
+
+
+def _read_classes(path: Path) -> tuple[str, ...]:
+    """A classes file's names, one per line, blank lines skipped."""
+    try:
+        return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the classes file ({exc.strerror})") from exc
 
 
 def split_folders(folder: Path) -> tuple[Path, Path | None]:

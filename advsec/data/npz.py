@@ -66,6 +66,10 @@ class Npz(DatasetSource):
         else:
             x_train, y_train = empty_split(x_test.shape[1:])
         classes = self._classes(file, arrays.get("classes"), y_test, y_train)
+        order = (
+            "the file's classes array" if "classes" in arrays
+            else "as given by classes" if self.classes else "the labels' own numbers (no names given)"
+        )  # fmt: skip
         for name, labels in (("y", y_test), ("y_train", y_train)):
             check_labels(str(file), name, labels.numpy(), classes)
         facts = {"bounds": self.bounds, "classes": classes, "domain": self.domain, "rate": self.sample_rate}
@@ -80,6 +84,7 @@ class Npz(DatasetSource):
             domain=self.domain,
             sample_rate=self.sample_rate,
             fingerprint=content_fingerprint([sha256_file(file)], facts),
+            class_order=order,
         )
 
     def _inputs(self, file: Path, name: str, array: np.ndarray) -> torch.Tensor:
