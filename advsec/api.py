@@ -75,10 +75,16 @@ def evaluate(
     device: str | torch.device | None = None,
     progress: bool = False,
     search_precision: Literal["auto", "float32"] = "auto",
+    expect_clean: float | None = None,
+    clean_check: bool = True,
 ) -> Evaluation:
     """Attack ``model`` on ``(x, y)`` at each budget in ``eps`` and score every sample by its worst case.
 
     ``attacks`` is a preset (``"worst-case"``: APGD-CE, APGD-T, Square) or attack names, run as a cascade.
+    ``mean``/``std`` are the normalization the model expects (applied inside it, so budgets stay in the
+    inputs' own space); without them the model sees ``x`` as it is, and a warning says so. The model's clean
+    accuracy is checked first: not clearly above chance, or outside ``expect_clean`` (the accuracy you
+    measured), the evaluation stops with the likely causes, unless ``clean_check=False``.
     ``search_precision`` is ``[evaluation]``'s: "float32" keeps the attacks' searches out of bfloat16.
     """
     budgets = (eps,) if isinstance(eps, int | float) else tuple(eps)
@@ -86,7 +92,7 @@ def evaluate(
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = _dataset(model, x, y, bounds, chosen)
     entry = ModelSpec(LABEL, f"python:{type(model).__qualname__}", mean=_floats(mean), std=_floats(std),
-                      fingerprint=weights_fingerprint(model))  # fmt: skip
+                      fingerprint=weights_fingerprint(model), expect_clean=expect_clean)  # fmt: skip
     tables = [{"preset": n} if n == "worst-case" else {"name": n} for n in names]
     spec = Spec(
         name="evaluate",
@@ -96,7 +102,9 @@ def evaluate(
         defenses=(DefenseSpec("standard", LABEL, {}, TrainConfig(), family=LABEL, model=LABEL),),
         threats=(ThreatSpec(norm, budgets),),
         attacks=attack_specs(tables),
-        evaluation=EvaluationConfig(batch_size=batch_size, search_precision=search_precision),
+        evaluation=EvaluationConfig(
+            batch_size=batch_size, search_precision=search_precision, clean_check=clean_check
+        ),
         models=(entry,),
         text=to_toml({"threats": [{"norm": norm, "eps": list(budgets)}], "attacks": tables}),
     )

@@ -89,6 +89,20 @@ def _output_options(f: Any) -> Any:
     return click.option("--quiet", "-q", is_flag=True, help=quiet)(f)
 
 
+def _clean_check_option(f: Any) -> Any:
+    return click.option(
+        "--no-clean-check", "no_clean_check", is_flag=True,
+        help="Attack a model even if its clean accuracy is not clearly above chance or off --expect-clean.",
+    )(f)  # fmt: skip
+
+
+def _without_clean_check(spec: Any, no_clean_check: bool) -> Any:
+    """``spec`` with ``[evaluation] clean_check`` off when the command line says so."""
+    from dataclasses import replace
+
+    return replace(spec, evaluation=replace(spec.evaluation, clean_check=False)) if no_clean_check else spec
+
+
 def _spec_options(f: Any) -> Any:
     """The SPEC argument and the --out its results go to."""
     f = click.option(
@@ -127,6 +141,7 @@ def _device(name: str) -> Any:
     help="ray: one task per cell on a Ray cluster (needs pip install 'advsec[ray]').",
 )
 @click.option("--address", help="With --executor ray: an existing cluster's address [default: start one].")
+@_clean_check_option
 @_plugin_option
 @_device_option
 @_output_options
@@ -138,6 +153,7 @@ def run(
     max_cost: float | None,
     executor: str,
     address: str | None,
+    no_clean_check: bool,
     plugins: tuple[str, ...],
     device: str,
     quiet: bool,
@@ -150,7 +166,7 @@ def run(
     from advsec.spec import load_spec
 
     _load_plugins(plugins)
-    spec = load_spec(spec_path)
+    spec = _without_clean_check(load_spec(spec_path), no_clean_check)
     out_dir = Path(out) if out else REPORTS / spec.name
     distributed = None
     if executor == "ray":
@@ -177,7 +193,7 @@ def _execute(
     from advsec.progress import Progress
     from advsec.runner import run_spec
 
-    with Progress(quiet=quiet or as_json) as progress:
+    with Progress(quiet=quiet or as_json, warnings=not quiet) as progress:
         store = run_spec(spec, out, device=_device(device), progress=progress, fresh=fresh, max_cost=max_cost,
                          executor=executor)  # fmt: skip
     _finish(store, out, no_report, quiet, as_json)
@@ -246,6 +262,7 @@ def _open_run(run_ref: str) -> Any:
 @click.option("--alpha", type=float, help="Each certificate's error probability [default: [certify] alpha].")
 @click.option("--batch-size", type=int, help="Noisy copies per forward pass [default: [certify] batch_size].")
 @click.option("--no-report", is_flag=True, help="Only fill the results store.")
+@_clean_check_option
 @_plugin_option
 @_device_option
 @_output_options
@@ -258,6 +275,7 @@ def certify(
     alpha: float | None,
     batch_size: int | None,
     no_report: bool,
+    no_clean_check: bool,
     plugins: tuple[str, ...],
     device: str,
     quiet: bool,
@@ -278,7 +296,7 @@ def certify(
     from advsec.store import Store, claimed
 
     _load_plugins(plugins)
-    spec = load_spec(spec_path)
+    spec = _without_clean_check(load_spec(spec_path), no_clean_check)
     options = {"samples": samples, "n0": n0, "n": n, "alpha": alpha, "batch_size": batch_size}
     try:
         settings = replace(
@@ -288,7 +306,7 @@ def certify(
         raise UsageError(f"--{exc.key.replace('_', '-')}: {exc.message}") from exc
     out_dir = Path(out) if out else REPORTS / spec.name
     store = Store(out_dir / "results.sqlite")
-    with claimed(store.path), Progress(quiet=quiet or as_json) as progress:
+    with claimed(store.path), Progress(quiet=quiet or as_json, warnings=not quiet) as progress:
         runtime = Runtime(spec, device=_device(device), progress=progress, store=store)
         run_side_protocol(Certification(settings), runtime)
     _finish(store, out_dir, no_report, quiet, as_json)
@@ -499,8 +517,9 @@ def train(
     required=True,
     help="Budget, e.g. 0.1 or 8/255 (repeat for a grid).",
 )
-@click.option("--samples", type=int, help="Attack only the first N test samples.")
+@click.option("--samples", type=int, help="Attack N test samples, drawn by class.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: reports/attack].")
+@_clean_check_option
 @_plugin_option
 @_device_option
 @_output_options
@@ -518,6 +537,7 @@ def attack(
     eps: tuple[float, ...],
     samples: int | None,
     out: str | None,
+    no_clean_check: bool,
     plugins: tuple[str, ...],
     device: str,
     quiet: bool,
@@ -534,6 +554,7 @@ def attack(
     if samples is not None:
         extra["evaluation"] = {"samples": samples}
     spec = _one_off_spec("attack", dataset, model, seed, defense, defense_param, epochs, extra)
+    spec = _without_clean_check(spec, no_clean_check)
     _execute(spec, Path(out) if out else REPORTS / "attack", False, False, device, quiet, as_json)
 
 
@@ -547,18 +568,30 @@ def attack(
 )
 @click.option(
     "--weights",
-    type=click.Path(dir_okay=False, exists=True),
-    help="A .safetensors file or a .pt/.pth state dict (read weights-only).",
+    metavar="FILE|initial",
+    help="A .safetensors file or a .pt/.pth state dict (read weights-only); 'initial' evaluates the "
+    "architecture's initial weights on purpose.",
 )
 @click.option("--model-param", "-m", multiple=True, metavar="KEY=VALUE", help="Constructor keyword.")
 @click.option("--mean", type=float, multiple=True, help="Input normalization the model expects, per channel.")
 @click.option("--std", type=float, multiple=True, help="Its standard deviation, per channel.")
+@click.option(
+    "--expect-clean", type=float, help="The clean accuracy you measured (0-1); a run far from it stops."
+)
+@_clean_check_option
 @click.option(
     "--data",
     required=True,
     metavar="DATA",
     help="An .npz file (x, y), an image folder (one subfolder per class), or a dataset name.",
 )
+@click.option(
+    "--classes",
+    metavar="A,B,…|FILE",
+    help="The class names in the model's order, comma-separated or a file of one per line [default: an "
+    "image folder's sorted folder names, an .npz's own classes].",
+)
+@click.option("--grayscale", is_flag=True, help="Read an image folder's images as one channel.")
 @click.option("--bounds", type=float, nargs=2, help="The inputs' range [default: 0 1].")
 @click.option("--eps", type=Budget(), multiple=True, required=True, help="Budget, e.g. 8/255 (repeatable).")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
@@ -580,7 +613,11 @@ def evaluate(
     model_param: tuple[str, ...],
     mean: tuple[float, ...],
     std: tuple[float, ...],
+    expect_clean: float | None,
+    no_clean_check: bool,
     data: str,
+    classes: str | None,
+    grayscale: bool,
     bounds: tuple[float, float] | None,
     eps: tuple[float, ...],
     norm: str,
@@ -594,17 +631,23 @@ def evaluate(
 ) -> None:
     """Evaluate your own checkpoint on your own data: worst case per sample, the usual report. No spec to
     write: the spec it runs is printed, and kept as spec.toml in the output directory."""
-    from advsec.spec import spec_from_dict, to_toml
+    from advsec.spec import INITIAL_WEIGHTS, spec_from_dict, to_toml
 
     _load_plugins(plugins)
-    model: dict[str, Any] = {"label": Path(weights or architecture.rpartition(":")[0] or architecture).stem,
+    named = weights if weights not in (None, INITIAL_WEIGHTS) else None
+    model: dict[str, Any] = {"label": Path(named or architecture.rpartition(":")[0] or architecture).stem,
                              "architecture": _absolute(architecture)}  # fmt: skip
     if weights:
-        model["weights"] = str(Path(weights).resolve())
+        model["weights"] = weights if weights == INITIAL_WEIGHTS else str(Path(weights).resolve())
     if model_param:
         model["params"] = _parse_params(model_param, "--model-param")
-    if mean or std:
-        model |= {"mean": list(mean or (0.0,)), "std": list(std or (1.0,))}
+    if bool(mean) != bool(std):
+        given, missing = ("--mean", "--std") if mean else ("--std", "--mean")
+        raise UsageError(f"{given} without {missing}: give the normalization's mean and std together")
+    if mean:
+        model |= {"mean": list(mean), "std": list(std)}
+    if expect_clean is not None:
+        model["expect_clean"] = expect_clean
     attacks = (
         [{"preset": attack_names}]
         if attack_names == "worst-case"
@@ -612,13 +655,16 @@ def evaluate(
     )
     raw: dict[str, Any] = {
         "name": "evaluate",
-        "dataset": _data_entry(data, bounds),
+        "dataset": _data_entry(data, bounds, _class_names(classes), grayscale),
         "models": [model],
         "threats": [{"norm": norm, "eps": list(eps)}],
         "attacks": attacks,
     }
-    if samples is not None:
-        raw["evaluation"] = {"samples": samples}
+    raw["evaluation"] = {"samples": samples} if samples is not None else {}
+    if no_clean_check:
+        raw["evaluation"]["clean_check"] = False
+    if not raw["evaluation"]:
+        del raw["evaluation"]
     text = to_toml(raw)
     spec = spec_from_dict(raw, text=text, default_name="evaluate")
     out_dir = Path(out) if out else REPORTS / "evaluate"
@@ -637,20 +683,43 @@ def _absolute(architecture: str) -> str:
     return str(Path(architecture).resolve()) if architecture.endswith(".pt2") else architecture
 
 
-def _data_entry(data: str, bounds: tuple[float, float] | None) -> Any:
+def _data_entry(
+    data: str, bounds: tuple[float, float] | None, classes: list[str] | None, grayscale: bool
+) -> Any:
     """The spec's dataset for ``--data``: a file-backed plugin for a path, else a dataset's name."""
     path = Path(data)
     plugin = "npz" if path.suffix == ".npz" else "image-folder" if path.is_dir() else None
+    given = {"--bounds": bounds is not None, "--classes": classes is not None, "--grayscale": grayscale}
     if plugin is None:
-        if bounds is not None:
-            raise UsageError("--bounds: a named dataset declares its own bounds")
+        if any(given.values()):
+            raise UsageError(f"{next(k for k, v in given.items() if v)}: a named dataset declares its own")
         return data
     entry: dict[str, Any] = {"name": plugin, "path": str(path.resolve())}
     if bounds is not None:
         if plugin != "npz":
             raise UsageError("--bounds: an image folder's pixels are read into [0, 1]")
         entry["bounds"] = list(bounds)
+    if grayscale:
+        if plugin != "image-folder":
+            raise UsageError("--grayscale: an .npz holds its inputs' channels as they are")
+        entry["grayscale"] = True
+    if classes is not None:
+        entry["classes"] = classes
     return entry
+
+
+def _class_names(classes: str | None) -> list[str] | None:
+    """``--classes``: a file of one name per line, or names separated by commas."""
+    if classes is None:
+        return None
+    path = Path(classes)
+    if path.is_file():
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        names = [name.strip() for name in classes.split(",")]
+    if not all(names):
+        raise UsageError(f"--classes {classes!r}: a class name is empty")
+    return names
 
 
 @main.command()

@@ -20,10 +20,13 @@ import torch
 from torch import nn
 
 import advsec.registry as registry
+from advsec.admission import check_budgets
 from advsec.attack import Attack
 from advsec.cost import estimate, gradient_steps
 from advsec.data import Dataset
 from advsec.data.fakes import FAKE
+from advsec.data.subset import draw_seed, drawn, stratified
+from advsec.defense import Defense
 from advsec.detection import check_detector_data
 from advsec.errors import CostError, SpecError
 from advsec.escalate import causes, escalated_views, follow_ups, pristine_views
@@ -86,8 +89,13 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
             )
     if spec.detection is not None:
         check_detector_data(dataset)
+    check_budgets(spec, dataset)
     cells = []
     reduced = spec.evaluation.search_precision == "auto" and native_bfloat16()
+    # Which samples the cells score: since subsets are drawn by class (advsec.data.subset), their cells no
+    # longer hold the rows of the first N, and are keyed apart from those stored before.
+    subset = drawn(spec.evaluation.samples, len(dataset.y_test))
+    how = {k: v for k, v in asdict(spec.evaluation).items() if k not in ("search_precision", "clean_check")}
     for defense in spec.defenses:
         model = deployed_key(spec, dataset, defense)
         attacks = bounded(spec.attacks) + adaptive_attacks(defense, spec)
@@ -101,9 +109,11 @@ def plan(spec: Spec, dataset: Dataset) -> list[Cell]:
                 "norm": norm,
                 "eps": eps,
                 "attacks": [asdict(a) for a in cell_attacks],
-                "evaluation": {k: v for k, v in asdict(spec.evaluation).items() if k != "search_precision"},
+                "evaluation": how,
                 "seed": spec.seed,
             }
+            if subset:
+                content["subset"] = "stratified"
             if reduced:  # only then: where every pass is float32, cells keep the keys they had before
                 content["search"] = "bfloat16"
             if aspect != 1.0:  # only then: the cells of every square patch keep their keys
@@ -165,15 +175,29 @@ def untrained_shadows(spec: Spec, dataset: Dataset, pending: list[Cell]) -> list
     cell of a defense computes its membership inference, and a shadow in the cache costs no training."""
     if not spec.privacy.shadows:
         return []
-    samples = len(dataset.x_test[: spec.evaluation.samples])  # as many members as non-members are scored
+    tested = len(dataset.y_test)
+    samples = min(spec.evaluation.samples or tested, tested)  # as many members as non-members are scored
     out = []
     for cell in (c for c in pending if c.norm == CLEAN):
         defense = cell.defense
         plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
-        members = trained_on(dataset, plugin, spec.seed)[:samples]  # as _membership picks them
+        members = scored_members(dataset, defense, plugin, spec.seed, samples)
         recipe = _shadow_recipe(spec, dataset, defense, members, samples)
         out += [defense] * sum(not is_cached(key) for key in recipe.cache_keys())
     return out
+
+
+def scored_members(
+    dataset: Dataset, defense: DefenseSpec, plugin: Defense, seed: int, count: int
+) -> torch.Tensor:
+    """The ``count`` training samples membership inference scores as members, drawn by class from those the
+    model learned from (:mod:`advsec.data.subset`). A checkpoint learned from the dataset's training split,
+    as the user declares by giving one; a model advsec trained, from the samples its training used."""
+    if defense.model is None or defense.fine_tune:
+        pool = trained_on(dataset, plugin, seed)
+    else:
+        pool = torch.arange(len(dataset.x_train))
+    return pool[stratified(dataset.y_train[pool], count, draw_seed("members", seed))]
 
 
 def _shadow_recipe(
@@ -490,10 +514,7 @@ def _membership(
     when ``[privacy] shadows`` asks for it (:mod:`advsec.privacy`, :mod:`advsec.lira`). A user's checkpoint
     learned from the dataset's training split, as the user declares by giving one; the spec refuses LiRA
     for it (:func:`advsec.spec.lira_trainable`), as advsec cannot train its like."""
-    if defense.model is None or defense.fine_tune:
-        members = trained_on(dataset, trained.defense, spec.seed)[: len(x)]
-    else:
-        members = torch.arange(min(len(x), len(dataset.x_train)))
+    members = scored_members(dataset, defense, trained.defense, spec.seed, len(x))
     shadows = None
     if spec.privacy.shadows:
         lira_trainable((defense,), spec.models)  # a Spec built in code has not met the parser's refusal

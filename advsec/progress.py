@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
@@ -28,8 +29,9 @@ class Task:
 class Progress:
     """Progress bars and log lines for a long operation; everything goes to stderr."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, *, warnings: bool = True) -> None:
         self.quiet = quiet
+        self.warnings = warnings  # still printed when bars and logs are quiet (--json); not with --quiet
         self.console = Console(stderr=True)
         self._bars: RichProgress | None = None
 
@@ -66,3 +68,10 @@ class Progress:
     def log(self, message: str) -> None:
         if not self.quiet:
             self.console.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        """A warning about what is evaluated: printed unless every output is silenced."""
+        if self.warnings:
+            self.console.print(
+                f"[bold yellow]advsec: warning:[/] {escape(message)}", highlight=False, soft_wrap=True
+            )

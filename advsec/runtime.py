@@ -23,14 +23,16 @@ import torch
 from torch import nn
 
 import advsec.registry as registry
+from advsec.admission import check_clean_accuracy, normalization_warning
 from advsec.data import Dataset
 from advsec.data.load import load_dataset
+from advsec.data.subset import describe, draw_seed, stratified
 from advsec.defense import Expectation
 from advsec.detection import deployed_detector
 from advsec.errors import InputError
 from advsec.frozen import FrozenTwin
 from advsec.input_gradient import cheap_input_gradients
-from advsec.keys import content_key, key_seed
+from advsec.keys import content_key, key_seed, seeded
 from advsec.precision import ReducedPrecision
 from advsec.progress import Progress
 from advsec.spec import DefenseSpec, DetectionConfig, EvaluationConfig, Spec, make_plugin
@@ -120,7 +122,13 @@ class Runtime:
 
     @cached_property
     def dataset(self) -> Dataset:
-        return load_dataset(self.spec.dataset, self.spec.dataset_params)
+        dataset = load_dataset(self.spec.dataset, self.spec.dataset_params)
+        for warning in dataset.warnings:  # an assumed class order, said where the mapping shows
+            self.progress.warn(warning)
+        if not dataset.warnings and dataset.class_order != Dataset.class_order:
+            numbered = ", ".join(f"{i} {name}" for i, name in enumerate(dataset.classes))
+            self.progress.log(f"classes: {numbered} ({dataset.class_order})")
+        return dataset
 
     def trained_key(self, defense: DefenseSpec) -> str:
         return trained_model_key(self.spec, self.dataset, defense)
@@ -155,8 +163,9 @@ class Runtime:
                 trained = deployed_detector(trained, self.dataset, self.spec.detection.false_alarm)
                 source += f", flags fakes above {trained.network.threshold:.4g}"
             self.progress.log(f"model for {defense.label}: {source} ({trained.key})")
+            warnings = self._admit(defense, trained)
             if self.store is not None:
-                _record_model(self.store, defense, trained, self.spec.detection)
+                _record_model(self.store, defense, trained, self.spec.detection, warnings)
             self._models[defense.label] = trained
         return self._models[defense.label]
 
@@ -180,10 +189,35 @@ class Runtime:
         key = checkpoint_key(entry, self.dataset)
         return TrainedModel(network, plugin, self.dataset.bounds, key, seconds, True, [])
 
+    def _admit(self, defense: DefenseSpec, trained: TrainedModel) -> list[str]:
+        """What ``defense``'s model must show before it is attacked (:mod:`advsec.admission`): a clean
+        accuracy clearly above chance, and within reach of the one its owner states; its warnings, said."""
+        entry = None if defense.model is None else self.spec.checkpoint(defense.model)
+        warnings = [w for w in [entry and normalization_warning(entry)] if w]
+        for warning in warnings:
+            self.progress.warn(warning)
+        if not self.spec.evaluation.clean_check:
+            return warnings
+        x, y = self.test_split(self.spec.evaluation.samples)
+        classes, batch = self.dataset.num_classes, self.spec.evaluation.batch_size
+        with seeded(self.seed(trained.key), self.device):  # a random defense draws from the global RNG
+            correct = int((batched_logits(trained.model, x, batch, classes).argmax(1) == y).sum())
+        bare = entry is not None and defense.label == entry.label  # the checkpoint itself, undefended
+        where = f"model {defense.label!r}" if entry is not None else f"defense {defense.label!r}'s model"
+        expected = entry.expect_clean if bare else None
+        brought = entry is not None and not defense.fine_tune
+        check_clean_accuracy(where, correct, len(y), classes, expected=expected, brought=brought)
+        return warnings
+
+    def test_subset(self, samples: int | None) -> torch.Tensor:
+        """The indices of the ``samples`` test samples a protocol scores: all of them for None, else a
+        stratified draw seeded by the run's seed (:mod:`advsec.data.subset`)."""
+        return stratified(self.dataset.y_test, samples, draw_seed("test", self.spec.seed))
+
     def test_split(self, samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``samples`` test inputs and labels (all of them for None), on the device."""
-        x, y = self.dataset.x_test[:samples], self.dataset.y_test[:samples]
-        return x.to(self.device), y.to(self.device)
+        """The test inputs and labels of :meth:`test_subset`, on the device."""
+        chosen = self.test_subset(samples)
+        return self.dataset.x_test[chosen].to(self.device), self.dataset.y_test[chosen].to(self.device)
 
     def meta(self) -> dict[str, Any]:
         """What a report says about a run: the spec, the data set's facts, the device and the versions."""
@@ -198,6 +232,11 @@ class Runtime:
             "repeats": spec.evaluation.repeats,
             "bounds": list(dataset.bounds),
             "classes": list(dataset.classes),
+            "class_order": dataset.class_order,
+            "warnings": list(dataset.warnings),
+            "evaluated": describe(
+                dataset.y_test, self.test_subset(spec.evaluation.samples), dataset.classes, spec.seed
+            ),
             "domain": dataset.domain,
             "sample_rate": dataset.sample_rate,
             "input_shape": list(dataset.input_shape),
@@ -219,7 +258,11 @@ def _source(trained: TrainedModel) -> str:
 
 
 def _record_model(
-    store: Store, defense: DefenseSpec, trained: TrainedModel, detection: DetectionConfig | None
+    store: Store,
+    defense: DefenseSpec,
+    trained: TrainedModel,
+    detection: DetectionConfig | None,
+    warnings: list[str],
 ) -> None:
     """What the report says about a defense's model: its plugin, parameters, flags, cost and history, and
     a detector's false-alarm rate and threshold."""
@@ -237,6 +280,7 @@ def _record_model(
             "history": trained.history,
             "false_alarm": None if detection is None else detection.false_alarm,
             "threshold": None if detection is None else trained.network.threshold,
+            "warnings": warnings,
         },
     )
 

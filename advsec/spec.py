@@ -66,6 +66,18 @@ class ModelSpec:
     mean: tuple[float, ...] | None = None  # input normalization the model expects, applied inside it
     std: tuple[float, ...] | None = None
     fingerprint: str | None = None  # a hash of an in-memory model's weights (advsec.evaluate); no files
+    # The clean accuracy its owner measured: a run whose measured interval misses it stops (advsec.admission).
+    expect_clean: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.expect_clean is not None and not 0 <= self.expect_clean <= 1:
+            raise ParameterError(
+                "expect_clean", f"expected a clean accuracy between 0 and 1, got {self.expect_clean!r}"
+            )
+
+
+# A [[models]] entry's weights that asks, by name, for its architecture's initial ones.
+INITIAL_WEIGHTS = "initial"
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,9 @@ class EvaluationConfig:
     # "auto": gradient attacks that confirm what they decide in float32 search in bfloat16 where the CPU
     # computes it natively (advsec.precision); "float32": every pass in float32.
     search_precision: Literal["auto", "float32"] = "auto"
+    # A model whose clean accuracy is not clearly above chance, or misses its stated one, stops the run
+    # before it is attacked (advsec.admission); false evaluates it anyway.
+    clean_check: bool = True
 
     def __post_init__(self) -> None:
         if self.eot_draws != EOT_AUTO and self.eot_draws < 1:
@@ -508,7 +523,8 @@ def _model(entry: dict[str, Any], path: str, base_dir: Path) -> ModelSpec:
     """A ``[[models]]`` entry; its files are the spec file's folder's when relative."""
     model = build(ModelSpec, {k: v for k, v in entry.items() if k != "params"}, path)
     params = _table(entry, "params", path)
-    files = {"weights": model.weights and str(base_dir / model.weights)}
+    named = model.weights in (None, INITIAL_WEIGHTS)
+    files = {"weights": model.weights if named else str(base_dir / model.weights)}
     if model.architecture.endswith(".pt2") or ".py:" in model.architecture:
         files["architecture"] = str(base_dir / model.architecture)
     else:
@@ -763,8 +779,9 @@ def _dataset(raw: dict[str, Any], base_dir: Path) -> tuple[str, dict[str, Any]]:
         return _plugin_name(raw, "dataset", registry.datasets, default="digits"), {}
     name = _plugin_name(entry, "name", registry.datasets, path="dataset")
     params = {key: value for key, value in entry.items() if key != "name"}
-    if isinstance(params.get("path"), str):
-        params["path"] = str(base_dir / params["path"])
+    for key in ("path", "classes_file"):  # files a [dataset] table names are the spec file's when relative
+        if isinstance(params.get(key), str):
+            params[key] = str(base_dir / params[key])
     make_plugin(registry.datasets.get(name), params, "dataset")
     return name, params
 

@@ -22,8 +22,8 @@ from torch import nn
 import advsec.registry as registry
 from advsec.data import Dataset
 from advsec.errors import InputError, PluginError
-from advsec.keys import content_key
-from advsec.spec import ModelSpec
+from advsec.keys import content_key, seeded
+from advsec.spec import INITIAL_WEIGHTS, ModelSpec
 
 PROBE_SAMPLES = 16  # test inputs a model answers before any attack: enough to tell logits from probabilities
 
@@ -63,13 +63,14 @@ def checkpoint_key(entry: ModelSpec, dataset: Dataset) -> str:
     CPU), so one model saved as safetensors, as a state dict or as an exported graph is one model, with the
     same keys, seeds and results, while any change to its weights or normalization shows. A model handed
     over in memory is identified by its weights' fingerprint instead."""
+    # What it computes, not what it is called or expected to score.
+    described = {k: v for k, v in asdict(entry).items() if k != "expect_clean"} | {"label": None}
     if entry.fingerprint is not None:
-        return content_key({"model": asdict(entry) | {"label": None}})
-    files = [_architecture_file(entry.architecture), entry.weights and Path(entry.weights)]
+        return content_key({"model": described})
+    files = [_architecture_file(entry.architecture), _weights_file(entry)]
     found = content_key(
-        {"model": asdict(entry) | {"label": None}, "files": [_sha256(f) for f in files if f],
-         "data": dataset.fingerprint}
-    )  # fmt: skip
+        {"model": described, "files": [_sha256(f) for f in files if f], "data": dataset.fingerprint}
+    )
     if found not in _BEHAVIOUR:  # a pure function of the files: worked out once per process
         model = load_user_model(entry, dataset, torch.device("cpu"))
         with torch.no_grad():
@@ -98,8 +99,14 @@ def load_user_model(
         model = _exported(Path(entry.architecture), where)
     else:
         model = _constructed(entry, dataset, where)
-        if entry.weights:
-            _load_weights(model, Path(entry.weights), where)
+        if entry.weights is None:
+            raise InputError(
+                f"{where}: {entry.architecture} is given without weights, so its random initial weights "
+                "would be evaluated; give its weights (a .safetensors or .pt file), or weights = "
+                f'"{INITIAL_WEIGHTS}" (--weights {INITIAL_WEIGHTS}) to evaluate initial weights on purpose'
+            )
+        if (weights := _weights_file(entry)) is not None:
+            _load_weights(model, weights, where)
     if entry.mean is not None or entry.std is not None:
         channels = dataset.input_shape[0]
         model = Normalized(model, entry.mean or (0.0,), entry.std or (1.0,), channels)
@@ -146,10 +153,12 @@ def _constructed(entry: ModelSpec, dataset: Dataset, where: str) -> nn.Module:
             module, _ = registry.import_file(Path(file), f"{where}: architecture file {file}")
             if not isinstance(cls := getattr(module, name, None), type):
                 raise InputError(f"{where}: {file} defines no class {name!r}")
-            return cls(**entry.params)
-        return registry.models.get(entry.architecture)(
-            dataset.input_shape, dataset.num_classes, **entry.params
-        )
+            with seeded(0, torch.device("cpu")):  # initial weights asked for by name: the same every run
+                return cls(**entry.params)
+        with seeded(0, torch.device("cpu")):
+            return registry.models.get(entry.architecture)(
+                dataset.input_shape, dataset.num_classes, **entry.params
+            )
     except PluginError as exc:
         raise InputError(str(exc)) from exc
     except TypeError as exc:  # constructor keywords the class does not take
@@ -206,6 +215,11 @@ def _read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{where}: holds a {type(state).__name__}, not a state dict of tensors")
     return state
+
+
+def _weights_file(entry: ModelSpec) -> Path | None:
+    """The file of ``entry``'s weights; None for an exported graph's own or initial weights asked by name."""
+    return None if entry.weights in (None, INITIAL_WEIGHTS) else Path(entry.weights)
 
 
 def _architecture_file(architecture: str) -> Path | None:
