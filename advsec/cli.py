@@ -35,7 +35,8 @@ class Budget(click.ParamType):
 
 
 class _Group(click.Group):
-    """Turns advsec errors and Ctrl-C into one-line messages instead of tracebacks."""
+    """Turns advsec errors and Ctrl-C into one-line messages instead of tracebacks, each exiting with the
+    code README's table gives it: the error's ``exit_code``, 130 for Ctrl-C."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
