@@ -324,7 +324,10 @@ def report(run_ref: str, out: str | None) -> None:
               "[default: reports/compare-A-vs-B].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
 def compare(run_a: str, run_b: str, out: str | None, as_json: bool) -> None:
-    """Compare two runs over the same data and budgets: accuracy deltas and per-sample flips."""
+    """Compare two runs over the same test samples and budgets: accuracy deltas and per-sample flips.
+
+    Samples match by content, however they were loaded; budgets match to the precision they were written
+    with (8/255 and 0.031). Runs that are not comparable are refused with the reason, and exit 1."""
     from advsec.compare import compare_runs, to_markdown
 
     a, b = _open_run(run_a), _open_run(run_b)

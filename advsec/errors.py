@@ -1,6 +1,6 @@
 """Errors a user can act on. The CLI prints them as one line and exits with the code README's table gives:
-2 for an error the user can fix (every class here but one), 1 for a failure no input explains
-(:class:`BudgetError`, a bug in an attack)."""
+2 for an error the user can fix (every class here but two), 1 for a finding (:class:`NotComparable`) or a
+failure no input explains (:class:`BudgetError`, a bug in an attack)."""
 
 
 class AdvsecError(Exception):
@@ -49,3 +49,9 @@ class BudgetError(AdvsecError):
 class CostError(UsageError):
     """A run would cost more sample passes than the user allowed (``--max-cost``)."""
 
+
+class NotComparable(AdvsecError):
+    """``advsec compare`` found that two runs scored different samples or budgets: a finding about the
+    runs, as ``diff`` finding two files different is, so it exits 1."""
+
+    exit_code = 1
