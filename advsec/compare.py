@@ -118,9 +118,8 @@ def _check_same_samples(
             )
         return
     if meta_a.get("dataset") != meta_b.get("dataset"):
-        missing = {(False, True): "run A has no", (True, False): "run B has no"}.get(
-            (bool(found_a), bool(found_b)), "neither run has a"
-        )
+        lacking = [side for side, found in (("A", found_a), ("B", found_b)) if not found]
+        missing = f"run {lacking[0]} has no" if len(lacking) == 1 else "neither run has a"
         raise NotComparable(
             f"the runs used different datasets: {meta_a.get('dataset')} vs {meta_b.get('dataset')}, and "
             f"{missing} fingerprint of the samples it scored (stored by an older advsec), so only the "

@@ -232,7 +232,7 @@ def test_budgets_pair_to_the_precision_they_were_written_with(a, b, refusal):
         return
     pairs = pair_budgets(budgets_a, budgets_b)
     assert sorted(pairs) == sorted(budgets_a) and sorted(pairs.values()) == sorted(budgets_b)
-    # Each pair is the nearest: the order of A's budgets is the order of B's.
+    # In order: A's smaller budget pairs with B's smaller one.
     assert [pairs[k] for k in sorted(pairs)] == sorted(budgets_b)
 
 
