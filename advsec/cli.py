@@ -35,7 +35,8 @@ class Budget(click.ParamType):
 
 
 class _Group(click.Group):
-    """Turns advsec errors and Ctrl-C into one-line messages instead of tracebacks."""
+    """Turns advsec errors and Ctrl-C into one-line messages instead of tracebacks, each exiting with the
+    code README's table gives it: the error's ``exit_code``, 130 for Ctrl-C."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -341,7 +342,10 @@ def report(run_ref: str, out: str | None) -> None:
               "[default: reports/compare-A-vs-B].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
 def compare(run_a: str, run_b: str, out: str | None, as_json: bool) -> None:
-    """Compare two runs over the same data and budgets: accuracy deltas and per-sample flips."""
+    """Compare two runs over the same test samples and budgets: accuracy deltas and per-sample flips.
+
+    Samples match by content, however they were loaded; budgets match to the precision they were written
+    with (8/255 and 0.031). Runs that are not comparable are refused with the reason, and exit 1."""
     from advsec.compare import compare_runs, to_markdown
 
     a, b = _open_run(run_a), _open_run(run_b)

@@ -24,7 +24,7 @@ from torch import nn
 
 import advsec.registry as registry
 from advsec.admission import check_clean_accuracy, normalization_warning
-from advsec.data import Dataset
+from advsec.data import Dataset, fingerprint
 from advsec.data.load import load_dataset
 from advsec.data.subset import describe, draw_seed, stratified
 from advsec.defense import Expectation
@@ -222,10 +222,13 @@ class Runtime:
     def meta(self) -> dict[str, Any]:
         """What a report says about a run: the spec, the data set's facts, the device and the versions."""
         spec, dataset = self.spec, self.dataset
+        x, y = self.test_split(spec.evaluation.samples)
         return {
             "name": spec.name,
             "spec": spec.text,
             "dataset": spec.dataset,
+            # The samples the grid scores, hashed by content whatever loaded them: what compare matches on.
+            "samples_fingerprint": fingerprint(x.float().cpu(), y.long().cpu()),
             "model": spec.model,
             "seed": spec.seed,
             "report_eps": spec.report_eps,

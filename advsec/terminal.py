@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import advsec.registry as registry
+from advsec.compare import model_and_budget
 from advsec.errors import PluginError
 from advsec.results import (
     CERTIFIED_RADIUS,
@@ -232,16 +233,15 @@ def _share(value: float | None) -> str:
 
 
 def print_comparison(comparison: dict[str, Any]) -> None:
-    """Accuracy (%) per defense and budget in runs A and B, the change, and the samples that flipped."""
-    title = f"{comparison['a']['name']} (A) vs {comparison['b']['name']} (B)"
+    """Accuracy (%) per model and budget in runs A and B, the change, and the samples that flipped."""
+    title = escape(f"{comparison['a']['label']} (A) vs {comparison['b']['label']} (B)")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("defense", "budget"):
+    for column in ("model", "budget"):
         table.add_column(column, no_wrap=True)
     for column in ("A", "B", "Δ pp", "lost", "gained"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in comparison["cells"]:
-        budget = "clean" if row["norm"] == "none" else f"{row['norm']} {row['eps']:g}"
-        table.add_row(row["defense"], budget, f"{100 * row['a']:.1f}", f"{100 * row['b']:.1f}",
+        table.add_row(*map(escape, model_and_budget(row)), f"{100 * row['a']:.1f}", f"{100 * row['b']:.1f}",
                       f"{100 * row['delta']:+.1f}", str(row["lost"]), str(row["gained"]))  # fmt: skip
     _console().print(table)
     for side in ("a", "b"):

@@ -413,7 +413,7 @@ def test_the_cli_download_of_cifar10_reports_the_refusal(tmp_path, monkeypatch):
     fake_archive(tmp_path / "mirror")
     monkeypatch.setattr(cifar10, "MIRRORS", ((tmp_path / "mirror").as_uri(),))
     result = CliRunner().invoke(main, ["download", "cifar10", "--dir", str(tmp_path / "data")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert re.search(r"advsec: error: could not download cifar-10-binary\.tar\.gz .*sha256", result.output)
 
 

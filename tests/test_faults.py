@@ -62,7 +62,7 @@ def test_a_full_disk_or_a_read_only_place_gives_a_clear_error(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
     result = CliRunner().invoke(main, ["run", str(spec), "--out", "/proc/advsec-cannot-write-here"])
-    assert result.exit_code == 1 and "advsec: error: cannot open the results store" in result.output
+    assert result.exit_code == 2 and "advsec: error: cannot open the results store" in result.output
     assert "Traceback" not in result.output
 
 

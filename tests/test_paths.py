@@ -174,7 +174,7 @@ def test_a_damaged_store_is_named_in_one_line_and_left_as_it_was(tmp_path, healt
     before = path.read_bytes()
     args = [arg.format(run=path.parent, good=tmp_path / "good", out=tmp_path / "out") for arg in command]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and result.stdout == ""
     message = (
         rf"advsec: error: {re.escape(str(path))} is not a readable advsec results store {DAMAGES[damage]}\n"
@@ -192,7 +192,7 @@ def test_run_refuses_a_damaged_store_before_writing_to_it(tmp_path, healthy, dam
     spec = tmp_path / "spec.toml"
     spec.write_text(f'name = "r"\n{GRID}')
     result = CliRunner().invoke(main, ["run", str(spec), "--out", str(path.parent), "--quiet"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.startswith(f"advsec: error: cannot open the results store {path}: ")
     assert result.stderr.count("\n") == 1
     assert path.read_bytes() == before
