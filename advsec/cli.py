@@ -207,6 +207,7 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
     from advsec.terminal import (
         print_certificates,
         print_detection,
+        print_model_warnings,
         print_replays,
         print_scorecard,
         print_unrestricted,
@@ -214,6 +215,7 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
 
     if results.cells:
         print_scorecard(results.meta.get("name", "run"), results.defenses, results.certified)
+    print_model_warnings(results.models)
     if results.certified:
         print_certificates(results.certified)
     if results.replays:
