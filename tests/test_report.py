@@ -16,6 +16,7 @@ from scipy.io import wavfile
 
 from advsec.records import AttackRecord, CellResult, MembershipInference
 from advsec.report import build_report, pareto_front
+from advsec.results import wilson_interval
 from advsec.store import Store
 
 N = 20
@@ -220,7 +221,9 @@ def test_printed_accuracies_match_the_samples(built: Path) -> None:
             assert column(defenses, defense, "Flags") == "0"
             for eps, (fgsm, pgd) in grid.items():
                 robust = N - len(wrong | fgsm | pgd)  # by hand: clean-correct and unbroken by both
-                assert column(defenses, defense, f"ℓ∞ ε={eps:g}") == f"{100 * robust / N:.1f}%"
+                low, high = wilson_interval(robust, N)  # every robust accuracy with its interval
+                shown = f"{100 * robust / N:.1f}% [{100 * low:.1f}%, {100 * high:.1f}%]"
+                assert column(defenses, defense, f"ℓ∞ ε={eps:g}") == shown
         # standard at ε=0.1: fgsm attacks the 18 clean-correct samples, breaks 6; pgd the 12 left, breaks 5
         stages = tables[1]
         assert stages[1][1:5] == ["fgsm", "18", "6", "60.0%"]
