@@ -14,7 +14,7 @@ from torch import nn
 
 from advsec.errors import AdvsecError, SpecError
 from advsec.progress import Progress
-from advsec.results import cell_summaries
+from advsec.results import RunResults, cell_summaries
 from advsec.runner import run_spec
 from advsec.spec import parse_spec
 
@@ -128,11 +128,17 @@ def test_an_inference_time_defense_wraps_a_checkpoint_and_a_training_one_is_refu
     folder, _ = checkpoint
     models = model_entry("mine", MODELS["safetensors"])
     wrapped = '[[defenses]]\nname = "bit-depth"\nbits = 1\nmodel = "mine"\n'
-    cells = cell_summaries(evaluate(folder, spec_text(models, wrapped), out="wrapped"))
+    results = RunResults.read(evaluate(folder, spec_text(models, wrapped), out="wrapped"))
     mine, squeezed = (
-        next(c for c in cells if c.defense == d and c.norm == "none") for d in ("mine", "bit-depth")
+        next(c for c in results.cells if c.defense == d and c.norm == "none") for d in ("mine", "bit-depth")
     )
     assert squeezed.clean_accuracy != mine.clean_accuracy  # the deployed model is the wrapped checkpoint
+    # both rows are the user's checkpoint, nobody trained it; the wrapped one is named by its defense
+    described = {m.defense: m.description for m in results.models}
+    assert described["mine"]["defense"] is None
+    assert described["bit-depth"]["defense"] == {"name": "bit-depth", "params": {"bits": 1}}
+    assert described["bit-depth"]["weights_sha256"] == sha256(folder / "net.safetensors")
+    assert [d.train_seconds for d in results.defenses] == [None, None]
     with pytest.raises(SpecError, match=r"acts by training the model.*fine_tune = true"):
         parse_spec(spec_text(models, '[[defenses]]\nname = "pgd-at"\nmodel = "mine"\n'), base_dir=folder)
     with pytest.raises(SpecError, match="did you mean 'mine'"):
