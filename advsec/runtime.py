@@ -267,9 +267,9 @@ def describe_model(spec: Spec, defense: DefenseSpec, trained: TrainedModel) -> d
         described: dict[str, Any] = {"source": "trained", "architecture": spec.model}
     else:
         described = describe_checkpoint(spec.checkpoint(defense.model))
+        described["source"] = "fine-tuned" if defense.fine_tune else described["source"]
     described["defense"] = None if as_given(defense) else {"name": defense.name, "params": defense.params}
     if defense.model is None or defense.fine_tune:
-        described["source"] = "trained" if defense.model is None else "fine-tuned"
         described["training"] = {"train": asdict(defense.train), "seed": spec.seed, "cache_key": trained.key,
                                  "cached": trained.cached}  # fmt: skip
     return described

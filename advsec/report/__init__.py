@@ -111,9 +111,10 @@ SCORECARD = (
 )
 
 ROBUST_VS_EPS = (
-    "Each defense's robust accuracy at each attacked budget, joined from its clean accuracy at ε = 0 where a "
-    "norm was attacked at several budgets. A norm attacked at one budget shows points only, the clean "
-    "accuracy hollow at ε = 0: nothing between the two was measured. The dotted line is the report's budget."
+    "Each defense's robust accuracy at each attacked budget. A norm attacked at several budgets is a curve "
+    "from the clean accuracy at ε = 0 (a relative budget in dB has no ε = 0); one attacked at a single "
+    "budget shows points only, the clean accuracy hollow at ε = 0: nothing between the two was measured. "
+    "The dotted line is the report's budget."
 )
 
 
