@@ -227,10 +227,12 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
         print_replays,
         print_scorecard,
         print_unrestricted,
+        print_warnings,
     )
 
     if results.cells:
         print_scorecard(results.meta.get("name", "run"), results.defenses, results.certified)
+    print_warnings(results.meta.get("warnings", []), results.models)
     if results.certified:
         print_certificates(results.certified)
     if results.replays:

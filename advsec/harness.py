@@ -36,7 +36,7 @@ from advsec.lira import ShadowRecipe
 from advsec.precision import native_bfloat16
 from advsec.privacy import membership_inference
 from advsec.progress import Progress
-from advsec.records import AttackRecord, CellResult, MembershipInference, SanityCheck
+from advsec.records import AttackRecord, CellResult, MembershipInference, SanityCheck, across_classes
 from advsec.runtime import Runtime, Views, deployed_key, first_hit, now
 from advsec.sanity import (
     EOT_PROBE_SAMPLES,
@@ -353,7 +353,7 @@ def evaluate_cell(
             if attacked
             else _membership(cell.defense, trained, views.deployed, x, y, dataset, spec, progress)
         )
-    shown = range(min(spec.evaluation.examples, len(x))) if cell.attacks else range(0)
+    shown = across_classes(y.tolist(), spec.evaluation.examples) if cell.attacks else []
     if spec.detection is not None:  # a detector's examples are the fakes it caught that the attacks passed
         passed = verdicts.clean_correct & ~verdicts.robust & (y == FAKE)
         shown = passed.nonzero().squeeze(1)[: len(shown)].tolist()

@@ -6,6 +6,8 @@ a finished run never loads the attack engine.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +95,17 @@ class CellResult:
     examples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (sample, clean, adv)
     checks: list[SanityCheck] = field(default_factory=list)
     privacy: list[MembershipInference] = field(default_factory=list)  # the clean cell's
+
+
+def across_classes(labels: Sequence[int], count: int) -> list[int]:
+    """The positions of ``count`` samples taken in turn from each class: the first sample of each class (in
+    class order), then the second of each, and so on. Examples chosen so show every class a cell has, where
+    the first samples of a file may all be one class."""
+    by_class: dict[int, list[int]] = {}
+    for position, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(position)
+    rounds = itertools.zip_longest(*(by_class[label] for label in sorted(by_class)))
+    return [position for taken in rounds for position in taken if position is not None][:count]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from advsec.store import Store
 
 RADIUS_STEP = 0.25  # certified accuracy is reported at ℓ2 radii 0, 0.25, 0.5, …, at least up to 1
 CERTIFIED_RADIUS = "0.5"  # the scorecard's certified column: Cohen et al.'s usual reference radius
-JSON_FORMAT = 2  # raised whenever the shape of RunResults.to_json changes
+JSON_FORMAT = 3  # raised whenever the shape of RunResults.to_json changes
 
 Interval = tuple[float, float]
 
@@ -104,6 +104,16 @@ class DefenseSummary:
     privacy: dict[str, MembershipInference]  # by signal: how far training samples can be told from others
     flags: list[str]  # the names of the flagged sanity checks
     privacy_budget: tuple[float, float] | None = None  # (ε, δ) a differentially private training spent
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What a defense's deployed model is (:func:`advsec.runtime.describe_model`; empty in a store written
+    before models were described) and the warnings recorded about its numbers."""
+
+    defense: str
+    description: dict[str, Any]
+    warnings: list[str]
 
 
 @dataclass(frozen=True)
@@ -215,18 +225,23 @@ class RunResults:
     replays: list[ReplaySummary]
     unrestricted: list[UnrestrictedSummary]
     detection: list[DetectionSummary] = field(default_factory=list)
+    models: list[ModelSummary] = field(default_factory=list)
 
     @classmethod
     def read(cls, store: Store) -> RunResults:
         cells = cell_summaries(store)
+        certified, replays = certified_summaries(store), replay_summaries(store)
+        unrestricted = unrestricted_summaries(store)
+        reported = [r.defense for r in [*cells, *certified, *replays, *unrestricted]]
         return cls(
             meta=store.meta(),
             cells=cells,
             defenses=defense_summaries(store, cells),
-            certified=certified_summaries(store),
-            replays=replay_summaries(store),
-            unrestricted=unrestricted_summaries(store),
+            certified=certified,
+            replays=replays,
+            unrestricted=unrestricted,
             detection=detection_summaries(store, cells),
+            models=model_summaries(store, reported),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -241,6 +256,9 @@ class RunResults:
             "replay": [asdict(r) for r in self.replays],
             "unrestricted": [u.to_json() for u in self.unrestricted],
             "detection": [asdict(d) for d in self.detection],
+            "models": [asdict(m) for m in self.models],
+            # What the run says about its data: how the classes were numbered, which samples were scored.
+            "data": {key: self.meta.get(key) for key in ("classes", "class_order", "evaluated", "warnings")},
         }
 
 
@@ -359,6 +377,16 @@ def defense_summaries(store: Store, cells: list[CellSummary] | None = None) -> l
             )
         )
     return out
+
+
+def model_summaries(store: Store, defenses: list[str]) -> list[ModelSummary]:
+    """What each of ``defenses`` deploys, in their order, each once (none for a defense with no model)."""
+    models = {m["defense"]: m for m in store.models()}
+    return [
+        ModelSummary(defense, models[defense]["description"], models[defense]["warnings"])
+        for defense in dict.fromkeys(defenses)
+        if defense in models
+    ]
 
 
 def _privacy_budget(history: list[dict[str, float]]) -> tuple[float, float] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime
@@ -27,7 +27,7 @@ from advsec.admission import check_clean_accuracy, normalization_warning
 from advsec.data import Dataset, fingerprint
 from advsec.data.load import load_dataset
 from advsec.data.subset import describe, draw_seed, stratified
-from advsec.defense import Expectation
+from advsec.defense import Defense, Expectation
 from advsec.detection import deployed_detector
 from advsec.errors import InputError
 from advsec.frozen import FrozenTwin
@@ -35,11 +35,11 @@ from advsec.input_gradient import cheap_input_gradients
 from advsec.keys import content_key, key_seed, seeded
 from advsec.precision import ReducedPrecision
 from advsec.progress import Progress
-from advsec.spec import DefenseSpec, DetectionConfig, EvaluationConfig, Spec, make_plugin
+from advsec.spec import DefenseSpec, EvaluationConfig, Spec, make_plugin
 from advsec.store import Store
 from advsec.threads import rebalance
 from advsec.train import TrainedModel, fit_or_load, load_or_train, model_key
-from advsec.user_models import checkpoint_key, load_user_model
+from advsec.user_models import checkpoint_key, describe_checkpoint, load_user_model
 from advsec.version import __version__
 
 
@@ -86,10 +86,16 @@ def plugin_origins(spec: Spec) -> dict[str, dict[str, dict[str, Any]]]:
     used = {
         "datasets": [spec.dataset],
         "models": [*trained, *brought, *listeners],
-        "defenses": [d.name for d in spec.defenses],
+        "defenses": [d.name for d in spec.defenses if not as_given(d)],
         "attacks": [a.name for a in spec.attacks],
     }
     return {kind: {name: _origin(kind, name) for name in names} for kind, names in used.items()}
+
+
+def as_given(defense: DefenseSpec) -> bool:
+    """Whether ``defense`` is the user's model evaluated as it is: a ``[[models]]`` row, which the spec
+    deploys under plain ``standard`` without training it (:func:`advsec.spec.spec_from_dict`)."""
+    return defense.model is not None and defense.name == "standard" and not defense.fine_tune
 
 
 def _origin(kind: str, name: str) -> dict[str, Any]:
@@ -165,7 +171,7 @@ class Runtime:
             self.progress.log(f"model for {defense.label}: {source} ({trained.key})")
             warnings = self._admit(defense, trained)
             if self.store is not None:
-                _record_model(self.store, defense, trained, self.spec.detection, warnings)
+                _record_model(self.store, self.spec, defense, trained, warnings)
             self._models[defense.label] = trained
         return self._models[defense.label]
 
@@ -261,14 +267,15 @@ def _source(trained: TrainedModel) -> str:
 
 
 def _record_model(
-    store: Store,
-    defense: DefenseSpec,
-    trained: TrainedModel,
-    detection: DetectionConfig | None,
-    warnings: list[str],
+    store: Store, spec: Spec, defense: DefenseSpec, trained: TrainedModel, warnings: Sequence[str] = ()
 ) -> None:
-    """What the report says about a defense's model: its plugin, parameters, flags, cost and history, and
-    a detector's false-alarm rate and threshold."""
+    """What the report says about a defense's model: what it is (:func:`describe_model`) and ``warnings``
+    about its numbers, its plugin, parameters, flags, cost and history, and a detector's false-alarm rate
+    and threshold. A checkpoint nobody trained here, under a defense that fits nothing besides
+    (:meth:`advsec.defense.Defense.prepare`), has no training time."""
+    detection = spec.detection
+    prepares = type(trained.defense).prepare is not Defense.prepare
+    fitted = defense.model is None or defense.fine_tune or prepares
     store.save_model(
         defense.label,
         {
@@ -276,16 +283,38 @@ def _record_model(
             "name": defense.name,
             "params": defense.params,
             "model_key": trained.key,
-            "train_seconds": trained.train_seconds,
+            "train_seconds": trained.train_seconds if fitted else None,
             "cached": trained.cached,
             "stochastic": type(trained.defense).stochastic,
             "stateful": type(trained.defense).stateful,
             "history": trained.history,
             "false_alarm": None if detection is None else detection.false_alarm,
             "threshold": None if detection is None else trained.network.threshold,
-            "warnings": warnings,
+            "description": describe_model(spec, defense, trained),
+            "warnings": list(warnings),
         },
     )
+
+
+def describe_model(spec: Spec, defense: DefenseSpec, trained: TrainedModel) -> dict[str, Any]:
+    """What ``defense``'s deployed model is, as the report, ``show`` and ``--json`` describe it.
+
+    The user's model as given (:func:`advsec.user_models.describe_checkpoint`: ``source`` "checkpoint" or
+    "in memory"), or ``source`` "trained" with the registered ``architecture`` advsec trained; then the
+    ``defense`` deploying it (``{"name", "params"}``; None for a checkpoint evaluated as it is), and for a
+    model advsec trained (a fine-tuned checkpoint's ``source`` is "fine-tuned") its ``training``: the
+    ``[train]`` config, seed and model cache key.
+    """
+    if defense.model is None:
+        described: dict[str, Any] = {"source": "trained", "architecture": spec.model}
+    else:
+        described = describe_checkpoint(spec.checkpoint(defense.model))
+        described["source"] = "fine-tuned" if defense.fine_tune else described["source"]
+    described["defense"] = None if as_given(defense) else {"name": defense.name, "params": defense.params}
+    if defense.model is None or defense.fine_tune:
+        described["training"] = {"train": asdict(defense.train), "seed": spec.seed, "cache_key": trained.key,
+                                 "cached": trained.cached}  # fmt: skip
+    return described
 
 
 class CountingModel(nn.Module):

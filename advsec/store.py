@@ -28,6 +28,9 @@ from advsec.records import (
 )
 
 FORMAT = 7  # the store's PRAGMA user_version: raised whenever a table changes shape
+# Columns added within format 7: an older store of it gains them (empty) when opened for writing, and a
+# reader finds them absent; what they hold is then unknown, never wrong.
+ADDED_COLUMNS = {"models": ("description TEXT", "warnings TEXT")}
 PRIVACY_FIELDS = tuple(f.name for f in fields(MembershipInference))  # the privacy table's, past its cell
 SIDE_PLANS = ("certify_plan", "replay_plan", "unrestricted_plan")  # meta keys: what each protocol last ran
 SCHEMA = """
@@ -35,7 +38,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plan (position INTEGER PRIMARY KEY, cell TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     defense TEXT PRIMARY KEY, family TEXT, name TEXT, params TEXT, model_key TEXT, train_seconds REAL,
-    cached INTEGER, stochastic INTEGER, stateful INTEGER, history TEXT, false_alarm REAL, threshold REAL);
+    cached INTEGER, stochastic INTEGER, stateful INTEGER, history TEXT, false_alarm REAL, threshold REAL,
+    description TEXT, warnings TEXT);
 CREATE TABLE IF NOT EXISTS cells (
     cell TEXT PRIMARY KEY, defense TEXT, norm TEXT, eps REAL, attacks TEXT, cascade INTEGER,
     n INTEGER, clean_correct INTEGER, robust INTEGER, wall_seconds REAL,
@@ -147,6 +151,8 @@ class Store:
             if not written:
                 self.db.executescript(SCHEMA)
                 self.db.execute(f"PRAGMA user_version = {FORMAT}")
+            elif damage is None and version == FORMAT:
+                self._add_columns()
         except (OSError, sqlite3.Error) as exc:
             raise AdvsecError(f"cannot open the results store {self.path}: {exc}") from exc
         if damage is not None:
@@ -158,6 +164,15 @@ class Store:
                 f"the results store {self.path} has format {version}; this advsec reads format {FORMAT}. "
                 "Delete it to run again, or write elsewhere with --out"
             )
+
+    def _add_columns(self) -> None:
+        """The :data:`ADDED_COLUMNS` an older store of this format lacks."""
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in present:
+                    with self.db:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def _open_to_read(self) -> None:
         """Open the file read-only (SQLite's ``mode=ro``) and check it is an advsec store of our format."""
@@ -256,9 +271,13 @@ class Store:
         return {row[0] for row in self._query("SELECT cell FROM cells")[1]}
 
     def save_model(self, defense: str, row: dict[str, Any]) -> None:
+        """What a defense's model is and cost (:func:`advsec.runtime._record_model`); ``description`` (what
+        the model is) and ``warnings`` (what to beware of in its numbers) may be left out."""
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO models (defense, family, name, params, model_key, train_seconds, "
+                "cached, stochastic, stateful, history, false_alarm, threshold, description, warnings) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     defense,
                     row["family"],
@@ -272,6 +291,8 @@ class Store:
                     json.dumps(row["history"]),
                     row.get("false_alarm"),
                     row.get("threshold"),
+                    json.dumps(row.get("description") or {}, sort_keys=True),
+                    json.dumps(list(row.get("warnings") or [])),
                 ),
             )
 
@@ -494,10 +515,14 @@ class Store:
         return self._rows("SELECT * FROM transfers WHERE defense = ? ORDER BY source, target", (defense,))
 
     def models(self) -> list[dict[str, Any]]:
+        """Every model recorded; a store written before models were described has an empty description
+        and no warnings."""
         rows = self._rows("SELECT * FROM models")
         for row in rows:
             row["params"] = json.loads(row["params"])
             row["history"] = json.loads(row["history"])
+            row["description"] = json.loads(row.get("description") or "{}")
+            row["warnings"] = json.loads(row.get("warnings") or "[]")
         return rows
 
     def _planned(self, table: str, plan: str) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from advsec.results import (
     CertifiedSummary,
     DefenseSummary,
     DetectionSummary,
+    ModelSummary,
     ReplaySummary,
     UnrestrictedSummary,
     detection_row,
@@ -89,14 +90,16 @@ def print_scorecard(
     (the run's :func:`~advsec.results.defense_summaries` and :func:`~advsec.results.certified_summaries`)."""
     certified = {c.defense: c.certified.get(CERTIFIED_RADIUS) for c in certifications}
     budgets = list(dict.fromkeys(b for d in defenses for b in d.robust))
-    table = Table(title=f"{name}: accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=f"{name}: accuracy (%), robust with its 95 % interval", title_justify="left",
+                  box=box.SIMPLE_HEAD)  # fmt: skip
     signals = list(dict.fromkeys(signal for d in defenses for signal in d.privacy))
     table.add_column("defense", no_wrap=True)
     columns = ["clean", *(b.replace(":", " ") for b in budgets)]
     columns += [f"certified ℓ2 r={CERTIFIED_RADIUS}"] * bool(certified) + ["flags"]
     private = any(d.privacy_budget for d in defenses)
     columns += [f"MI adv. {signal} (pp)" for signal in signals] + ["DP (ε, δ)"] * private
-    columns += ["train s", "attack s"]
+    trained = any(d.train_seconds is not None for d in defenses)  # checkpoints alone: nothing was trained
+    columns += ["train s"] * trained + ["attack s"]
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for d in defenses:
@@ -107,14 +110,14 @@ def print_scorecard(
         privacy = [f"{100 * d.privacy[s].advantage:+.1f}" if s in d.privacy else "" for s in signals]
         if private:
             privacy.append("" if d.privacy_budget is None else "({:.3g}, {:.0e})".format(*d.privacy_budget))
-        train_seconds = "" if d.train_seconds is None else f"{d.train_seconds:.1f}"
+        train_seconds = ["" if d.train_seconds is None else f"{d.train_seconds:.1f}"] * trained
         table.add_row(
             d.defense,
             f"{100 * d.clean_accuracy:.1f}",
             *robust,
             str(len(d.flags)),
             *privacy,
-            train_seconds,
+            *train_seconds,
             f"{d.attack_seconds:.1f}",
         )
     _console().print(table)
@@ -151,14 +154,19 @@ def _print_membership(defenses: list[DefenseSummary]) -> None:
 
 
 def _robust(summary: DefenseSummary, budget: str) -> str:
-    """Robust accuracy (%) at a budget; a random defense's with its 95 % interval."""
+    """Robust accuracy (%) at a budget with its Wilson 95 % interval, e.g. ``83.5 [80.1–86.6]``."""
     if budget not in summary.robust:
         return ""
-    value = f"{100 * summary.robust[budget]:.1f}"
-    if not summary.stochastic:
-        return value
     low, high = summary.robust_interval[budget]
-    return f"{value} [{100 * low:.1f}, {100 * high:.1f}]"
+    return f"{100 * summary.robust[budget]:.1f} [{100 * low:.1f}–{100 * high:.1f}]"
+
+
+def print_warnings(run: list[str], models: list[ModelSummary]) -> None:
+    """Every warning recorded about the run's data and each model's numbers, a line each, where the
+    scorecard is read."""
+    said = [*run, *(f"{model.defense}: {warning}" for model in models for warning in model.warnings)]
+    for warning in said:
+        _console().print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}")
 
 
 def print_certificates(certified: list[CertifiedSummary]) -> None:

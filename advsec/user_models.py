@@ -13,6 +13,7 @@ import copy
 import hashlib
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -220,6 +221,28 @@ def _read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
 def _weights_file(entry: ModelSpec) -> Path | None:
     """The file of ``entry``'s weights; None for an exported graph's own or initial weights asked by name."""
     return None if entry.weights in (None, INITIAL_WEIGHTS) else Path(entry.weights)
+
+
+def describe_checkpoint(entry: ModelSpec) -> dict[str, Any]:
+    """The user's model as given, for the report and ``--json``: its architecture (a registered name,
+    ``path/file.py:Class`` or a ``.pt2`` archive) with its file's sha256, its weights file and sha256, its
+    constructor keywords and its normalization (None: none declared); a model handed over in memory by its
+    class and its weights' fingerprint (:func:`weights_fingerprint`)."""
+    declared = entry.mean is not None or entry.std is not None
+    normalization = {"mean": entry.mean, "std": entry.std} if declared else None
+    if entry.fingerprint is not None:
+        return {"source": "in memory", "architecture": entry.architecture.removeprefix("python:"),
+                "weights_fingerprint": entry.fingerprint, "normalization": normalization}  # fmt: skip
+    file = _architecture_file(entry.architecture)
+    return {
+        "source": "checkpoint",
+        "architecture": entry.architecture,
+        "architecture_sha256": file and _sha256(file),
+        "weights": entry.weights,
+        "weights_sha256": (weights := _weights_file(entry)) and _sha256(weights),
+        "model_params": entry.params,
+        "normalization": normalization,
+    }
 
 
 def _architecture_file(architecture: str) -> Path | None:

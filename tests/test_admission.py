@@ -103,11 +103,10 @@ def invoke(args: list[str], out: Path) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def model_warnings(out: Path) -> list[str]:
-    db = sqlite3.connect(out / "results.sqlite")
-    rows = db.execute("SELECT value FROM models").fetchall()
-    db.close()
-    return [warning for (value,) in rows for warning in json.loads(value).get("warnings", [])]
+def json_warnings(stdout: str) -> list[str]:
+    """Every warning ``--json`` printed: about the data, and about each model."""
+    printed = json.loads(stdout)
+    return [*printed["data"]["warnings"], *(w for model in printed["models"] for w in model["warnings"])]
 
 
 def test_the_readme_command_with_its_normalization_matches_the_scripts_accuracy(files, tmp_path) -> None:
@@ -122,14 +121,20 @@ def test_the_readme_command_with_its_normalization_matches_the_scripts_accuracy(
 
 
 def test_a_model_evaluated_without_normalization_says_so(files, tmp_path) -> None:
-    code, _, stderr = invoke(files.command(*files.weights(), "--no-clean-check"), tmp_path / "bare")
+    code, stdout, stderr = invoke([*files.command(*files.weights()), "--json"], tmp_path / "bare")
     assert code == 0, stderr
-    assert "no input normalization declared" in stderr
-    assert any("no input normalization declared" in w for w in model_warnings(tmp_path / "bare"))
-    code, _, stderr = invoke(files.command(*files.weights(), "--mean", "0", "--std", "1", "--no-clean-check"),
-                             tmp_path / "declared")  # fmt: skip
+    assert "no input normalization declared" in stderr  # said on stderr even when stdout is JSON
+    assert [w for w in json_warnings(stdout) if "no input normalization declared" in w]
+    assert "no input normalization declared" in (tmp_path / "bare" / "report.html").read_text()
+    code, _, stderr = invoke(files.command(*files.weights()), tmp_path / "terminal")
+    assert code == 0 and stderr.count("no input normalization declared") == 1
+    assert (
+        "no input normalization declared" in CliRunner().invoke(main, ["show", str(tmp_path / "bare")]).stdout
+    )
+    code, stdout, stderr = invoke([*files.command(*files.weights(), "--mean", "0", "--std", "1"), "--json"],
+                                  tmp_path / "declared")  # fmt: skip
     assert code == 0 and "normalization" not in stderr  # declaring the identity silences it
-    assert model_warnings(tmp_path / "declared") == []
+    assert json_warnings(stdout) == []
 
 
 def test_mean_without_std_is_refused(files, tmp_path) -> None:
@@ -224,10 +229,16 @@ def test_an_image_folder_in_another_class_order_is_named_and_given_its_order(fil
     # Sorted, the folder names number the digits otherwise: eight is 0, five 1, ... six alone keeps its index.
     assert "classes numbered by their folders' names, sorted (0 eight, 1 five, 2 four" in stderr
     assert json.loads(stdout)["cells"][0]["clean_accuracy"] < 0.3
-    assert stored_meta(tmp_path / "sorted", "classes") == sorted(NAMES)
+    assert [w for w in json_warnings(stdout) if "classes numbered by their folders' names" in w]
+    assert (
+        "classes numbered by their folders&#x27; names" in (tmp_path / "sorted" / "report.html").read_text()
+    )
+    assert json.loads(stdout)["data"]["classes"] == sorted(NAMES)
     code, stdout, stderr = invoke(images("--classes", ",".join(NAMES)), tmp_path / "given")
     assert code == 0, stderr
-    assert "warning" not in stderr
+    assert "warning" not in stderr and json_warnings(stdout) == []
+    assert json.loads(stdout)["data"]["class_order"] == "given by classes"
+    assert "class order: given by classes" in (tmp_path / "given" / "report.html").read_text()
     assert stored_meta(tmp_path / "given", "classes") == list(NAMES)
     pixels = (files.x * 255).round() / 255  # what the PNGs hold
     assert json.loads(stdout)["cells"][0]["clean_accuracy"] == pytest.approx(files.accuracy(pixels, files.y))
@@ -257,9 +268,14 @@ def test_an_image_folder_needs_grayscale_for_a_one_channel_model(files, tmp_path
 
 
 def test_samples_are_drawn_from_every_class_not_the_first_in_the_file(files, tmp_path) -> None:
-    code, _, stderr = invoke(files.command(*files.normalized(), "--samples", "50"), tmp_path)
+    code, stdout, stderr = invoke(
+        [*files.command(*files.normalized(), "--samples", "50"), "--json"], tmp_path
+    )
     assert code == 0, stderr
-    evaluated = stored_meta(tmp_path, "evaluated")
+    evaluated = json.loads(stdout)["data"]["evaluated"]
+    assert evaluated == stored_meta(tmp_path, "evaluated")
+    page = (tmp_path / "report.html").read_text()
+    assert f"50 of {len(files.y)} test samples, stratified by class, seed 0" in page
     db = sqlite3.connect(tmp_path / "results.sqlite")
     labels = [label for (label,) in db.execute("SELECT DISTINCT label FROM samples")]
     assert evaluated["rule"] == "stratified by class, seed 0" and evaluated["of"] == len(files.y)

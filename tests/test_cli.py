@@ -107,6 +107,19 @@ def test_show_and_report_read_the_store(quickstart, tmp_path):
     assert rebuilt.exit_code == 0 and (tmp_path / "report.html").is_file()
 
 
+def test_the_quickstart_describes_the_models_it_trained(quickstart):
+    out, payload = quickstart
+    described = {m["defense"]: m["description"] for m in payload["models"]}
+    assert described["pgd-at"] | {"training": None} == {
+        "source": "trained", "architecture": "mlp", "training": None,
+        "defense": {"name": "pgd-at", "params": {"eps": 0.1, "steps": 7}},
+    }  # fmt: skip
+    training = described["pgd-at"]["training"]
+    assert training["train"]["epochs"] == 30 and training["seed"] == 0
+    assert all(d["train_seconds"] > 0 for d in payload["defenses"])  # trained here (or cached with its time)
+    assert "model mlp (trained)" in (out / "report.md").read_text()
+
+
 def test_train_and_attack_commands(tmp_path):
     trained = invoke("train", "--epochs", "5", "--json")
     assert trained.exit_code == 0, trained.output

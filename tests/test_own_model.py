@@ -1,5 +1,7 @@
 """The user's own model: a checkpoint trained outside advsec is evaluated exactly as it is."""
 
+import hashlib
+import html
 import json
 import pickle
 from pathlib import Path
@@ -13,7 +15,7 @@ from torch import nn
 from advsec.data.subset import draw_seed, stratified
 from advsec.errors import AdvsecError, SpecError
 from advsec.progress import Progress
-from advsec.results import cell_summaries
+from advsec.results import RunResults, cell_summaries
 from advsec.runner import run_spec
 from advsec.spec import parse_spec
 
@@ -128,11 +130,17 @@ def test_an_inference_time_defense_wraps_a_checkpoint_and_a_training_one_is_refu
     folder, _ = checkpoint
     models = model_entry("mine", MODELS["safetensors"])
     wrapped = '[[defenses]]\nname = "bit-depth"\nbits = 1\nmodel = "mine"\n'
-    cells = cell_summaries(evaluate(folder, spec_text(models, wrapped), out="wrapped"))
+    results = RunResults.read(evaluate(folder, spec_text(models, wrapped), out="wrapped"))
     mine, squeezed = (
-        next(c for c in cells if c.defense == d and c.norm == "none") for d in ("mine", "bit-depth")
+        next(c for c in results.cells if c.defense == d and c.norm == "none") for d in ("mine", "bit-depth")
     )
     assert squeezed.clean_accuracy != mine.clean_accuracy  # the deployed model is the wrapped checkpoint
+    # both rows are the user's checkpoint, nobody trained it; the wrapped one is named by its defense
+    described = {m.defense: m.description for m in results.models}
+    assert described["mine"]["defense"] is None
+    assert described["bit-depth"]["defense"] == {"name": "bit-depth", "params": {"bits": 1}}
+    assert described["bit-depth"]["weights_sha256"] == sha256(folder / "net.safetensors")
+    assert [d.train_seconds for d in results.defenses] == [None, None]
     with pytest.raises(SpecError, match=r"acts by training the model.*fine_tune = true"):
         parse_spec(spec_text(models, '[[defenses]]\nname = "pgd-at"\nmodel = "mine"\n'), base_dir=folder)
     with pytest.raises(SpecError, match="did you mean 'mine'"):
@@ -311,3 +319,123 @@ def test_the_readme_notebook_example_runs_as_printed(checkpoint, capsys) -> None
         assert result.clean_accuracy == (NormalizedNet(net)(x).argmax(1) == y).float().mean().item()
     printed = capsys.readouterr()
     assert printed.out.startswith(str(result.robust_accuracy[8 / 255])) and "warning" not in printed.err
+
+
+def by_class(folder: Path) -> tuple[torch.Tensor, torch.Tensor, Path]:
+    """The test split sorted by class, whose first samples are all one class: as tensors and as an npz."""
+    data = np.load(folder / "test.npz")
+    order = np.argsort(data["y"], kind="stable")
+    x, y = torch.from_numpy(data["x"][order]), torch.from_numpy(data["y"][order])
+    np.savez(folder / "by-class.npz", x=x.numpy(), y=y.numpy())
+    return x, y, folder / "by-class.npz"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def robust_vs_eps_axes(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The axes of every robust-accuracy-vs-ε figure the reports built from now on draw."""
+    from advsec.report import figures
+
+    drawn, png = [], figures._png
+
+    def keep(fig):
+        drawn.extend(ax for ax in fig.axes if ax.get_title().startswith("Robust accuracy vs"))
+        return png(fig)
+
+    monkeypatch.setattr(figures, "_png", keep)
+    return drawn
+
+
+def drawn_points(ax) -> list[tuple[list[float], str]]:
+    """Each line the figure drew in data coordinates (not the report budget's or chance's): its ε values
+    and its line style."""
+    return [(list(line.get_xdata()), line.get_linestyle()) for line in ax.get_lines()
+            if line.get_transform() == ax.transData]  # fmt: skip
+
+
+def stored_classes(out: Path, y: torch.Tensor) -> set[int]:
+    """The true classes of the examples an attacked cell of the run in ``out`` kept."""
+    from advsec.store import Store
+
+    store = Store(out / "results.sqlite", readonly=True)
+    cell = next(c["cell"] for c in store.cells() if c["norm"] != "none")
+    return {int(y[i]) for i, _, _ in store.examples(cell)}
+
+
+def scorecard_of(page: str) -> tuple[list[str], list[str]]:
+    from tests.test_report import Tables
+
+    header, row = Tables(page).tables[0]
+    return header, row
+
+
+def test_the_report_of_advsec_evaluate_describes_the_checkpoint_as_it_was_given(
+    checkpoint, tmp_path, monkeypatch
+) -> None:
+    from click.testing import CliRunner
+
+    from advsec.cli import main
+
+    folder, _ = checkpoint
+    _, y, data = by_class(folder)
+    axes = robust_vs_eps_axes(monkeypatch)
+    out = tmp_path / "run"
+    args = ["evaluate", "--model", f"{folder / 'net.py'}:Net", "-m", "hidden=24",
+            "--weights", str(folder / "net.safetensors"), "--mean", "0.5", "--std", "0.25",
+            "--data", str(data), "--eps", "8/255", "--attacks", "fgsm,pgd", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    [model], [defense], [_, attacked] = payload["models"], payload["defenses"], payload["cells"]
+    architecture, weights = sha256(folder / "net.py"), sha256(folder / "net.safetensors")
+    assert model["description"] | {"architecture": None} == {
+        "source": "checkpoint", "architecture": None, "architecture_sha256": architecture,
+        "weights": str(folder / "net.safetensors"), "weights_sha256": weights, "model_params": {"hidden": 24},
+        "normalization": {"mean": [0.5], "std": [0.25]}, "defense": None,
+    }  # fmt: skip
+    assert defense["train_seconds"] is None  # nobody trained it
+    page = (out / "report.html").read_text()
+    for text in (html.unescape(page), (out / "report.md").read_text()):
+        assert f"sha256 {architecture}" in text and f"sha256 {weights}" in text
+        assert "Normalization: mean [0.5], std [0.25]" in text and "model net.py:Net" in text
+        assert "mlp" not in text and "standard" not in text  # no architecture nor training it never had
+    header, row = scorecard_of(page)
+    low, high = attacked["robust_interval"]
+    robust = f"{100 * attacked['robust_accuracy']:.1f}% [{100 * low:.1f}%, {100 * high:.1f}%]"
+    assert row[:2] == ["net", "checkpoint, as given"] and row[header.index("ℓ∞ ε=8/255")] == robust
+    assert "Train s" not in header
+    # the terminal's scorecard: the interval too, and no training time
+    shown = CliRunner().invoke(main, ["show", str(out)], catch_exceptions=False).output
+    terminal = f"{100 * attacked['robust_accuracy']:.1f} [{100 * low:.1f}–{100 * high:.1f}]"
+    assert terminal in shown and "train s" not in shown
+    # one budget is points: the robust accuracy at 8/255 and the clean accuracy at 0, no line between them
+    [ax] = axes
+    assert sorted(drawn_points(ax)) == [([0.0], "None"), ([pytest.approx(8 / 255)], "None")]
+    assert len(stored_classes(out, y)) > 1  # the first samples are all one class; the examples are not
+
+
+def test_the_report_of_the_notebook_route_describes_the_model_in_memory(checkpoint, tmp_path) -> None:
+    import advsec
+    from advsec.results import budget_key
+    from advsec.user_models import weights_fingerprint
+
+    net, _, _ = in_memory(checkpoint[0], 0)
+    x, y, _ = by_class(checkpoint[0])
+    model = NormalizedNet(net).eval()
+    result = advsec.evaluate(model, x[:40], y[:40], eps=8 / 255, out=tmp_path / "nb", report=True)
+    [described] = result.results.to_json()["models"]
+    assert described["description"] == {"source": "in memory", "architecture": "NormalizedNet",
+                                         "weights_fingerprint": weights_fingerprint(model),
+                                         "normalization": None, "defense": None}  # fmt: skip
+    page = result.report.read_text()
+    text = html.unescape(page)
+    assert f"Weights fingerprint {weights_fingerprint(model)}" in text
+    assert "Normalization: none declared" in text
+    assert "model NormalizedNet (in memory)" in text and "mlp" not in text and "standard" not in text
+    header, row = scorecard_of(page)
+    assert row[1] == "in memory, as given" and "Train s" not in header
+    low, high = result.results.defenses[0].robust_interval[budget_key("linf", 8 / 255)]
+    assert row[header.index("ℓ∞ ε=8/255")].endswith(f"[{100 * low:.1f}%, {100 * high:.1f}%]")
+    assert len(stored_classes(result.out, y)) > 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -16,6 +17,7 @@ from scipy.io import wavfile
 
 from advsec.records import AttackRecord, CellResult, MembershipInference
 from advsec.report import build_report, pareto_front
+from advsec.results import wilson_interval
 from advsec.store import Store
 
 N = 20
@@ -220,7 +222,9 @@ def test_printed_accuracies_match_the_samples(built: Path) -> None:
             assert column(defenses, defense, "Flags") == "0"
             for eps, (fgsm, pgd) in grid.items():
                 robust = N - len(wrong | fgsm | pgd)  # by hand: clean-correct and unbroken by both
-                assert column(defenses, defense, f"ℓ∞ ε={eps:g}") == f"{100 * robust / N:.1f}%"
+                low, high = wilson_interval(robust, N)  # every robust accuracy with its interval
+                shown = f"{100 * robust / N:.1f}% [{100 * low:.1f}%, {100 * high:.1f}%]"
+                assert column(defenses, defense, f"ℓ∞ ε={eps:g}") == shown
         # standard at ε=0.1: fgsm attacks the 18 clean-correct samples, breaks 6; pgd the 12 left, breaks 5
         stages = tables[1]
         assert stages[1][1:5] == ["fgsm", "18", "6", "60.0%"]
@@ -346,3 +350,69 @@ def test_a_generator_sits_beside_each_gradient_attack_with_its_break_even() -> N
     [row] = table.rows
     assert row[2:6] == ["advgan", "2.0%", "pgd", "0.0%"] and row[-2:] == ["10.0×", "1,111"]
     assert generator_table([cell("d", attacks[1:])]) is None
+
+
+def test_a_models_warnings_are_in_the_report_the_terminal_and_the_json(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from advsec.cli import main
+
+    store = make_store(tmp_path / "results.sqlite", "image", (1, 8, 8))
+    warning = "no normalization declared: the model gets inputs in [0, 1]"
+    description = {"source": "checkpoint", "architecture": "nets.py:Net", "defense": None}
+    record = {"family": "standard", "name": "standard", "params": {}, "model_key": "k", "train_seconds": None,
+              "cached": 1, "stochastic": 0, "stateful": 0, "history": []}  # fmt: skip
+    store.save_model("standard", record | {"description": description, "warnings": [warning]})
+    page = build_report(store, tmp_path / "report").read_text()
+    store.close()
+    assert f'<p class="alert"><strong>Warning:</strong> standard: {html.escape(warning)}</p>' in page
+    assert f"> **Warning:** standard: {warning}" in (tmp_path / "report" / "report.md").read_text()
+    shown = CliRunner().invoke(main, ["show", str(tmp_path)], catch_exceptions=False).output
+    assert f"warning: standard: {warning}" in shown
+    printed = json.loads(CliRunner().invoke(main, ["show", str(tmp_path), "--json"]).output)
+    assert printed["models"][0] == {"defense": "standard", "description": description, "warnings": [warning]}
+    assert printed["models"][1] == {"defense": "pgd-at", "description": {}, "warnings": []}
+
+
+def test_a_store_written_before_models_were_described_still_opens(tmp_path: Path) -> None:
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from advsec.cli import main
+
+    make_store(tmp_path / "results.sqlite", "image", (1, 8, 8)).close()
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:  # the models table as it was before
+        db.execute("ALTER TABLE models DROP COLUMN description")
+        db.execute("ALTER TABLE models DROP COLUMN warnings")
+    for command in (["show", str(tmp_path)], ["report", str(tmp_path)]):
+        result = CliRunner().invoke(main, command, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert "Models" not in page and "model mlp" not in page  # nothing is known of them: nothing is said
+    store = Store(tmp_path / "results.sqlite")  # a run writing into it again gains the columns
+    store.save_model("standard", {"family": "standard", "name": "standard", "params": {}, "model_key": "k",
+                                  "train_seconds": 1.0, "cached": 0, "stochastic": 0, "stateful": 0,
+                                  "history": [], "warnings": ["w"]})  # fmt: skip
+    assert next(m for m in store.models() if m["defense"] == "standard")["warnings"] == ["w"]
+
+
+def test_several_budgets_are_one_curve_from_the_clean_accuracy(tmp_path: Path, monkeypatch) -> None:
+    from advsec.report import figures
+
+    axes, png = [], figures._png
+
+    def keep(fig):
+        axes.extend(ax for ax in fig.axes if ax.get_title().startswith("Robust accuracy vs"))
+        return png(fig)
+
+    monkeypatch.setattr(figures, "_png", keep)
+    store = make_store(tmp_path / "results.sqlite", "image", (1, 8, 8))
+    build_report(store, tmp_path / "report")
+    store.close()
+    [ax] = axes
+    curves = {line.get_label(): line for line in ax.get_lines() if line.get_transform() == ax.transData}
+    for defense, (wrong, grid) in PLAN.items():
+        robust = [100 * (N - len(wrong | fgsm | pgd)) / N for fgsm, pgd in grid.values()]
+        assert list(curves[defense].get_xdata()) == [0.0, *grid] and curves[defense].get_linestyle() == "-"
+        assert list(curves[defense].get_ydata()) == [100 * (N - len(wrong)) / N, *robust]

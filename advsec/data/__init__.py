@@ -33,7 +33,7 @@ class Dataset:
     domain: Domain = "image"
     sample_rate: int | None = None
     fingerprint: str = field(default="")
-    class_order: str = "as the data set defines them"  # how class indices were given names, for the report
+    class_order: str = "the data set's own"  # how class indices were given their names, for the report
     warnings: tuple[str, ...] = ()  # what the run should say about how the data was read (an assumed order)
     # The GAN a class of its inputs came from (the ``fakes`` data set's): attacks may search its codes.
     gan: nn.Module | None = field(default=None, repr=False)  # an advsec.gan.Gan

@@ -95,7 +95,7 @@ class ImageFolder(DatasetSource):
                 f"{folder}: classes numbered by their folders' names, sorted ({numbered}); if the model "
                 "numbers them otherwise, give the order (classes = [...] or classes_file, --classes)"
             )
-            return found, "the class folders' names, sorted (no order given)", (warning,)
+            return found, "the class folders' names, sorted (assumed: no order given)", (warning,)
         where = "classes_file " + self.classes_file if self.classes_file else "classes"
         twice = sorted({c for c in given if given.count(c) > 1})
         unknown, unnamed = sorted(set(given) - set(found)), sorted(set(found) - set(given))
@@ -105,7 +105,7 @@ class ImageFolder(DatasetSource):
                     f"{folder}: {where} {problem}: {', '.join(names)}; it must name each class folder "
                     f"({', '.join(found)}) once, in the order the model numbers them"
                 )
-        return tuple(given), f"as given by {where}", ()
+        return tuple(given), f"given by {where}", ()
 
 
 def _read_classes(path: Path) -> tuple[str, ...]:

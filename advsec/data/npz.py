@@ -68,7 +68,7 @@ class Npz(DatasetSource):
         classes = self._classes(file, arrays.get("classes"), y_test, y_train)
         order = (
             "the file's classes array" if "classes" in arrays
-            else "as given by classes" if self.classes else "the labels' own numbers (no names given)"
+            else "given by classes" if self.classes else "the labels' own numbers (no names given)"
         )  # fmt: skip
         for name, labels in (("y", y_test), ("y_train", y_train)):
             check_labels(str(file), name, labels.numpy(), classes)

@@ -16,7 +16,7 @@ from scipy.io import wavfile
 
 from advsec.errors import AdvsecError
 from advsec.norms import GEOMETRY
-from advsec.records import MembershipInference
+from advsec.records import MembershipInference, across_classes
 from advsec.report.figures import (
     Example,
     Learned,
@@ -35,7 +35,18 @@ from advsec.report.figures import (
     spectrograms_png,
     tradeoff_png,
 )
-from advsec.report.render import Audio, Block, Code, Heading, Image, Players, Text, to_html, to_markdown
+from advsec.report.render import (
+    Alert,
+    Audio,
+    Block,
+    Code,
+    Heading,
+    Image,
+    Players,
+    Text,
+    to_html,
+    to_markdown,
+)
 from advsec.report.tables import (
     adaptive_table,
     attack_tables,
@@ -57,6 +68,7 @@ from advsec.results import (
     CellSummary,
     CertifiedSummary,
     DefenseSummary,
+    ModelSummary,
     ReplaySummary,
     RunResults,
     UnrestrictedSummary,
@@ -87,13 +99,22 @@ SCORING = (
 
 SCORECARD = (
     "One row per defense; click a column to sort. Robust accuracy is the per-sample worst case over every "
-    "attack at that budget (a random defense's over repeated draws, with its Wilson 95 % interval). Flags "
-    "count the sanity checks that flagged any of the defense's cells (see Sanity checks). MI advantage is "
+    "attack at that budget (a random defense's over repeated draws), with its Wilson 95 % interval over the "
+    "test samples. Flags count the sanity checks that flagged any of the defense's cells (see Sanity "
+    "checks). Train s is what the model cost to train here: none for a model nobody trained (a checkpoint "
+    "evaluated as given), and no column when no model was trained. MI advantage is "
     "the privacy cost (Song, Shokri & Mittal 2019): how much better than chance a threshold on the signal "
     "in brackets tells training samples from test samples (TPR − FPR, threshold fit on half the samples, "
     "scored on the other half); the loss is taken on benign inputs and at adversarial examples within the "
     "report's budget. MI TPR gives the share of members caught at thresholds letting through at most "
     "0.1 % and 1 % of the non-members, then the ROC AUC (chance 0.5)."
+)
+
+ROBUST_VS_EPS = (
+    "Each defense's robust accuracy at each attacked budget. A norm attacked at several budgets is a curve "
+    "from the clean accuracy at ε = 0 (a relative budget in dB has no ε = 0); one attacked at a single "
+    "budget shows points only, the clean accuracy hollow at ε = 0: nothing between the two was measured. "
+    "The dotted line is the report's budget."
 )
 
 
@@ -233,10 +254,15 @@ def build_report(store: Store, out_dir: Path) -> Path:
     shown = report_budgets(cells, meta.get("report_eps"))
     title = meta.get("name") or store.path.stem
 
-    blocks: list[Block] = [Heading(title, level=1), Text(_facts(meta, cells), muted=True)]
+    models = results.models
+    blocks: list[Block] = [Heading(title, level=1), Text(_facts(meta, cells, models), muted=True)]
+    blocks += [Alert(warning) for warning in meta.get("warnings", [])]  # about the data
+    blocks += [Alert(f"{m.defense}: {warning}") for m in models for warning in m.warnings]
     if cells:
         blocks += [Heading("Scorecard"), Text(SCORECARD + scorecard_lira(defenses))]
-        blocks += [scorecard(defenses, cells, certified)]
+        blocks += [scorecard(defenses, cells, certified, models)]
+    if described := [m for m in models if m.description]:
+        blocks += [Heading("Models"), Text(MODELS), *(Text(model_text(m)) for m in described)]
     if shown:
         clean = {d.defense: d.clean_accuracy for d in defenses}
         classes = meta.get("classes") or []
@@ -254,6 +280,7 @@ def build_report(store: Store, out_dir: Path) -> Path:
                     _curves(cells, clean, shown), styles, 1 / len(classes) if classes else None
                 ),
                 "Robust accuracy vs ε",
+                ROBUST_VS_EPS,
             ),
         ]
     if shown:
@@ -514,19 +541,19 @@ def _families(defenses: list[DefenseSummary]) -> dict[str, list[str]]:
 
 def _curves(
     cells: list[CellSummary], clean: dict[str, float], shown: dict[str, float]
-) -> list[tuple[str, float, dict[str, list[tuple[float, float]]]]]:
-    """Per norm, each defense's robust accuracy by budget, starting from its clean accuracy at ε=0.
+) -> list[tuple[str, float, dict[str, list[tuple[float, float]]], dict[str, float]]]:
+    """Per norm, each defense's robust accuracy by budget, and its clean accuracy, drawn at ε=0.
 
     A relative budget (dB) has no zero perturbation on its axis (it lies at infinitely many dB below the
-    input): its curves hold the attacked budgets only.
+    input): its panel has no clean accuracies.
     """
     panels = []
     for norm, eps in shown.items():
         curves: dict[str, list[tuple[float, float]]] = {}
         for c in sorted((c for c in cells if c.norm == norm), key=lambda c: c.eps):
-            start = [] if GEOMETRY[norm] != norm else [(0.0, clean[c.defense])]
-            curves.setdefault(c.defense, start).append((c.eps, c.robust_accuracy))
-        panels.append((norm, eps, curves))
+            curves.setdefault(c.defense, []).append((c.eps, c.robust_accuracy))
+        zero = GEOMETRY[norm] == norm
+        panels.append((norm, eps, curves, {d: clean[d] for d in curves} if zero else {}))
     return panels
 
 
@@ -549,7 +576,9 @@ def _examples(
     for cell in _cells_at_budget(cells, norm, eps):
         cell_id = cell.cell
         samples = {s["idx"]: s for s in store.samples(cell_id)}
-        pairs = store.examples(cell_id)[:EXAMPLES_PER_DEFENSE]
+        stored = store.examples(cell_id)
+        chosen = across_classes([samples[i]["label"] for i, _, _ in stored], EXAMPLES_PER_DEFENSE)
+        pairs = [stored[k] for k in chosen]
         if pairs:
             rows[cell.defense] = [
                 Example(
@@ -572,8 +601,8 @@ def _examples(
         "tabular": "a bar per feature, how far the attack moved it (adversarial − clean)",
     }.get(domain, "clean left, adversarial right")
     caption = (
-        f"Stored test samples per defense at {budget_name(norm, eps)}: {layout}. Captions give the "
-        "clean → adversarial prediction; wrong predictions are in vermillion."
+        f"Stored test samples per defense at {budget_name(norm, eps)}, taken in turn from each class: "
+        f"{layout}. Captions give the clean → adversarial prediction; wrong predictions are in vermillion."
     )
     blocks: list[Block] = [
         Image("examples.png", png, f"Adversarial examples at {budget_name(norm, eps)}", caption)
@@ -740,22 +769,97 @@ def _cells_at_budget(cells: list[CellSummary], norm: str, eps: float) -> list[Ce
     return [c for c in cells if c.norm == norm and c.eps == eps]
 
 
-def _facts(meta: dict[str, Any], cells: list[CellSummary]) -> str:
-    """One line: dataset, model, seed, device, sample count, versions, date."""
+def _facts(meta: dict[str, Any], cells: list[CellSummary], models: list[ModelSummary]) -> str:
+    """One line: dataset, the models evaluated, seed, device, sample count, versions, date."""
     versions = meta.get("versions")
     if isinstance(versions, dict):
         versions = ", ".join(f"{k} {v}" for k, v in versions.items())
     sizes = "/".join(str(n) for n in sorted({c.n for c in cells}))
+    named = list(dict.fromkeys(_model_name(m.description) for m in models if m.description))
     facts = [
         f"dataset {meta['dataset']}" if "dataset" in meta else None,
-        f"model {meta['model']}" if "model" in meta else None,
+        f"model{'s' * (len(named) > 1)} {', '.join(named)}" if named else None,
         f"seed {meta['seed']}" if "seed" in meta else None,
         f"device {meta['device']}" if "device" in meta else None,
-        f"{sizes} test samples" if sizes else None,
+        _samples(meta.get("evaluated"), sizes),
+        f"class order: {meta['class_order']}" if meta.get("class_order") else None,
         versions,
         _date(meta.get("finished_at") or meta.get("started_at")),
     ]
     return " · ".join(f for f in facts if f)
+
+
+def _samples(evaluated: dict[str, Any] | None, sizes: str) -> str | None:
+    """Which test samples the cells scored: all of them, or a draw (how, and from how many)."""
+    if evaluated and evaluated.get("indices"):
+        return f"{evaluated['samples']:,} of {evaluated['of']:,} test samples, {evaluated['rule']}"
+    return f"{sizes} test samples" if sizes else None
+
+
+MODELS = (
+    "What each row evaluated, as the run recorded it: the user's model as given (its architecture, the "
+    "sha256 of the architecture's file and of the weights, its constructor parameters and the input "
+    "normalization applied inside it), or the architecture advsec trained, the defense, the training "
+    "settings and the model cache key."
+)
+
+SOURCES = {
+    "checkpoint": "a checkpoint",
+    "in memory": "a model handed over in memory (advsec.evaluate)",
+    "fine-tuned": "a checkpoint fine-tuned by advsec",
+    "trained": "trained by advsec",
+}
+
+
+def model_text(model: ModelSummary) -> str:
+    """One model's description (:func:`advsec.runtime.describe_model`) as a sentence or three."""
+    d = model.description
+    defense = d.get("defense")
+    under = f" under {_plugin(defense)}" if defense else ", evaluated as given"
+    parts = [f"{model.defense}: {SOURCES.get(d.get('source'), d.get('source'))}{under}."]
+    architecture = f"Architecture {d.get('architecture')}"
+    if d.get("architecture_sha256"):
+        architecture += f" (sha256 {d['architecture_sha256']})"
+    if d.get("model_params"):
+        architecture += ", params " + " ".join(f"{k}={v}" for k, v in sorted(d["model_params"].items()))
+    parts.append(architecture + ".")
+    if d.get("weights"):
+        parts.append(f"Weights {d['weights']} (sha256 {d.get('weights_sha256')}).")
+    elif d.get("weights_fingerprint"):
+        parts.append(f"Weights fingerprint {d['weights_fingerprint']} (sha256 of its class and state dict).")
+    elif str(d.get("architecture", "")).endswith(".pt2"):
+        parts.append("Weights inside the archive.")
+    if d.get("source") != "trained":
+        parts.append(f"Normalization: {_normalization(d.get('normalization'))}.")
+    if training := d.get("training"):
+        settings = ", ".join(f"{k} {v}" for k, v in training.get("train", {}).items())
+        cached = " (loaded from the cache)" if training.get("cached") else ""
+        parts.append(
+            f"Training: {settings}; seed {training.get('seed')}; model cache key {training.get('cache_key')}"
+            f"{cached}."
+        )
+    return " ".join(parts)
+
+
+def _plugin(defense: dict[str, Any]) -> str:
+    return " ".join([str(defense.get("name")), *(f"{k}={v}" for k, v in sorted(defense["params"].items()))])
+
+
+def _normalization(declared: dict[str, Any] | None) -> str:
+    """The normalization applied inside a user's model, as declared."""
+    if not declared:
+        return "none declared (the model gets the data's own values)"
+    return ", ".join(f"{k} {'not declared' if v is None else list(v)}" for k, v in declared.items())
+
+
+def _model_name(description: dict[str, Any]) -> str:
+    """A model's short name for the facts line: its architecture, its file's name for a file's."""
+    architecture = str(description.get("architecture"))
+    file, colon, name = architecture.rpartition(":")
+    short = f"{Path(file).name}:{name}" if colon and file.endswith(".py") else Path(architecture).name
+    if description.get("source") == "checkpoint":
+        return short
+    return f"{short} ({description.get('source')})"
 
 
 def _date(value: str | None) -> str | None:

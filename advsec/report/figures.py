@@ -242,22 +242,29 @@ def _span(low: float, high: float, least: float = 5.0) -> tuple[float, float]:
 
 
 def robust_vs_eps_png(
-    panels: Sequence[tuple[str, float, dict[str, list[tuple[float, float]]]]],
+    panels: Sequence[tuple[str, float, dict[str, list[tuple[float, float]]], dict[str, float]]],
     styles: dict[str, Style],
     chance: float | None,
 ) -> bytes:
-    """Robust accuracy against ε, a line per defense, one panel per ``(norm, report eps, {defense: curve})``.
+    """Robust accuracy against ε, one panel per ``(norm, report eps, {defense: [(ε, robust)]}, {defense:
+    clean})``; the report's ε is marked by a dotted line.
 
-    Each curve starts at ε=0 with the defense's clean accuracy (relative budgets excepted); the report's ε
-    is marked by a dotted line.
+    A defense attacked at several budgets is a line through them from its clean accuracy at ε=0 (a panel
+    without clean accuracies, for a relative budget, has no ε=0). One attacked budget is a point, and its
+    clean accuracy a hollow marker at ε=0: a line between them would draw a curve nothing measured.
     """
     fig, axes = _panels(len(panels), width=5.2, height=3.8)
-    for ax, (norm, report_eps, curves) in zip(axes, panels, strict=True):
+    for ax, (norm, report_eps, curves, clean) in zip(axes, panels, strict=True):
         for name, curve in curves.items():
-            eps, accuracy = zip(*curve, strict=True)
             style = styles[name]
+            start = [(0.0, clean[name])] if name in clean else []
+            joined = len(curve) > 1
+            eps, accuracy = zip(*(start + curve if joined else curve), strict=True)
             ax.plot(eps, [100 * a for a in accuracy], color=style.color, marker=style.marker, markersize=5,
-                    label=name)  # fmt: skip
+                    linestyle="-" if joined else "none", label=name)  # fmt: skip
+            if start and not joined:
+                ax.plot([0.0], [100 * clean[name]], color=style.color, marker=style.marker, markersize=5,
+                        markerfacecolor="none", linestyle="none")  # fmt: skip
         ax.axvline(report_eps, color=MUTED, linestyle=":", linewidth=1)
         if chance is not None:
             ax.axhline(100 * chance, color=MUTED, linestyle="--", linewidth=0.8)

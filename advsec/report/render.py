@@ -23,6 +23,13 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Alert:
+    """A warning about the numbers, set apart so it cannot be missed."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Table:
     header: list[str]
     rows: list[list[str]]
@@ -63,7 +70,7 @@ class Code:
     language: str = ""
 
 
-Block = Heading | Text | Table | Image | Players | Code
+Block = Heading | Text | Alert | Table | Image | Players | Code
 
 
 def to_html(title: str, blocks: list[Block]) -> str:
@@ -89,6 +96,8 @@ def _html(block: Block) -> str:
         case Text(text, muted):
             attributes = ' class="muted"' if muted else ""
             return f"<p{attributes}>{escape(text)}</p>"
+        case Alert(text):
+            return f'<p class="alert"><strong>Warning:</strong> {escape(text)}</p>'
         case Table():
             align = [' class="num"' if numeric else "" for numeric in block.numeric]
             head = "".join(f"<th{a}>{escape(h)}</th>" for a, h in zip(align, block.header, strict=True))
@@ -126,6 +135,8 @@ def _markdown(block: Block) -> str:
             return f"{'#' * level} {text}"
         case Text(text, muted):
             return f"*{text}*" if muted else text
+        case Alert(text):
+            return f"> **Warning:** {text}"
         case Table():
             lines = [f"**{block.caption}**", ""] if block.caption else []
             lines.append(_md_row(block.header))
@@ -159,6 +170,7 @@ h2 { font-size: 19px; margin: 36px 0 10px; padding-bottom: 4px; border-bottom: 1
 h3 { font-size: 15px; margin: 22px 0 6px; }
 p { margin: 8px 0; max-width: 80ch; }
 p.muted { color: #656d76; font-size: 13.5px; }
+p.alert { background: #fff8c5; border-left: 4px solid #d4a72c; padding: 6px 12px; }
 table { border-collapse: collapse; margin: 10px 0 20px; font-size: 13.5px;
   font-variant-numeric: tabular-nums; }
 .scroll { overflow-x: auto; }

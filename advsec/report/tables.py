@@ -17,6 +17,7 @@ from advsec.results import (
     DefenseSummary,
     DetectionSummary,
     GuardEvent,
+    ModelSummary,
     ReplaySummary,
     UnrestrictedSummary,
     budget_key,
@@ -52,25 +53,30 @@ def budgets(cells: list[CellSummary]) -> list[tuple[str, float]]:
 
 
 def scorecard(
-    defenses: list[DefenseSummary], cells: list[CellSummary], certified: list[CertifiedSummary]
+    defenses: list[DefenseSummary],
+    cells: list[CellSummary],
+    certified: list[CertifiedSummary],
+    models: list[ModelSummary],
 ) -> Table:
-    """A row per defense: clean and worst-case robust accuracy per budget (a random defense's with its 95 %
-    interval), certified accuracy where there is one, sanity flags, privacy cost and what it all cost."""
+    """A row per defense: clean and worst-case robust accuracy per budget with its 95 % interval, certified
+    accuracy where there is one, sanity flags, privacy cost and what it all cost (training only where a
+    model was trained). ``models`` say which rows are the user's models evaluated as given."""
     columns = budgets(cells)
     certified_at = {c.defense: c.certified.get(CERTIFIED_RADIUS) for c in certified}
     signals = list(dict.fromkeys(signal for d in defenses for signal in d.privacy))
     private = any(d.privacy_budget for d in defenses)
     shadowed = any("lira" in d.privacy for d in defenses)
+    trained = any(d.train_seconds is not None for d in defenses)
+    described = {m.defense: m.description for m in models}
     rows = []
     for summary in defenses:
         robust = [(summary.robust.get(key), summary.robust_interval.get(key))
                   for key in (budget_key(norm, eps) for norm, eps in columns)]  # fmt: skip
-        random = summary.stochastic
-        shown = [with_interval(v, ci) if random and v is not None else percent(v) for v, ci in robust]
+        shown = [MISSING if v is None else with_interval(v, ci) for v, ci in robust]
         rows.append(
             [
                 summary.defense,
-                _method(summary),
+                _method(summary, described.get(summary.defense, {})),
                 percent(summary.clean_accuracy),
                 *shown,
                 *([percent(certified_at.get(summary.defense))] if certified else []),
@@ -79,7 +85,7 @@ def scorecard(
                 *(_roc(summary.privacy.get(signal)) for signal in signals),
                 *([_shadow_seconds(summary.privacy.get("lira"))] if shadowed else []),
                 *([_budget(summary.privacy_budget)] if private else []),
-                seconds(summary.train_seconds),
+                *([seconds(summary.train_seconds)] if trained else []),
                 seconds(summary.attack_seconds),
                 count(summary.forwards),
                 count(summary.backwards),
@@ -90,7 +96,7 @@ def scorecard(
     header += [f"MI advantage ({signal})" for signal in signals]
     header += [f"MI TPR @ 0.1 / 1 % FPR, AUC ({signal})" for signal in signals]
     header += ["LiRA shadow train s (models)"] * shadowed + ["DP (ε, δ)"] * private
-    header += ["Train s", "Attack s", "Forwards", "Backwards"]
+    header += ["Train s"] * trained + ["Attack s", "Forwards", "Backwards"]
     note = membership_note([m for d in defenses for m in d.privacy.values()])
     return Table(header, rows, numeric=[False, False] + [True] * (len(header) - 2), sortable=True,
                  caption=note)  # fmt: skip
@@ -199,8 +205,11 @@ def _per_sample(attack: AttackSummary) -> float:
     return attack.wall_seconds / max(attack.attacked, 1)
 
 
-def _method(summary: DefenseSummary) -> str:
-    """The plugin name with its parameters, e.g. ``pgd-at eps=0.3 steps=10``."""
+def _method(summary: DefenseSummary, description: dict[str, Any]) -> str:
+    """The plugin name with its parameters, e.g. ``pgd-at eps=0.3 steps=10``; the user's model evaluated
+    as given (its ``description`` names no defense) has none."""
+    if description and description.get("defense") is None:
+        return f"{description.get('source')}, as given"
     parts = [
         summary.name or summary.defense,
         *(f"{k}={v}" for k, v in sorted(summary.params.items())),
