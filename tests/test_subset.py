@@ -45,3 +45,20 @@ def test_a_file_sorted_by_class_gives_every_class_and_seeds_give_other_draws() -
     found = describe(labels, chosen, tuple("abcdefghij"), 0)
     assert found["per_class"] == dict.fromkeys("abcdefghij", 10)
     assert found["rule"] == "stratified by class, seed 0" and found["indices"] == chosen.tolist()
+
+
+def test_membership_members_are_training_rows_drawn_by_class(digits) -> None:
+    from advsec.defenses.standard import Standard
+    from advsec.harness import scored_members
+    from advsec.spec import DefenseSpec, TrainConfig
+    from advsec.train import trained_on
+
+    trained = DefenseSpec("standard", "standard", {}, TrainConfig())
+    checkpoint = DefenseSpec("standard", "mine", {}, TrainConfig(), model="mine")
+    learned = set(trained_on(digits, Standard(), 0).tolist())
+    for defense, pool in ((trained, learned), (checkpoint, set(range(len(digits.y_train))))):
+        members = scored_members(digits, defense, Standard(), 0, 200)
+        assert len(set(members.tolist())) == 200 and set(members.tolist()) <= pool
+        shares = torch.bincount(digits.y_train[torch.tensor(sorted(pool))], minlength=10) / len(pool)
+        counts = torch.bincount(digits.y_train[members], minlength=10)
+        assert ((counts - 200 * shares).abs() < 1).all()  # each class its share of the members
