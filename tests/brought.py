@@ -24,9 +24,10 @@ MEAN, STD = 0.5, 0.25  # the normalization the network was trained under, applie
 TEST = slice(1500, 1700)  # the 200 digits test.npz holds; the network never saw them
 
 
-def train_checkpoint(folder: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A plain PyTorch script, no advsec: train a digits MLP on normalized inputs (about 90 % accurate on
-    the test digits, far from chance), write its files into ``folder``; return it and the test tensors."""
+def trained_net(folder: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A plain PyTorch script, no advsec: write ``nets.py`` into ``folder``, train its MLP on the first
+    1,500 digits, normalized (about 90 % accurate on the others, far from chance), save the weights as
+    ``net.safetensors``; return the network and every digit, in [0, 1]."""
     from sklearn.datasets import load_digits
 
     (folder / "nets.py").write_text(NET)
@@ -42,9 +43,14 @@ def train_checkpoint(folder: Path) -> tuple[nn.Module, torch.Tensor, torch.Tenso
         optimizer.zero_grad()
         nn.functional.cross_entropy(net((x[:1500] - MEAN) / STD), y[:1500]).backward()
         optimizer.step()
-    net.eval()
-    np.savez(folder / "test.npz", x=x[TEST].numpy(), y=y[TEST].numpy())
     save_file(net.state_dict(), folder / "net.safetensors")
+    return net.eval(), x, y
+
+
+def train_checkpoint(folder: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """:func:`trained_net`'s files and ``test.npz`` of 200 digits it never saw; the network and those."""
+    net, x, y = trained_net(folder)
+    np.savez(folder / "test.npz", x=x[TEST].numpy(), y=y[TEST].numpy())
     return net, x[TEST], y[TEST]
 
 

@@ -18,28 +18,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import save_file
-from torch import nn
 
 import advsec
 from advsec.admission import CHECKPOINT_CAUSES, TRAINING_CAUSES, CleanAccuracyError
 from advsec.cli import main
 from advsec.data.subset import draw_seed, stratified
 from advsec.errors import SpecError
+from tests.brought import MEAN, STD, trained_net
 
-NET = """
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-
-    def forward(self, x):
-        return self.body(x)
-"""
-MEAN, STD = 0.3, 0.4
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -47,28 +33,11 @@ class Folder:
     """The user's files: the architecture, its trained weights, the test split as .npz and as images."""
 
     def __init__(self, root: Path) -> None:
-        from sklearn.datasets import load_digits
-
         self.root = root
-        (root / "net.py").write_text(NET)
-        namespace: dict = {}
-        exec(NET, namespace)
-        digits = load_digits()
-        x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
-        y = torch.tensor(digits.target)
-        x_train, y_train = x[:1400], y[:1400]
-        # Sorted by class, as many saved test files are: the first samples are all zeros.
-        order = torch.argsort(y[1400:], stable=True)
-        self.x, self.y = x[1400:][order], y[1400:][order]
-        torch.manual_seed(0)
-        self.net = namespace["Net"]()
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-2)
-        for _ in range(150):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(self.net((x_train - MEAN) / STD), y_train).backward()
-            optimizer.step()
-        self.net.eval()
-        save_file(self.net.state_dict(), root / "net.safetensors")
+        self.net, x, y = trained_net(root)
+        # The digits it never saw, sorted by class as many saved test files are: the first are all zeros.
+        order = torch.argsort(y[1500:], stable=True)
+        self.x, self.y = x[1500:][order], y[1500:][order]
         np.savez(root / "test.npz", x=self.x.numpy(), y=self.y.numpy())
         for i, (image, label) in enumerate(zip(self.x, self.y, strict=True)):
             folder = root / "images" / NAMES[label]
@@ -82,7 +51,7 @@ class Folder:
 
     def command(self, *options: str, data: str = "test.npz") -> list[str]:
         """The README's command, on these files, with ``options``."""
-        return ["evaluate", "--model", f"{self.root / 'net.py'}:Net", "--data", str(self.root / data),
+        return ["evaluate", "--model", f"{self.root / 'nets.py'}:Net", "--data", str(self.root / data),
                 "--eps", "8/255", "--attacks", "fgsm", *options]  # fmt: skip
 
     def weights(self) -> list[str]:
