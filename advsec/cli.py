@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class _Group(click.Group):
 def main(ctx: click.Context, debug: bool) -> None:
     """Adversarial robustness and security testbed: attack, defend, measure, report."""
     ctx.meta["debug"] = debug
+    ctx.meta["started"] = time.monotonic()  # before a command's imports: the progress lines' elapsed time
 
 
 def _plugin_option(f: Any) -> Any:
@@ -177,7 +179,8 @@ def _execute(
     from advsec.progress import Progress
     from advsec.runner import run_spec
 
-    with Progress(quiet=quiet or as_json) as progress:
+    started = click.get_current_context().meta.get("started")
+    with Progress(quiet=quiet or as_json, started=started) as progress:
         store = run_spec(spec, out, device=_device(device), progress=progress, fresh=fresh, max_cost=max_cost,
                          executor=executor)  # fmt: skip
     _finish(store, out, no_report, quiet, as_json)
