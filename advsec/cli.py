@@ -147,7 +147,8 @@ def run(
 ) -> None:
     """Run an evaluation spec (TOML): train, attack, store per-sample results, write the report.
 
-    It first prints what the run will cost, in sample passes (forward or backward passes of one sample).
+    It first prints what the run will cost, in sample passes (forward or backward passes of one sample)
+    and in seconds on this machine; where stderr is no terminal it logs a line per cell and attack stage.
     """
     from advsec.spec import load_spec
 

@@ -41,7 +41,9 @@ QUERIES = ("queries", "n_queries", "max_queries")
 @dataclass(frozen=True)
 class Work:
     """One piece of a run priced in sample passes through the network of the defense labelled ``defense``:
-    ``forwards`` alone, and ``gradients`` (a forward and its backward: two passes each).
+    ``forwards`` alone, ``gradients`` (a forward and its backward: two passes each), and ``queries``, the
+    forwards a query attack makes (under ``torch.inference_mode``, so through the network's frozen copy
+    where one is made: :mod:`advsec.frozen`).
 
     ``key`` names the piece as the run finishes it: ``train/<label>`` for a training, a cell's key for its
     clean predictions (and ``<cell key>/shadows`` for the LiRA shadows its membership inference trains),
@@ -53,10 +55,11 @@ class Work:
     defense: str
     forwards: int = 0
     gradients: int = 0
+    queries: int = 0
 
     @property
     def passes(self) -> int:
-        return self.forwards + 2 * self.gradients
+        return self.forwards + 2 * self.gradients + self.queries
 
 
 @dataclass(frozen=True)
@@ -132,12 +135,12 @@ def work(
         works.append(_checks(spec, dataset, cell, defense, samples, per_pass))
         for index, attack in enumerate(cell.attacks):
             eot = spec.evaluation.most_eot_draws if attack.adaptive and defense.stochastic else 1
-            forwards, gradients = _runs(attack, per_pass * samples * eot)
+            queries, gradients = _runs(attack, per_pass * samples * eot)
             # A generator fits through the defended model (or its adaptive view), so each of its passes
             # costs the defense's network passes too.
             gradients += per_pass * fit_passes(attack, dataset) // 2
-            forwards += per_pass * samples * draws  # each attempt scored
-            works.append(Work("attacks", stage_key(cell.key, index), label, forwards, gradients))
+            scored = per_pass * samples * draws  # each attempt
+            works.append(Work("attacks", stage_key(cell.key, index), label, scored, gradients, queries))
     if spec.certify is not None:
         per_sample = spec.certify.n0 + spec.certify.n
         certified = min(spec.certify.samples, len(dataset.x_test))
@@ -149,8 +152,8 @@ def work(
         for d in spec.defenses:
             runs = [_runs(a, settings.samples * (1 + spec.evaluation.most_eot_draws))
                     for a in replay_attacks(spec.attacks, settings)]  # fmt: skip
-            forwards = sum(f for f, _ in runs) + settings.repeats * replayed
-            works.append(Work("replay", "replay", d.label, forwards, sum(g for _, g in runs)))
+            queries, gradients = sum(q for q, _ in runs), sum(g for _, g in runs)
+            works.append(Work("replay", "replay", d.label, settings.repeats * replayed, gradients, queries))
     return works
 
 
@@ -174,7 +177,7 @@ def _checks(spec: Spec, dataset: Dataset, cell: Any, defense: Defense, samples: 
 
 
 def _runs(spec_attack: AttackSpec, runs: int) -> tuple[int, int]:
-    """The forward-only and the gradient passes of ``runs`` runs of an attack on one sample each."""
+    """The queries and the gradient passes of ``runs`` runs of an attack on one sample each."""
     passes = runs * attack_passes(spec_attack)
     return (passes, 0) if registry.attacks.get(spec_attack.name).kind == "query" else (0, passes // 2)
 

@@ -1,8 +1,9 @@
 """How long a run will take on this machine: the cost estimate's sample passes priced in seconds.
 
 Before the run, a few real passes of each network that will make them are timed at the run's batch size:
-forward alone (a prediction, a query) and forward with the backward to the input gradient (an attack's
-step), through the path an attack's passes take. The network is the user's loaded model or, for a model
+forward alone (a prediction), forward with the backward to the input gradient (an attack's step), and a
+query attack's forward, through the network's frozen copy where the run will make one (a deterministic,
+stateless model: :mod:`advsec.frozen`), which can take a fraction of a plain forward's time. The network is the user's loaded model or, for a model
 advsec will train, a fresh instance of its architecture: weights do not change how long a pass takes. A
 training is priced by timing a few of its real steps (:func:`advsec.train.trial_steps`: the defense's loss
 with its attack steps, the backward and the optimizer's step) times the steps it takes.
@@ -32,6 +33,8 @@ from torch import nn
 import advsec.registry as registry
 from advsec.cost import Estimate, Work, stage_key, training_cost
 from advsec.defense import Defense
+from advsec.frozen import FrozenTwin
+from advsec.keys import seeded
 from advsec.progress import duration
 from advsec.records import AttackRecord
 from advsec.runtime import CountingModel, Runtime
@@ -44,6 +47,7 @@ PILOT_MOST = 32  # ...and at most this many
 PILOT_LEAST = 4  # a run of fewer samples a cell than PILOT_SHARE times this is priced at the bound
 TIMED = 3  # timed runs of each pass or step, after an untimed one that pays one-off costs
 PARTS = tuple(f.name for f in fields(Estimate))
+TRAININGS = ("training", "shadows")  # the parts priced by timed training steps, not passes
 
 # The harness's pilot (advsec.harness.pilot): a cell's cascade on the chosen samples, its stages' records
 Pilot = Callable[[Runtime, Any, torch.Tensor], list[AttackRecord] | None]
@@ -53,26 +57,35 @@ Pilot = Callable[[Runtime, Any, torch.Tensor], list[AttackRecord] | None]
 class PassTimes:
     """Seconds a sample's pass through one network takes on this machine, at the run's batch size."""
 
-    forward: float  # forward alone: a prediction or a query
+    forward: float  # forward alone: a prediction
     gradient: float  # forward and the backward to the input gradient: an attack's step
+    query: float  # a query attack's forward, through the network's frozen copy where one is made
 
     def seconds(self, work: Work) -> float:
-        return work.forwards * self.forward + work.gradients * self.gradient
+        return work.forwards * self.forward + work.gradients * self.gradient + work.queries * self.query
 
 
-def time_passes(network: nn.Module, x: torch.Tensor) -> PassTimes:
-    """A few forward and input-gradient passes of ``network`` on the batch ``x``, timed, per sample."""
+def time_passes(network: nn.Module, x: torch.Tensor, *, frozen: bool = False) -> PassTimes:
+    """A few forward and input-gradient passes of ``network`` on the batch ``x``, timed, per sample; with
+    ``frozen`` (a network that neither draws randomness nor keeps state) queries through its frozen copy,
+    made at once here rather than after the samples the attacks pass first."""
     counted = CountingModel(network)  # the path an attack's passes take, its input-gradient split included
+    twin = FrozenTwin(network, after=0) if frozen else None
 
     def forward() -> None:
-        with torch.inference_mode():
+        with torch.no_grad():
             counted(x)
+
+    def query() -> None:
+        with torch.inference_mode():
+            if twin is None or twin(x) is None:
+                counted(x)
 
     def gradient() -> None:
         probe = x.clone().requires_grad_(True)
         torch.autograd.grad(counted(probe).sum(), probe)
 
-    return PassTimes(timed(forward, x.device) / len(x), timed(gradient, x.device) / len(x))
+    return PassTimes(*(timed(run, x.device) / len(x) for run in (forward, gradient, query)))
 
 
 def timed(run: Callable[[], object], device: torch.device) -> float:
@@ -109,8 +122,11 @@ class Forecast:
 
     def describe(self) -> str:
         parts = [self._part(p) for p in PARTS if self.seconds(p) or (p == "attacks" and self.attacked)]
-        detail = "; ".join(parts) or "nothing left to do"
-        return f"estimated time: ~{duration(self.total)} ({detail}), from passes timed on this machine"
+        if not self.pieces:
+            return "estimated time: nothing left to do"
+        return (
+            f"estimated time: ~{duration(self.total)} ({'; '.join(parts)}), from passes timed on this machine"
+        )
 
     def _part(self, part: str) -> str:
         if part != "attacks" or not self.attacked:
@@ -141,49 +157,85 @@ def forecast(runtime: Runtime, pending: Sequence[Any], works: Sequence[Work], pi
     defenses = {d.label: d for d in spec.defenses}
     samples = min(spec.evaluation.samples or len(dataset.x_test), len(dataset.x_test))
     batch = dataset.x_test[: min(spec.evaluation.batch_size, samples)].to(device)
-    models, times, timed_here, step_seconds, per_training_pass = {}, {}, {}, {}, {}
-    trains = {w.defense for w in works if w.part in ("training", "shadows")}
-    for label in dict.fromkeys(w.defense for w in works):
-        defense = defenses[label]
-        network, models[label] = _network(runtime, defense)
-        plugin = make_plugin(registry.defenses.get(defense.name), defense.params, label)
-        # networks of one architecture pass alike, whatever their weights
-        same = defense.model or spec.model if type(plugin).network is Defense.network else label
-        times[label] = timed_here.setdefault(same, time_passes(network, batch))
-        if label in trains:
-            with trial_steps(network, dataset, plugin, defense.train, spec.seed, device=device) as (
-                step,
-                steps,
-            ):
-                step_seconds[label] = timed(step, device)
-                per_training_pass[label] = (
-                    step_seconds[label] * steps / (training_cost(defense, dataset) // 2)
-                )
-    k = min(PILOT_MOST, samples // PILOT_SHARE)
+    trains = {w.defense for w in works if w.part in TRAININGS}
+    alike: dict[str, PassTimes] = {}  # networks of one architecture pass alike, whatever their weights
+    with seeded(spec.seed, device):  # a random network's passes draw from the global generator
+        speeds = {label: _speed(runtime, defenses[label], batch, label in trains, alike)
+                  for label in dict.fromkeys(w.defense for w in works)}  # fmt: skip
     attacked = [c for c in pending if c.attacks]
-    piloted = [c for c in attacked if models[c.defense.label] is not None] if k >= PILOT_LEAST else []
-    chosen = torch.randperm(samples, generator=torch.Generator().manual_seed(spec.seed))[:k]
-    if piloted:
-        runtime.progress.log(f"{spec.name}: piloting the attacks of {len(piloted)} cells on {k} samples each")
-    measured: dict[str, Work] = {}
-    for cell in piloted:
-        for index, record in enumerate(pilot(runtime, cell, chosen) or []):
-            key = stage_key(cell.key, index)
-            measured[key] = Work("attacks", key, cell.defense.label, (record.forwards - record.backwards)
-                                 * samples // k, record.backwards * samples // k)  # fmt: skip
+    measured = _piloted(runtime, [c for c in attacked if speeds[c.defense.label].model], samples, pilot)
     pieces = []
     for work in works:
-        if work.part in ("training", "shadows"):
-            seconds = work.gradients * per_training_pass[work.defense]
+        speed = speeds[work.defense]
+        if work.part in TRAININGS:
+            seconds = work.gradients * speed.training / (training_cost(defenses[work.defense], dataset) // 2)
         else:
-            seconds = times[work.defense].seconds(measured.get(work.key, work))
+            seconds = speed.passes.seconds(measured.get(work.key, work))
         pieces.append((work.key, work.part, seconds))
-    at_most = sum(times[w.defense].seconds(w) for w in works if w.part == "attacks")
-    timed_passes = {label: {"forward": t.forward, "gradient": t.gradient} for label, t in times.items()}
-    for label, seconds in step_seconds.items():
-        timed_passes[label]["training_step"] = seconds
-    piloted_cells = len({key.rpartition("/")[0] for key in measured})
-    return Forecast(tuple(pieces), at_most, k if measured else 0, piloted_cells, len(attacked), timed_passes)
+    at_most = sum(speeds[w.defense].passes.seconds(w) for w in works if w.part == "attacks")
+    timed_here = {label: speed.describe() for label, speed in speeds.items()}
+    piloted = len({key.rpartition("/")[0] for key in measured})
+    k = min(PILOT_MOST, samples // PILOT_SHARE) if measured else 0
+    return Forecast(tuple(pieces), at_most, k, piloted, len(attacked), timed_here)
+
+
+@dataclass(frozen=True)
+class _Speed:
+    """How fast one defense's network goes on this machine, and its trained model if it exists yet."""
+
+    passes: PassTimes
+    step: float  # seconds of one training step (0 where it is not trained here)
+    training: float  # seconds of one training: its steps
+    model: TrainedModel | None
+
+    def describe(self) -> dict[str, float]:
+        step = {"training_step": self.step} if self.step else {}
+        passes = self.passes
+        return {"forward": passes.forward, "gradient": passes.gradient, "query": passes.query, **step}
+
+
+def _speed(
+    runtime: Runtime, defense: DefenseSpec, batch: torch.Tensor, trains: bool, alike: dict[str, PassTimes]
+) -> _Speed:
+    """``defense``'s network's passes timed (once per architecture: ``alike``), and its training's steps
+    where it ``trains`` here."""
+    spec = runtime.spec
+    network, model = _network(runtime, defense)
+    plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
+    same = defense.model or spec.model if type(plugin).network is Defense.network else defense.label
+    frozen = not (type(plugin).stochastic or type(plugin).stateful)  # as advsec.runtime.Views makes it
+    key = f"{same} frozen" if frozen else same
+    passes = alike[key] = alike.get(key) or time_passes(network, batch, frozen=frozen)
+    if not trains:
+        return _Speed(passes, 0.0, 0.0, model)
+    with trial_steps(
+        network, runtime.dataset, plugin, defense.train, spec.seed, device=runtime.device
+    ) as trial:
+        step, steps = trial
+        seconds = timed(step, runtime.device)
+    return _Speed(passes, seconds, seconds * steps, model)
+
+
+def _piloted(runtime: Runtime, cells: Sequence[Any], samples: int, pilot: Pilot) -> dict[str, Work]:
+    """Each stage of the ``cells`` as its pilot on a few of their ``samples`` found it, scaled to them all;
+    none where the run is too small to pilot."""
+    k = min(PILOT_MOST, samples // PILOT_SHARE)
+    if k < PILOT_LEAST or not cells:
+        return {}
+    runtime.progress.log(
+        f"{runtime.spec.name}: piloting the attacks of {len(cells)} cells on {k} samples each"
+    )
+    chosen = torch.randperm(samples, generator=torch.Generator().manual_seed(runtime.spec.seed))[:k]
+    measured = {}
+    for cell in cells:
+        for index, record in enumerate(pilot(runtime, cell, chosen) or []):
+            key = stage_key(cell.key, index)
+            forwards, gradients = record.forwards - record.backwards, record.backwards
+            scaled = (forwards * samples // k, gradients * samples // k, 0)
+            if registry.attacks.get(record.name).kind == "query":  # its forwards are all but its scoring
+                scaled = (0, scaled[1], scaled[0])
+            measured[key] = Work("attacks", key, cell.defense.label, *scaled)
+    return measured
 
 
 def _network(runtime: Runtime, defense: DefenseSpec) -> tuple[nn.Module, TrainedModel | None]:

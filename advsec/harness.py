@@ -240,13 +240,13 @@ def run_grid(
     evaluator = CellEvaluator(runtime)
     titles = {c.key: c.title for c in pending}
     with progress.task("cells", total=len(pending)) as task:
-        for result in (executor or LocalExecutor()).map(evaluator, pending):
+        for done, result in enumerate((executor or LocalExecutor()).map(evaluator, pending), 1):
             store.save_cell(result)
-            task.advance()
             scored = "robust" if result.attacks else "correct"
             progress.status(f"{titles[result.cell]}: done in {result.wall_seconds:.1f} s, "
                             f"{int(result.robust.sum())} of {len(result.robust)} {scored}, "
-                            f"{task.completed} of {len(pending)} cells", finished=result.cell)  # fmt: skip
+                            f"{done} of {len(pending)} cells", finished=result.cell)  # fmt: skip
+            task.advance()  # after the line, which says more than the task's own would
     store.set_meta({"finished_at": now(), "computed_cells": len(pending)})
 
 
@@ -335,9 +335,9 @@ def evaluate_cell(
             records.append(record)
             checks += [check] if check is not None else []
             judged += [check] if check is not None and not answered else []
-            task.advance()
             progress.status(f"{cell.title}: {_stage_done(record, verdicts)}, {index + 1} of {stages} stages",
                             finished=stage_key(cell.key, index))  # fmt: skip
+            task.advance()
     with views.counted.paused():
         own = _checks(cell, trained, views, x, y, verdicts.robust, records, dataset, spec)
         own += _certificate(cell, trained, views, x, verdicts, dataset)

@@ -109,7 +109,8 @@ class Task:
             return None
         return (self._progress.clock() - self._started) / self.completed * (self.total - self.completed)
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Take the bar away."""
         if self._progress.bars is not None and self._bar is not None:
             self._progress.bars.remove_task(self._bar)
 
@@ -165,7 +166,7 @@ class Progress:
         try:
             yield task
         finally:
-            task._close()
+            task.close()
 
     def expect(self, pieces: Iterable[tuple[str, str, float]]) -> None:
         """The run's forecast: (key, kind, seconds) of each piece of work to do, counted down as

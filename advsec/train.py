@@ -266,7 +266,7 @@ def trial_steps(
     """A training step as :func:`train` takes it (the defense's loss on a batch, its attack steps included,
     the backward and the optimizer's step), to time, and the steps one training takes. The step trains a
     copy of ``model``, which keeps its weights."""
-    trial = copy.deepcopy(model).to(device).train()
+    trial = copy.deepcopy(model).to(device).train().requires_grad_(True)  # a loaded model's are frozen
     samples = len(dataset.x_train) - defense.guard_samples
     with seeded(seed, device):
         generator = torch.Generator().manual_seed(seed)

@@ -97,9 +97,9 @@ def test_json_stays_pure_and_its_estimate_has_seconds_beside_the_passes(tmp_path
 def test_the_seconds_are_the_passes_priced_at_their_timed_cost_and_a_training_at_its_timed_steps(
     tmp_path, monkeypatch, digits
 ):
-    # The timer injected: every sample's forward takes 1e-4 s, its gradient pass 2e-4 s (a forward and a
-    # backward), so the attacks and checks cost exactly 1e-4 s a sample pass; a training step takes 0.5 s.
-    monkeypatch.setattr(forecast, "time_passes", lambda network, x: PassTimes(1e-4, 2e-4))
+    # The timer injected: every sample's forward or query takes 1e-4 s, its gradient pass 2e-4 s (a forward
+    # and a backward), so the attacks and checks cost exactly 1e-4 s a sample pass; a training step 0.5 s.
+    monkeypatch.setattr(forecast, "time_passes", lambda network, x, frozen: PassTimes(1e-4, 2e-4, 1e-4))
     monkeypatch.setattr(forecast, "timed", lambda run, device: 0.5)
     spec = _spec(tmp_path, seed=733)  # a model no other test trains: this run trains it
     result = CliRunner().invoke(main, ["run", spec, "--out", str(tmp_path / "run"), "--json"])
