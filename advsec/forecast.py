@@ -1,16 +1,17 @@
 """How long a run will take on this machine: the cost estimate's sample passes priced in seconds.
 
 Before the run, a few real passes of each network that will make them are timed at the run's batch size:
-forward alone (a prediction), forward with the backward to the input gradient (an attack's step), and a
-query attack's forward, through the network's frozen copy where the run will make one (a deterministic,
-stateless model: :mod:`advsec.frozen`), which can take a fraction of a plain forward's time. The network is the user's loaded model or, for a model
-advsec will train, a fresh instance of its architecture: weights do not change how long a pass takes. A
-training is priced by timing a few of its real steps (:func:`advsec.train.trial_steps`: the defense's loss
-with its attack steps, the backward and the optimizer's step) times the steps it takes.
+forward alone (a prediction), forward with the backward to the input gradient (an attack's step), and a query
+attack's forward, through the network's frozen copy where the run will make one (a deterministic, stateless
+model: :mod:`advsec.frozen`), which can take a fraction of a plain forward's time. The network is the user's
+loaded model or, for a model advsec will train, a fresh instance of its architecture: weights do not change
+how long a pass takes. A training is priced by timing a few of its real steps
+(:func:`advsec.train.trial_steps`: the defense's loss with its attack steps, the backward and the optimizer's
+step) times the steps it takes.
 
 The pass counts of :mod:`advsec.cost` are an upper bound for the attacks: the cascade attacks only what
 every earlier stage left robust, and APGD and Square stop on a sample once it falls, so on a model that
-breaks easily the bound overstates the attacks tenfold. Where the model exists before the run (the user's
+breaks easily the bound overstates them many times over. Where the model exists before the run (the user's
 checkpoint, a model in the cache), each attacked cell's cascade is therefore piloted on a few of its samples
 (a seeded draw of one in ``PILOT_SHARE``, at most ``PILOT_MOST``), and the passes each stage spent there per
 sample stand for the cell's. A model advsec has yet to train cannot be piloted: its attacks are priced at

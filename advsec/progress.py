@@ -93,7 +93,7 @@ class Task:
         progress = self._progress
         if progress.bars is not None and self._bar is not None:
             progress.bars.advance(self._bar, steps)
-        elif progress.lines and progress.clock() - progress.last_line >= LINE_EVERY:
+        elif progress.plain and progress.clock() - progress.last_line >= LINE_EVERY:
             unit = f" {self.unit}" if self.unit else ""
             progress.status(f"{self.description}: {self.completed} of {self.total}{unit}", left=self._left())
 
@@ -136,13 +136,13 @@ class Progress:
         self.bars: RichProgress | None = None
 
     @property
-    def lines(self) -> bool:
+    def plain(self) -> bool:
         """Whether progress is told in plain lines: not quiet, and stderr is no terminal (nor a notebook,
         where the bars draw)."""
         return not (self.quiet or self.console.is_terminal or self.console.is_jupyter)
 
     def __enter__(self) -> Progress:
-        if not (self.quiet or self.lines):
+        if not (self.quiet or self.plain):
             self.bars = RichProgress(
                 TextColumn("{task.description:<32}"),
                 BarColumn(),
@@ -184,7 +184,7 @@ class Progress:
         piece of work just done."""
         if finished is not None:
             self.finished(finished)
-        if not self.lines:
+        if not self.plain:
             return
         now = self.clock()
         left = self.pace.left(now) if self.pace is not None else left
@@ -195,7 +195,7 @@ class Progress:
     def log(self, message: str) -> None:
         if not self.quiet:
             self.last_line = self.clock()
-            self.console.print(message, highlight=False, soft_wrap=self.lines)
+            self.console.print(message, highlight=False, soft_wrap=self.plain)
 
 
 class _LeftColumn(TimeRemainingColumn):
