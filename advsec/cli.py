@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class _Group(click.Group):
 def main(ctx: click.Context, debug: bool) -> None:
     """Adversarial robustness and security testbed: attack, defend, measure, report."""
     ctx.meta["debug"] = debug
+    ctx.meta["started"] = time.monotonic()  # before a command's imports: the progress lines' elapsed time
 
 
 def _plugin_option(f: Any) -> Any:
@@ -162,7 +164,8 @@ def run(
 ) -> None:
     """Run an evaluation spec (TOML): train, attack, store per-sample results, write the report.
 
-    It first prints what the run will cost, in sample passes (forward or backward passes of one sample).
+    It first prints what the run will cost, in sample passes (forward or backward passes of one sample)
+    and in seconds on this machine; where stderr is no terminal it logs a line per cell and attack stage.
     """
     from advsec.spec import load_spec
 
@@ -194,7 +197,8 @@ def _execute(
     from advsec.progress import Progress
     from advsec.runner import run_spec
 
-    with Progress(quiet=quiet or as_json, warnings=not quiet) as progress:
+    started = click.get_current_context().meta.get("started")
+    with Progress(quiet=quiet or as_json, warnings=not quiet, started=started) as progress:
         store = run_spec(spec, out, device=_device(device), progress=progress, fresh=fresh, max_cost=max_cost,
                          executor=executor)  # fmt: skip
     _finish(store, out, no_report, quiet, as_json)

@@ -35,6 +35,7 @@ class RayExecutor:
         runtime = evaluator.runtime
         for defense in {cell.defense.label: cell.defense for cell in cells}.values():
             runtime.trained(defense)  # into the cache the workers read
+            runtime.progress.finished(f"train/{defense.label}")
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(

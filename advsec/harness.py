@@ -22,7 +22,7 @@ from torch import nn
 import advsec.registry as registry
 from advsec.admission import check_budgets
 from advsec.attack import Attack
-from advsec.cost import estimate, gradient_steps
+from advsec.cost import Estimate, gradient_steps, stage_key, work
 from advsec.data import Dataset
 from advsec.data.fakes import FAKE
 from advsec.data.subset import draw_seed, drawn, stratified
@@ -30,6 +30,7 @@ from advsec.defense import Defense
 from advsec.detection import check_detector_data
 from advsec.errors import CostError, SpecError
 from advsec.escalate import causes, escalated_views, follow_ups, pristine_views
+from advsec.forecast import forecast
 from advsec.generator import Generator, fit_generator
 from advsec.keys import content_key, seeded
 from advsec.lira import ShadowRecipe
@@ -244,23 +245,32 @@ def run_grid(
     untrained = [
         d for d in spec.defenses if (d.model is None or d.fine_tune) and not is_cached(runtime.trained_key(d))
     ]
-    cost = estimate(spec, dataset, pending, untrained, untrained_shadows(spec, dataset, pending))
+    works = work(spec, dataset, pending, untrained, untrained_shadows(spec, dataset, pending))
+    cost = Estimate.of(works)
     progress.log(f"{spec.name}: {cost.describe()}; an upper bound for advsec's own attacks")
     if max_cost is not None and cost.total > max_cost:
         raise CostError(
             f"the run would cost up to {cost.total:.3g} sample passes, over --max-cost {max_cost:.3g}; "
             "shrink [evaluation] samples, the budgets or the attacks, or raise --max-cost"
         )
+    timing = forecast(runtime, pending, works, pilot)
+    progress.log(f"{spec.name}: {timing.describe()}")
     store.set_plan([c.key for c in cells])
-    store.set_meta({**runtime.meta(), "estimated_cost": asdict(cost)})
+    store.set_meta({**runtime.meta(), "estimated_cost": {**asdict(cost), **timing.to_meta()}})
     progress.log(
         f"{spec.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run"
     )
+    progress.expect(timing.pieces)
     evaluator = CellEvaluator(runtime)
+    titles = {c.key: c.title for c in pending}
     with progress.task("cells", total=len(pending)) as task:
-        for result in (executor or LocalExecutor()).map(evaluator, pending):
+        for done, result in enumerate((executor or LocalExecutor()).map(evaluator, pending), 1):
             store.save_cell(result)
-            task.advance()
+            scored = "robust" if result.attacks else "correct"
+            progress.status(f"{titles[result.cell]}: done in {result.wall_seconds:.1f} s, "
+                            f"{int(result.robust.sum())} of {len(result.robust)} {scored}, "
+                            f"{done} of {len(pending)} cells", finished=result.cell)  # fmt: skip
+            task.advance()  # after the line, which says more than the task's own would
     store.set_meta({"finished_at": now(), "computed_cells": len(pending)})
 
 
@@ -273,10 +283,30 @@ class CellEvaluator:
     def __call__(self, cell: Cell) -> CellResult:
         runtime = self.runtime
         trained = runtime.trained(cell.defense)
+        runtime.progress.finished(f"train/{cell.defense.label}")
         seed = runtime.seed(cell.randomness)
         with seeded(seed, runtime.device):  # random defenses draw from the global generator
             x, y = runtime.test_split(runtime.spec.evaluation.samples)
             return evaluate_cell(cell, trained, x, y, runtime.dataset, runtime.spec, seed, runtime.progress)
+
+
+def pilot(runtime: Runtime, cell: Cell, chosen: torch.Tensor) -> list[AttackRecord] | None:
+    """The cell's cascade on the ``chosen`` samples alone, for the forecast of its time
+    (:mod:`advsec.forecast`): each stage's record of what it attacked and spent. None where a pilot would
+    change or cost what it prices: a stateful model's queries move it, a generator trains first."""
+    trained = runtime.trained(cell.defense)
+    generators = any(registry.attacks.get(a.name).kind == "generator" for a in cell.attacks)
+    if type(trained.defense).stateful or generators:
+        return None
+    spec = runtime.spec
+    alone = replace(spec, evaluation=replace(spec.evaluation, escalate=False, examples=0))
+    seed = runtime.seed(cell.randomness)
+    with seeded(seed, runtime.device):
+        x, y = runtime.test_split(spec.evaluation.samples)
+        result = evaluate_cell(
+            cell, trained, x[chosen], y[chosen], runtime.dataset, alone, seed, Progress(quiet=True)
+        )
+    return result.attacks
 
 
 def evaluate_cell(
@@ -316,8 +346,11 @@ def evaluate_cell(
     # stalled loss calls for nothing more: behind rounding, a loss no attack raises is often one that no
     # input within the budget changes. It is still reported.
     answered = any(a.adaptive for a in cell.attacks)
-    with progress.task(cell.title, total=len(cell.attacks)) as task:
-        for spec_attack in cell.attacks:
+    stages = len(cell.attacks)
+    progress.status(f"{cell.title}: {stages} attack stages on {len(x)} samples" if stages else
+                    f"{cell.title}: clean predictions on {len(x)} samples")  # fmt: skip
+    with progress.task(cell.title, total=stages) as task:
+        for index, spec_attack in enumerate(cell.attacks):
             candidates = verdicts.robust if spec.evaluation.cascade else verdicts.clean_correct
             todo = candidates.nonzero().squeeze(1)
             record, check = _attack_stage(
@@ -326,6 +359,8 @@ def evaluate_cell(
             records.append(record)
             checks += [check] if check is not None else []
             judged += [check] if check is not None and not answered else []
+            progress.status(f"{cell.title}: {_stage_done(record, verdicts)}, {index + 1} of {stages} stages",
+                            finished=stage_key(cell.key, index))  # fmt: skip
             task.advance()
     with views.counted.paused():
         own = _checks(cell, trained, views, x, y, verdicts.robust, records, dataset, spec)
@@ -344,6 +379,7 @@ def evaluate_cell(
         )
         record.escalation = reason
         records.append(record)
+        progress.status(f"{cell.title}: {_stage_done(record, verdicts)}, a follow-up ({reason})")
     with views.counted.paused():
         # A checkpoint's members are the dataset's training split, where the user gave one.
         known_members = cell.defense.model is None or len(dataset.x_train) > 0
@@ -376,6 +412,10 @@ def evaluate_cell(
         checks=checks,
         privacy=privacy,
     )
+
+
+def _stage_done(record: AttackRecord, verdicts: Verdicts) -> str:
+    return f"{record.label} done ({int(verdicts.robust.sum())} of {len(verdicts.y)} robust)"
 
 
 @dataclass

@@ -72,3 +72,4 @@ def run_side_protocol(protocol: SideProtocol, runtime: Runtime) -> None:
         with seeded(seed, runtime.device):  # moving models draw from the global generator
             result = protocol.run(runtime, job, seed)
         protocol.save(store, result)
+    progress.finished(protocol.name)  # the grid's forecast priced the whole protocol as one piece

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Literal
 
@@ -207,7 +208,7 @@ def train(
         learning_rate = _schedule(config, steps)
         history: list[dict[str, float]] = []
         step = epoch = 0
-        with trainer, progress.task(f"train {name}", total=steps) as task:
+        with trainer, progress.task(f"train {name}", total=steps, unit="steps") as task:
             while epoch < config.epochs:
                 epoch += 1
                 total, seen = 0.0, 0
@@ -216,12 +217,9 @@ def train(
                     batch = batch.to(device)
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(step)
-                    loss = defense.loss(model, x[batch], y[batch], bounds=dataset.bounds, generator=generator,
-                                        progress=step / steps)  # fmt: skip
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item() * len(batch)
+                    loss = _step(model, defense, optimizer, x[batch], y[batch], dataset.bounds, generator,
+                                 progress=step / steps)  # fmt: skip
+                    total += loss * len(batch)
                     seen += len(batch)
                     step += 1
                     task.advance()
@@ -234,6 +232,55 @@ def train(
                     task.reset()
         model.eval()
         return history
+
+
+def _step(
+    model: nn.Module,
+    defense: Defense,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bounds: tuple[float, float],
+    generator: torch.Generator,
+    *,
+    progress: float,
+) -> float:
+    """One optimizer step on the defense's loss of the batch ``(x, y)``; the loss."""
+    loss = defense.loss(model, x, y, bounds=bounds, generator=generator, progress=progress)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@contextmanager
+def trial_steps(
+    model: nn.Module,
+    dataset: Dataset,
+    defense: Defense,
+    config: TrainConfig,
+    seed: int,
+    *,
+    device: torch.device,
+) -> Iterator[tuple[Callable[[], float], int]]:
+    """A training step as :func:`train` takes it (the defense's loss on a batch, its attack steps included,
+    the backward and the optimizer's step), to time, and the steps one training takes. The step trains a
+    copy of ``model``, which keeps its weights."""
+    trial = copy.deepcopy(model).to(device).train().requires_grad_(True)  # a loaded model's are frozen
+    samples = len(dataset.x_train) - defense.guard_samples
+    with seeded(seed, device):
+        generator = torch.Generator().manual_seed(seed)
+        trainer = defense.trainer(trial, _optimizer(trial, config), samples=samples,
+                                  batch_size=config.batch_size, epochs=config.epochs, generator=generator,
+                                  log=lambda _: None)  # fmt: skip
+        with trainer:
+            batch = next(trainer.epoch())
+            x, y = dataset.x_train[batch].to(device), dataset.y_train[batch].to(device)
+
+            def step() -> float:
+                return _step(trial, defense, trainer.optimizer, x, y, dataset.bounds, generator, progress=1.0)
+
+            yield step, config.epochs * trainer.batches
 
 
 def training_split(n: int, held_out: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

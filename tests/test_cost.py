@@ -41,6 +41,8 @@ def test_each_plugin_is_priced_from_its_own_budget_fields():
     )
     fgsm, pgd, square = spec.attacks
     assert (attack_passes(fgsm), attack_passes(pgd), attack_passes(square)) == (2 * 2, 2 * 11 * 2, 200)
+    # APGD-T runs its 100 steps once per target class it aims at, the 9 likeliest wrong ones by default
+    assert attack_passes(AttackSpec("apgd-t", "apgd-t", {})) == 2 * 101 * 9
     standard, _, pgd_at, ensemble = spec.defenses
     assert (training_passes(standard), training_passes(pgd_at), training_passes(ensemble)) == (2, 8, 6)
     digits = load_dataset("digits")  # generators are charged their fit once: steps × batch, or epochs
