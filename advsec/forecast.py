@@ -151,9 +151,12 @@ class Forecast:
         }
 
 
-def forecast(runtime: Runtime, pending: Sequence[Any], works: Sequence[Work], pilot: Pilot) -> Forecast:
+def forecast(
+    runtime: Runtime, pending: Sequence[Any], works: Sequence[Work], pilot: Pilot | None
+) -> Forecast:
     """The seconds each of ``works`` (the pieces of the ``pending`` cells and of what they train) will take:
-    passes timed per network, trainings per step, attacks piloted where their model exists."""
+    passes timed per network, trainings per step, attacks piloted where their model exists (without a
+    ``pilot``, priced at their bound)."""
     spec, dataset, device = runtime.spec, runtime.dataset, runtime.device
     defenses = {d.label: d for d in spec.defenses}
     samples = min(spec.evaluation.samples or len(dataset.x_test), len(dataset.x_test))
@@ -217,11 +220,11 @@ def _speed(
     return _Speed(passes, seconds, seconds * steps, model)
 
 
-def _piloted(runtime: Runtime, cells: Sequence[Any], samples: int, pilot: Pilot) -> dict[str, Work]:
+def _piloted(runtime: Runtime, cells: Sequence[Any], samples: int, pilot: Pilot | None) -> dict[str, Work]:
     """Each stage of the ``cells`` as its pilot on a few of their ``samples`` found it, scaled to them all;
     none where the run is too small to pilot."""
     k = min(PILOT_MOST, samples // PILOT_SHARE)
-    if k < PILOT_LEAST or not cells:
+    if k < PILOT_LEAST or not cells or pilot is None:
         return {}
     runtime.progress.log(
         f"{runtime.spec.name}: piloting the attacks of {len(cells)} cells on {k} samples each"

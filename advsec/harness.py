@@ -253,7 +253,8 @@ def run_grid(
             f"the run would cost up to {cost.total:.3g} sample passes, over --max-cost {max_cost:.3g}; "
             "shrink [evaluation] samples, the budgets or the attacks, or raise --max-cost"
         )
-    timing = forecast(runtime, pending, works, pilot)
+    # A pilot costs a few percent of the run: only worth it where someone reads the forecast as it runs.
+    timing = forecast(runtime, pending, works, None if progress.quiet else pilot)
     progress.log(f"{spec.name}: {timing.describe()}")
     store.set_plan([c.key for c in cells])
     store.set_meta({**runtime.meta(), "estimated_cost": {**asdict(cost), **timing.to_meta()}})

@@ -139,13 +139,16 @@ def test_a_slower_model_times_proportionally_slower_passes(digits_models, digits
 def test_a_model_that_breaks_at_once_is_forecast_from_its_pilot_far_below_the_bound(digits_models, digits):
     network = digits_models["standard"]
     x, y = digits.x_test[:128], digits.y_test[:128]
-    found = advsec.evaluate(network, x, y, eps=0.5, attacks="worst-case")
+    found = advsec.evaluate(network, x, y, eps=0.5, attacks="worst-case", progress=True)
     cost = found.results.meta["estimated_cost"]
     seconds = cost["seconds"]
     assert cost["pilot"] == {"samples": 8, "cells": 1, "attacked_cells": 1}
     spent = sum(c.forwards + c.backwards for c in found.results.cells)
     assert found.robust_accuracy[0.5] < 0.05 and spent < cost["attacks"] / 10  # the bound overstates tenfold,
     assert seconds["attacks"] < seconds["attacks_at_most"] / 10  # the forecast does not
+    unseen = advsec.evaluate(network, x, y, eps=0.5, attacks="worst-case").results.meta["estimated_cost"]
+    assert unseen["pilot"]["cells"] == 0  # nobody reads a quiet run's forecast as it goes: no pilot to pay
+    assert unseen["seconds"]["attacks"] == unseen["seconds"]["attacks_at_most"]
 
 
 class Clock:
