@@ -61,15 +61,15 @@ def check_clean_accuracy(
         )
 
 
+NO_NORMALIZATION = (
+    "no input normalization declared, so it sees the data as stored; if it was trained on normalized inputs, "
+    "declare their mean and std (mean 0 and std 1 say it was not, and silence this)"
+)
+
+
 def normalization_warning(entry: ModelSpec) -> str | None:
     """A warning for a model the user brought with no input normalization declared, else None."""
-    if entry.mean is not None or entry.std is not None:
-        return None
-    return (
-        f"model {entry.label!r}: no input normalization declared, so it sees the data as stored; if it was "
-        "trained on normalized inputs, declare their mean and std (mean 0 and std 1 say it was not, and "
-        "silence this)"
-    )
+    return NO_NORMALIZATION if entry.mean is None and entry.std is None else None
 
 
 def check_budgets(spec: Spec, dataset: Dataset) -> None:

@@ -201,7 +201,7 @@ class Runtime:
         entry = None if defense.model is None else self.spec.checkpoint(defense.model)
         warnings = [w for w in [entry and normalization_warning(entry)] if w]
         for warning in warnings:
-            self.progress.warn(warning)
+            self.progress.warn(f"model {defense.label!r}: {warning}")
         if not self.spec.evaluation.clean_check:
             return warnings
         x, y = self.test_split(self.spec.evaluation.samples)

@@ -166,7 +166,7 @@ def print_warnings(run: list[str], models: list[ModelSummary]) -> None:
     scorecard is read."""
     said = [*run, *(f"{model.defense}: {warning}" for model in models for warning in model.warnings)]
     for warning in said:
-        _console().print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}")
+        _console().print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}", soft_wrap=True)
 
 
 def print_certificates(certified: list[CertifiedSummary]) -> None:
