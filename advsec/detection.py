@@ -2,10 +2,11 @@
 
 The detector is any model trained on the ``fakes`` data set (:mod:`advsec.data.fakes`); its fake score is
 the margin logit(fake) − logit(real). The threshold is the lowest that flags at most ``far`` of the real
-test images (ties pass), and the detection rate is the share of fakes scored above it. The attack then sees
+test images (ties pass), and the detection rate is the share of fakes scored above it. The attacks then see
 the detector as deployed, :class:`Thresholded` (the margin shifted by the threshold, so its argmax is the
-thresholded decision), and aims each caught fake at ``real``; the rate after attack is measured on those
-caught fakes, so a fall is the attack's doing, not the detector's misses.
+thresholded decision), aimed at ``real`` (``target = 0``); the rate after attack is counted on the fakes
+caught before it (:func:`advsec.results.detection_summaries`), so a fall is the attack's doing, not the
+detector's misses.
 
 A spec's ``[detection] false_alarm`` deploys every defense's model so (:func:`deployed_detector`), in every
 protocol: the grid's clean and robust numbers are then the thresholded detector's, and the results read the
@@ -14,21 +15,16 @@ detection rate and the fakes passing before and after attack from its rows (:mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from advsec.attack import Attack
 from advsec.data import Dataset
 from advsec.data.fakes import FAKE, REAL
 from advsec.errors import SpecError
-from advsec.results import clopper_pearson
-from advsec.threat import ThreatModel
 from advsec.train import TrainedModel
-
-FAR = 0.01  # the false-alarm rate the threshold allows on real images
 
 
 @torch.no_grad()
@@ -84,72 +80,3 @@ def deployed_detector(trained: TrainedModel, dataset: Dataset, far: float) -> Tr
     real = dataset.x_test[dataset.y_test == REAL].to(device)
     threshold = threshold_at(fake_scores(trained.model.eval(), real), far)
     return replace(trained, network=Thresholded(trained.network, threshold))
-
-
-@dataclass(frozen=True)
-class DetectionUnderAttack:
-    """How many fakes a detector catches at ``far`` and how many of those still get caught after attack."""
-
-    far: float
-    threshold: float
-    reals: int
-    false_alarms: int
-    fakes: int
-    caught: int  # fakes flagged before attack
-    still_caught: int  # of those, flagged after attack
-
-    @property
-    def detection_rate(self) -> float:
-        return self.caught / max(self.fakes, 1)
-
-    @property
-    def rate_after_attack(self) -> float:
-        """The share of the caught fakes still flagged after attack (1.0 before any attack)."""
-        return self.still_caught / max(self.caught, 1)
-
-    @property
-    def passed(self) -> int:
-        """Caught fakes the attack passed off as real."""
-        return self.caught - self.still_caught
-
-    def interval_after_attack(self) -> tuple[float, float]:
-        return clopper_pearson(self.still_caught, self.caught)
-
-
-def detection_under_attack(
-    detector: nn.Module,
-    real: torch.Tensor,
-    fakes: torch.Tensor,
-    attack: Attack | None,
-    threat: ThreatModel,
-    *,
-    far: float = FAR,
-    generator: torch.Generator | None = None,
-) -> tuple[DetectionUnderAttack, torch.Tensor]:
-    """The detection rate at ``far`` on ``fakes`` (threshold set on ``real``), then ``attack`` aimed at
-    ``real`` on the caught fakes against the thresholded detector; with the attacked caught fakes."""
-    detector.eval()
-    real_scores = fake_scores(detector, real)
-    threshold = threshold_at(real_scores, far)
-    caught = fake_scores(detector, fakes) > threshold
-    x = fakes[caught.to(fakes.device)]
-    deployed = Thresholded(detector, threshold)
-    if attack is None or not len(x):
-        x_adv = x
-    else:
-        labels = torch.full((len(x),), FAKE, device=x.device)
-        aim = torch.full((len(x),), REAL, device=x.device)
-        x_adv = attack.perturb(deployed, x, labels, threat, target=aim, generator=generator)
-    still = int((fake_scores(detector, x_adv) > threshold).sum())
-    return (
-        DetectionUnderAttack(
-            far=far,
-            threshold=threshold,
-            reals=len(real),
-            false_alarms=int((real_scores > threshold).sum()),
-            fakes=len(fakes),
-            caught=int(caught.sum()),
-            still_caught=still,
-        ),
-        x_adv,
-    )
