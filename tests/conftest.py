@@ -1,25 +1,40 @@
-"""Shared fixtures: where the real data sets live (never inside the repository, never downloaded)."""
+"""Shared fixtures: where the real data sets live (never inside the repository, never downloaded), and a
+skip that fails under CI."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def in_ci() -> bool:
+    """Whether this is a CI run: ``CI=true``, as CI services and ``.ci/run`` set it."""
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip a test whose prerequisite this machine lacks, saying which; under CI fail it instead: CI installs
+    everything and has the data sets, so a skip there would hide a test that never ran."""
+    if in_ci():
+        pytest.fail(f"{reason}; under CI=true this test must run, not skip", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """``$ADVSEC_DATA`` if set, else ``<repo>/../shared/data`` if it exists; skip the test otherwise."""
+    """``$ADVSEC_DATA`` if set, else ``<repo>/../shared/data``; a test needing it is skipped (failed under CI)
+    where that folder does not exist."""
     env = os.environ.get("ADVSEC_DATA")
-    if env:
-        return Path(env)
-    shared = REPO.parent / "shared" / "data"
-    if shared.is_dir():
-        return shared
-    pytest.skip(f"no data sets: ADVSEC_DATA is not set and {shared} does not exist")
+    folder = Path(env) if env else REPO.parent / "shared" / "data"
+    if not folder.is_dir():
+        source = f"ADVSEC_DATA={env}" if env else f"ADVSEC_DATA is not set and {folder}"
+        missing(f"no data sets: {source} does not exist (set ADVSEC_DATA to the folder holding them)")
+    return folder
 
 
 # Float reductions may differ in their last bits between thread counts, and several tests compare runs made

@@ -22,6 +22,7 @@ from advsec.runner import run_spec
 from advsec.spec import TrainConfig, make_plugin, parse_spec
 from advsec.threat import ThreatModel
 from advsec.train import load_or_train
+from tests.conftest import missing
 
 CPU = torch.device("cpu")
 
@@ -29,7 +30,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def fsdd(shared_data_dir):
     if not (shared_data_dir / "fsdd" / "recordings").is_dir():
-        pytest.skip(f"no FSDD recordings in {shared_data_dir / 'fsdd'}")
+        missing(f"no FSDD recordings in {shared_data_dir / 'fsdd'}")
     return FSDD().load(shared_data_dir)
 
 
@@ -53,7 +54,7 @@ def _linked_copy(source, target):
 def test_a_tampered_or_missing_recording_is_named(shared_data_dir, tmp_path):
     source = shared_data_dir / "fsdd"
     if not (source / "SHA256SUMS").is_file():
-        pytest.skip("no FSDD manifest")
+        missing(f"no FSDD manifest in {source}")
     _linked_copy(source, tmp_path / "fsdd")
     victim = tmp_path / "fsdd" / "recordings" / "7_theo_3.wav"
     data = bytearray(victim.read_bytes())
@@ -70,7 +71,7 @@ def test_a_tampered_or_missing_recording_is_named(shared_data_dir, tmp_path):
 def test_download_keeps_only_verified_recordings(shared_data_dir, tmp_path):
     source = shared_data_dir / "fsdd" / "recordings"
     if not source.is_dir():
-        pytest.skip("no FSDD recordings")
+        missing(f"no FSDD recordings in {source}")
     release = "free-spoken-digit-dataset-1.0.10"  # laid out like the GitHub release archive
     for name, swapped in (("good.zip", b""), ("bad.zip", b"not audio")):
         with zipfile.ZipFile(tmp_path / name, "w") as zipped:

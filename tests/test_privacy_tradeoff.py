@@ -13,6 +13,7 @@ from advsec.report import build_report, leakage_measure, privacy_tradeoff_text
 from advsec.results import RunResults
 from advsec.spec import load_spec
 from advsec.store import Store
+from tests.conftest import missing
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -114,7 +115,7 @@ def test_the_privacy_spec_parses_and_trains_on_a_fingerprinted_subset(shared_dat
     assert {d.name for d in spec.defenses} == {"standard", "pgd-at", "dp-sgd"}
     monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
     if not (shared_data_dir / "fashion-mnist").is_dir():
-        pytest.skip(f"no fashion-mnist under {shared_data_dir}")
+        missing(f"no fashion-mnist under {shared_data_dir}")
     subset = load_dataset("fashion-mnist", spec.dataset_params)
     n = spec.dataset_params["train_samples"]
     assert len(subset.x_train) == len(subset.y_train) == n and len(subset.x_test) == 10_000

@@ -15,12 +15,13 @@ from advsec.models.tabular import TabularMLP
 from advsec.threads import rebalance
 from advsec.threat import ThreatModel, check_attack_output
 from attacks.pgd import PGD
+from tests.conftest import missing
 
 
 @pytest.fixture(scope="module")
 def spambase_dir(shared_data_dir):
     if not (shared_data_dir / "spambase" / "spambase.csv").is_file():
-        pytest.skip(f"no Spambase in {shared_data_dir / 'spambase'} (spambase.csv with its README)")
+        missing(f"no Spambase in {shared_data_dir / 'spambase'} (spambase.csv with its README)")
     return shared_data_dir
 
 

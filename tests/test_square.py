@@ -12,6 +12,7 @@ from advsec.runtime import CountingModel
 from advsec.spec import make_plugin
 from advsec.threat import ThreatModel
 from advsec.train import TrainConfig, load_or_train
+from tests.conftest import missing
 
 
 def _attack(name: str, **params):
@@ -188,7 +189,7 @@ def test_square_window_schedule_follows_the_paper():
 @pytest.mark.slow  # 6 s; Square keeps its digits tests (breaks, targets, budgets) by default
 def test_square_breaks_a_standard_mnist_cnn(shared_data_dir, monkeypatch):
     if not (shared_data_dir / "mnist").is_dir():
-        pytest.skip(f"no MNIST under {shared_data_dir}")
+        missing(f"no MNIST under {shared_data_dir}")
     monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
     mnist = load_dataset("mnist")
     config = TrainConfig(epochs=1, batch_size=128)
