@@ -1,9 +1,10 @@
-"""Shared fixtures: where the real data sets live (never inside the repository, never downloaded), and a
-skip that fails under CI."""
+"""Shared fixtures: where the real data sets live (never inside the repository, never downloaded), a skip
+that fails under CI, and an environment every test leaves as it found it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -47,6 +48,29 @@ os.environ.setdefault("ADVSEC_THREADS", str(len(os.sched_getaffinity(0))))
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests train into a cache of their own, never the user's ``~/.cache/advsec``."""
     os.environ["ADVSEC_CACHE"] = str(tmp_path_factory.mktemp("advsec-cache"))
+
+
+def _read_by_advsec(name: str) -> bool:
+    """The variables advsec and its tests read; libraries set their own on import (scikit-learn's ``KMP_*``),
+    once a process, which is no test's doing."""
+    return name.startswith("ADVSEC_") or name in ("CI", "OMP_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def _environment_unchanged() -> Iterator[None]:
+    """Each test leaves the variables advsec reads as it found them (``monkeypatch.setenv`` restores them):
+    one left behind would change whichever tests run after it (``ADVSEC_DATA``: the data they read)."""
+    before = {k: v for k, v in os.environ.items() if _read_by_advsec(k)}
+    yield
+    after = {k: v for k, v in os.environ.items() if _read_by_advsec(k)}
+    if after != before:
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        for name in changed:  # the tests after it run as they would have
+            if name in before:
+                os.environ[name] = before[name]
+            else:
+                del os.environ[name]
+        pytest.fail(f"the test left environment variables changed: {', '.join(changed)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

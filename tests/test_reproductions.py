@@ -4,7 +4,6 @@ Each test runs a spec from evaluations/ (cut to the defenses it checks) and asse
 with the published figure in the docstring. Figures and times are in the issue notes.
 """
 
-import os
 import tomllib
 from pathlib import Path
 
@@ -31,8 +30,8 @@ def spec_from(name: str, keep: set[str], **overrides: object) -> Spec:
 
 
 @pytest.fixture(autouse=True)
-def _data(shared_data_dir: Path) -> None:
-    os.environ["ADVSEC_DATA"] = str(shared_data_dir)
+def _data(shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADVSEC_DATA", str(shared_data_dir))
 
 
 def test_randomized_smoothing_certifies_mnist_at_radius_half(tmp_path):
