@@ -33,7 +33,6 @@ from advsec.threat import ThreatModel
 
 ADVERSARIAL_STEPS = 10
 FPRS = (0.001, 0.01)  # the false-positive rates each signal's TPR is read at
-LEVEL = 0.95  # of every interval
 _Z = 1.959964  # the standard normal's 97.5 % quantile
 
 
@@ -113,11 +112,6 @@ def tpr_at_fpr(members: torch.Tensor, nonmembers: torch.Tensor, fpr: float) -> t
         caught = int((members > threshold).sum())
     low, high = clopper_pearson(caught, len(members))
     return caught / max(len(members), 1), low, high
-
-
-def lowest_fpr(nonmembers: int) -> float:
-    """The lowest non-zero false-positive rate ``nonmembers`` scored non-members can show."""
-    return 1 / nonmembers if nonmembers else 1.0
 
 
 def roc_auc(members: torch.Tensor, nonmembers: torch.Tensor) -> tuple[float, float, float]:
