@@ -191,7 +191,8 @@ class AdversarialTraining(Defense):
 
     ``warmup`` is the fraction of training over which the budget grows linearly from 0 to ``eps``:
     training at the full budget from the first batch can collapse into a constant classifier or into
-    catastrophic overfitting (measured on MNIST at eps 0.3).
+    catastrophic overfitting (seen on MNIST at eps 0.3; docs/results.md, reproductions, trains PGD-AT so
+    with a warm-up).
     """
 
     eps: float = 0.3

@@ -7,12 +7,11 @@ keeps the weights in oneDNN's own layout, which makes those passes much cheaper 
 where it provably computes the same function as the network, and never for a verdict:
 
 - it is made for networks with convolutions only: the fusion is what pays; on an MLP the scripted calls
-  cost more than they save (digits MLP, 100 samples, 2 threads: 0.44 s against 0.34 s eager for 2,000
-  passes, where wong-cnn's 200 passes took 2.7 s against 6.3 s);
+  cost more than they save (``benchmarks/pass_cost.py`` times convolutional networks' passes eager and
+  frozen: docs/results.md, pass_cost);
 - it is traced once the passes it would serve are many (``after`` samples through the network under
-  inference mode: a trace costs a fraction of a second, which a short search never earns back), and refused
-  if tracing warns that the network's control flow depends on its input (a trace would freeze one branch)
-  or if it fails;
+  inference mode: a short search never earns a trace back), and refused if tracing warns that the
+  network's control flow depends on its input (a trace would freeze one branch) or if it fails;
 - its outputs must match the network's on that batch (float tolerance: fused kernels round differently);
 - its float32 linear layers compute through oneDNN rather than MKL where that copy traces and agrees
   (otherwise the network is frozen as it is);
@@ -21,9 +20,9 @@ where it provably computes the same function as the network, and never for a ver
 
 Scoring runs under ``torch.no_grad``, not inference mode, so every recorded verdict comes from the network.
 
-TorchScript is deprecated in favour of ``torch.compile``, whose first compile of a small CNN took about two
-minutes on this project's 2-core machine: more than the query attack it would speed up. A trace and freeze
-take about a second.
+TorchScript is deprecated in favour of ``torch.compile``, whose first compile of a small CNN on this
+project's 2-core machine takes longer than the query attack it would speed up; a trace and freeze take a
+small share of that.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from torch import nn
 
 _TOLERANCE = 1e-4  # relative to the logits' scale: fused kernels sum in another order, nothing more
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_AFTER = 50_000  # samples through the network before the copy is made: about a second of a small CNN's time
+_AFTER = 50_000  # samples before the copy is made: about a trace's cost in a small CNN's passes
 
 
 class FrozenTwin:

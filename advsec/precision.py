@@ -2,11 +2,10 @@
 
 A gradient attack spends nearly all its time in passes whose results only steer it: a gradient's
 direction, a step size's bookkeeping. On CPUs that compute bfloat16 natively (AVX512-BF16 or AMX), those
-passes run under ``torch.autocast``. On this project's machine (wong-cnn, MNIST fast-AT at eps 0.3, 400
-images, one thread) APGD-CE took 2.9 s against 3.9 and APGD-T 25.8 s against 32.9, and were no weaker:
-88.75 % robust against 90.00 and 89.25, mean margins 3.57 / 6.93 against 3.73 / 7.04. The backward pass
-gains least (oneDNN's input gradient of a strided convolution is about as slow in either precision); a
-forward costs 3.3-3.7 ms against 4.9-6.2 per 256 images. What the search decides is decided in float32:
+passes run under ``torch.autocast``: they cost less, and on this project's machine APGD-CE and APGD-T
+searching so were no weaker than in float32 (``benchmarks/pass_cost.py`` times a gradient pass in each
+precision: docs/results.md, pass_cost). The backward pass gains least (oneDNN's input gradient of a strided
+convolution is about as slow in either precision). What the search decides is decided in float32:
 
 - a sample a reduced pass finds fooled is fooled only if a float32 pass agrees (:func:`confirmed`), so an
   attack never stops on a point that does not fool the model as deployed;
@@ -14,8 +13,7 @@ forward costs 3.3-3.7 ms against 4.9-6.2 per 256 images. What the search decides
 
 Query attacks stay in float32: Square's progress is many small improvements, finer than bfloat16 resolves
 in a margin of logits around 10. Searching in it (keeping only proposals a float32 pass confirmed) left
-86.25 % robust against 85.25 % and mean margins 3.33 against 3.13 (400 images, 1,500 queries), for 16 %
-less time.
+more samples robust and their margins wider, for little time saved.
 
 A network is searched at reduced precision only where the harness allows it (a model that draws no
 randomness and keeps no state: a confirming pass must see the same function) and only after a check on

@@ -252,8 +252,8 @@ def _top_word(grad: torch.Tensor, words: slice) -> torch.Tensor:
     """The l1 steepest-ascent direction within ``words``: a unit step on the word of largest gradient.
 
     An l2 step spreads each move over all the words and the budget's projection then only crawls towards
-    the vertex a sparse optimum sits on: on a z-scored Spambase MLP that left PGD 5 to 8 points of evasion
-    short of simply trying each word alone."""
+    the vertex a sparse optimum sits on: on a z-scored Spambase MLP that left PGD evading less often than
+    simply trying each word alone."""
     step = torch.zeros_like(grad)
     step[:, words].scatter_(1, grad[:, words].argmax(dim=1, keepdim=True), 1.0)
     return step

@@ -26,8 +26,8 @@ class FastAdversarialTraining(AdversarialTraining):
     ``guard_drop`` below the best epoch restores that epoch; after ``guard_retries`` restores the next
     collapse also stops training. The attack is APGD by default, not Wong et al.'s fixed-step PGD
     (``"pgd"``): a run can also learn a loss surface that fixed steps overshoot, which PGD-10 reads as
-    robust and APGD with the same 10 steps does not (seen on one of five MNIST seeds at eps 0.3, where
-    the other four read alike under both), and the fixed-step check kept such an epoch as the best.
+    robust and APGD with the same 10 steps does not (seen on an MNIST seed at eps 0.3, where the other
+    seeds read alike under both), and the fixed-step check kept such an epoch as the best.
     A run can also collapse before any epoch was good, so no drop ever shows: with ``guard_fgsm`` the check
     also attacks with the training attack, and a model that FGSM no longer hurts while PGD more than halves
     its accuracy has learnt FGSM's pattern, not robustness; that restores the best epoch too, or starts
