@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,14 +49,15 @@ def others_busy(before: Reading, after: Reading) -> float:
 class Balancer:
     """Sets torch's thread count from the load of other processes, when :meth:`rebalance` is called."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # monotonic seconds; a test's own clock steps through the intervals
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self.checked_at = -INTERVAL
         self.last: Reading | None = None
 
     def rebalance(self) -> None:
         """Set the threads, deciding at most once per :data:`INTERVAL`; cheap to call in a loop."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self.checked_at < INTERVAL:
             return
         self.checked_at = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -138,22 +139,24 @@ def test_adversarial_examples_do_not_reach_the_per_sample_gradients(digits):
 
 def test_dp_pgd_at_trains_and_reports_its_budget(digits):
     config = TrainConfig(epochs=5, batch_size=64, lr=1e-2)
-    threat = ThreatModel("linf", 0.1, digits.bounds)
+    x, y = digits.x_test, digits.y_test
+    threat = ThreatModel("linf", 0.2, digits.bounds)  # twice the training budget, where DP-SGD keeps little
     found = {}
     for adversarial in (None, {"name": "pgd-at", "eps": 0.1, "steps": 5}):
         model, history, _ = _trained(digits, config, noise_multiplier=1.0, adversarial=adversarial)
-        x, y = digits.x_test, digits.y_test
-        robust = robust_accuracy(model, x, y, threat, steps=10, step_size=0.025, random_start=True,
+        robust = robust_accuracy(model, x, y, threat, steps=10, step_size=0.05, random_start=True,
                                  generator=torch.Generator().manual_seed(0))  # fmt: skip
-        found[adversarial is not None] = (accuracy(model, x, y), robust, history[-1]["epsilon"])
+        found[adversarial is not None] = (accuracy(model, x, y), robust, history[-1])
     (clean, robust, spent), (clean_at, robust_at, spent_at) = found[False], found[True]
-    assert spent == spent_at  # the same steps, noise and sampling: the loss does not change the accounting
-    # Measured (5 epochs, sigma 1, ε 3.24): clean 90.7 % alone, 85.4 % with pgd-at; PGD-10 at linf 0.1 leaves
-    # 49.7 % and 50.3 %: under this noise pgd-at buys no robustness worth asserting, but its loss is the one
-    # trained (it costs clean accuracy, as adversarial training does) and the run reports its budget.
+    # The same steps, noise and sampling: the loss does not change the accounting, and both report it.
+    assert spent["epsilon"] == spent_at["epsilon"] and 0 < spent["epsilon"] < math.inf, found
+    assert (spent_at["delta"], spent_at["noise_multiplier"]) == (DELTA, 1.0), found
+    # Under this noise pgd-at buys little at its own budget, but what it trains shows beyond it: robustness
+    # DP-SGD alone (or on noisy inputs) does not reach on the same privacy budget, at a cost in clean
+    # accuracy, as adversarial training has.
     assert clean > 0.8 and clean_at > 0.75, found
     assert clean_at < clean - 0.02, found
-    assert robust_at > 0.4, found
+    assert robust_at > robust + 0.05, found
 
 
 def test_batch_norm_is_fixed_and_said_or_refused(digits):

@@ -44,6 +44,19 @@ class Counter(nn.Module):
         return self.net(x) + self.calls
 
 
+class Flipping(nn.Module):
+    """State kept outside tensors that a trace does capture: the sign flips on every call, so a copy traced
+    on an odd call agrees with the first answer while the network's next answer is the negation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net, self.sign = _conv_net(), 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sign = -self.sign
+        return self.sign * self.net(x)
+
+
 def test_the_frozen_copy_computes_the_networks_function_under_inference_mode_only():
     net, x = _conv_net(), _inputs()
     twin = FrozenTwin(net, after=0)
@@ -84,11 +97,11 @@ def test_a_network_without_convolutions_keeps_its_own_passes():
 
 
 def test_networks_a_trace_cannot_copy_faithfully_are_refused():
-    for network in (Branching(), Counter()):
+    for network in (Branching(), Counter(), Flipping()):
         twin = FrozenTwin(network.eval(), after=0)
         with torch.inference_mode():
             assert twin(_inputs()) is None, type(network).__name__
-        assert twin.refused
+        assert twin.refused and twin.frozen is None, type(network).__name__
 
 
 def test_swapped_in_weights_reach_the_network_not_the_copy():

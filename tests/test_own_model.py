@@ -126,15 +126,37 @@ def test_a_checkpoint_saved_three_ways_gets_the_scripts_accuracy_and_one_table(c
     assert tables["safetensors"][2][2] < tables["safetensors"][1][2] < accuracy  # attacks really attack
 
 
+def _logits(folder: Path, x: np.ndarray) -> torch.Tensor:
+    """The checkpoint's logits on raw inputs ``x``, computed here as the user's script does, not by advsec."""
+    from safetensors.torch import load_file
+
+    namespace: dict = {}
+    exec(NET, namespace)
+    net = namespace["Net"](hidden=24)
+    net.load_state_dict(load_file(folder / "net.safetensors"))
+    with torch.no_grad():
+        return net.eval()((torch.tensor(x) - 0.5) / 0.25)
+
+
+def _scored(labels: np.ndarray, purpose: str) -> torch.Tensor:
+    """The 120 samples a run seeded 0 scores for ``purpose`` ("test", "members"), drawn by class."""
+    return stratified(torch.tensor(labels), 120, draw_seed(purpose, 0))
+
+
 def test_an_inference_time_defense_wraps_a_checkpoint_and_a_training_one_is_refused(checkpoint) -> None:
     folder, _ = checkpoint
+    test = np.load(folder / "test.npz")
+    scored = _scored(test["y"], "test")
+    one_bit = np.round(test["x"][scored])  # 1 bit over the bounds [0, 1]: each pixel to 0 or 1, halves to 0
+    expected = (_logits(folder, one_bit).argmax(1) == torch.tensor(test["y"][scored])).sum().item() / 120
     models = model_entry("mine", MODELS["safetensors"])
     wrapped = '[[defenses]]\nname = "bit-depth"\nbits = 1\nmodel = "mine"\n'
     results = RunResults.read(evaluate(folder, spec_text(models, wrapped), out="wrapped"))
     mine, squeezed = (
         next(c for c in results.cells if c.defense == d and c.norm == "none") for d in ("mine", "bit-depth")
     )
-    assert squeezed.clean_accuracy != mine.clean_accuracy  # the deployed model is the wrapped checkpoint
+    # the deployed model is the checkpoint, normalization included, behind the 1-bit squeeze
+    assert squeezed.clean_accuracy == expected != mine.clean_accuracy
     # both rows are the user's checkpoint, nobody trained it; the wrapped one is named by its defense
     described = {m.defense: m.description for m in results.models}
     assert described["mine"]["defense"] is None
@@ -175,13 +197,34 @@ def test_fine_tuning_is_refused_where_it_cannot_mean_anything(checkpoint) -> Non
             parse_spec(spec_text(models, defense), base_dir=folder)
 
 
-def test_a_checkpoint_given_its_training_split_gets_a_privacy_column(checkpoint) -> None:
+def test_a_checkpoint_given_its_training_split_gets_a_privacy_column(checkpoint, monkeypatch) -> None:
+    import advsec.harness
+    from advsec.privacy import losses
+
     folder, _ = checkpoint
+    calls = []
+    infer = advsec.harness.membership_inference
+    monkeypatch.setattr(
+        advsec.harness, "membership_inference", lambda *a, **k: calls.append((a, k)) or infer(*a, **k)
+    )
     text = spec_text(model_entry("mine", MODELS["safetensors"])).replace("test.npz", "members.npz")
     [clean, *_] = cell_summaries(evaluate(folder, text, out="members"))
     assert [m.signal for m in clean.privacy] == ["loss", "adversarial loss"]
-    # members from the split given, as many as tested
     assert all(m.members == m.nonmembers == 120 for m in clean.privacy)
+    # The count alone held with test rows as members: the members scored must be 120 rows of the training
+    # split given, drawn by class, and the non-members the 120 test samples scored ...
+    data = np.load(folder / "members.npz")
+    drawn = [(data[f"x{split}"], data[f"y{split}"], _scored(data[f"y{split}"], purpose))
+             for split, purpose in (("_train", "members"), ("", "test"))]  # fmt: skip
+    expected = [(torch.tensor(x[rows]), torch.tensor(y[rows])) for x, y, rows in drawn]
+    [((model, *scored), options)] = calls
+    for (x, y), (want_x, want_y), role in zip(scored, expected, ("members", "non-members"), strict=True):
+        assert torch.equal(x, want_x) and torch.equal(y, want_y), f"the {role} are other rows"
+    # ... and the loss signal's stored AUC is theirs.
+    member, nonmember = (-losses(model, x, y, options["batch"]) for x, y in expected)
+    pairs = member[:, None] - nonmember[None, :]
+    auc = (pairs > 0).double().mean() + 0.5 * (pairs == 0).double().mean()
+    assert clean.privacy[0].auc == pytest.approx(auc.item(), abs=1e-9)
 
 
 class RunsCode:

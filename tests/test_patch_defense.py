@@ -47,6 +47,32 @@ def test_a_patch_moves_only_the_votes_of_the_bands_it_overlaps(band, eps, aspect
     assert (vote(patched).argmax(1) == vote(x).argmax(1))[certified].all()
 
 
+class Ink(torch.nn.Module):
+    """Class 0 for a band that sees a pixel above 0.5, else class 1: a patch of ones over blank columns turns
+    every band it overlaps from 1 to 0, the most votes a patch can move."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ink = (x > 0.5).flatten(1).any(1).long()
+        return torch.nn.functional.one_hot(1 - ink, 2).float()
+
+
+@pytest.mark.parametrize(("columns", "certified"), [(11, False), (12, False), (13, True)])
+def test_the_certificate_is_exact_at_its_margin(columns, certified):
+    # One ink pixel in the last column: bands of 2 see it twice, so the vote is (2, columns - 2) for class 1
+    # by a margin of columns - 4. A 3-wide patch reaches 3 + 2 - 1 = 4 bands, so it ties a margin of 8, and
+    # the tie goes to class 0: 11 and 12 columns are not certified, 13 are, and no patch flips them.
+    x = torch.zeros((1, 1, 1, columns))
+    x[..., -1] = 1.0
+    vote = ColumnVote(Ink(), 2, (0.0, 1.0))
+    threat = ThreatModel("patch", 3 / columns, (0.0, 1.0))
+    assert threat.window_shape(x) == (1, 3)
+    assert vote(x).tolist() == [[2.0, columns - 2.0]]
+    assert DerandomizedSmoothing(band=2).certified(vote, x, threat).tolist() == [certified]
+    corners = torch.tensor([[0, left] for left in range(columns - 2)])
+    patched = torch.where(threat.window(x.expand(len(corners), -1, -1, -1), corners), 1.0, x)
+    assert (vote(patched).argmax(1) == 1).all() == certified
+
+
 def vote_input(vote: ColumnVote, x: torch.Tensor) -> torch.Tensor:
     """What the base classifier sees for every band of ``x``, sample-major, as :class:`ColumnVote` sees it."""
     from advsec.defenses.derandomized_smoothing import ablate

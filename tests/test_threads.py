@@ -38,11 +38,13 @@ def test_rebalancing_measures_at_most_once_an_interval(monkeypatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     reads = []
     monkeypatch.setattr(threads, "_read", lambda now: reads.append(now) or Reading(now, 0.0, 0.0))
+    clock = [100.0]
     try:
-        balancer = Balancer()
-        for _ in range(100):
+        balancer = Balancer(clock=lambda: clock[0])
+        for now in (100.0, 100.0, 100.5, 100.999, 101.25, 102.0, 102.5, 102.5):
+            clock[0] = now
             balancer.rebalance()
-        assert len(reads) == 1
+        assert reads == [100.0, 101.25, 102.5]  # the first call, then each first call an interval later
         assert 1 <= torch.get_num_threads() <= balancer.cores
     finally:
         torch.set_num_threads(kept)
