@@ -236,7 +236,7 @@ def _print_results(store: Any, as_json: bool, extra: dict[str, Any], quiet: bool
 
     if results.cells:
         print_scorecard(results.meta.get("name", "run"), results.defenses, results.certified)
-    print_warnings(results.meta.get("warnings", []), results.models)
+    print_warnings(results.warnings)
     if results.certified:
         print_certificates(results.certified)
     if results.replays:

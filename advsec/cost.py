@@ -27,6 +27,7 @@ from typing import Any
 import advsec.registry as registry
 from advsec.attack import Attack
 from advsec.data import Dataset
+from advsec.data.subset import subset_size
 from advsec.defense import AdversarialTraining, Defense
 from advsec.privacy import ADVERSARIAL_STEPS
 from advsec.sanity import UNBOUNDED_SAMPLES, UNBOUNDED_STEPS
@@ -112,7 +113,7 @@ def work(
     shadows: Sequence[DefenseSpec] = (),
 ) -> list[Work]:
     """:func:`estimate`'s pieces, in the order the run does them."""
-    samples = min(spec.evaluation.samples or len(dataset.x_test), len(dataset.x_test))
+    samples = subset_size(spec.evaluation.samples, len(dataset.y_test))
     trainings = {
         d.label: Work("training", f"train/{d.label}", d.label, gradients=training_cost(d, dataset) // 2)
         for d in untrained

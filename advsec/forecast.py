@@ -33,6 +33,7 @@ from torch import nn
 
 import advsec.registry as registry
 from advsec.cost import Estimate, Work, stage_key, training_cost
+from advsec.data.subset import subset_size
 from advsec.defense import Defense
 from advsec.frozen import FrozenTwin
 from advsec.keys import seeded
@@ -159,7 +160,7 @@ def forecast(
     ``pilot``, priced at their bound)."""
     spec, dataset, device = runtime.spec, runtime.dataset, runtime.device
     defenses = {d.label: d for d in spec.defenses}
-    samples = min(spec.evaluation.samples or len(dataset.x_test), len(dataset.x_test))
+    samples = subset_size(spec.evaluation.samples, len(dataset.y_test))
     batch = dataset.x_test[: min(spec.evaluation.batch_size, samples)].to(device)
     trains = {w.defense for w in works if w.part in TRAININGS}
     alike: dict[str, PassTimes] = {}  # networks of one architecture pass alike, whatever their weights
@@ -167,7 +168,7 @@ def forecast(
         speeds = {label: _speed(runtime, defenses[label], batch, label in trains, alike)
                   for label in dict.fromkeys(w.defense for w in works)}  # fmt: skip
     attacked = [c for c in pending if c.attacks]
-    measured = _piloted(runtime, [c for c in attacked if speeds[c.defense.label].model], samples, pilot)
+    measured, k = _piloted(runtime, [c for c in attacked if speeds[c.defense.label].model], samples, pilot)
     pieces = []
     for work in works:
         speed = speeds[work.defense]
@@ -179,8 +180,7 @@ def forecast(
     at_most = sum(speeds[w.defense].passes.seconds(w) for w in works if w.part == "attacks")
     timed_here = {label: speed.describe() for label, speed in speeds.items()}
     piloted = len({key.rpartition("/")[0] for key in measured})
-    k = min(PILOT_MOST, samples // PILOT_SHARE) if measured else 0
-    return Forecast(tuple(pieces), at_most, k, piloted, len(attacked), timed_here)
+    return Forecast(tuple(pieces), at_most, k if measured else 0, piloted, len(attacked), timed_here)
 
 
 @dataclass(frozen=True)
@@ -204,8 +204,8 @@ def _speed(
     """``defense``'s network's passes timed (once per architecture: ``alike``), and its training's steps
     where it ``trains`` here."""
     spec = runtime.spec
-    network, model = _network(runtime, defense)
     plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
+    network, model = _network(runtime, defense, plugin)
     same = defense.model or spec.model if type(plugin).network is Defense.network else defense.label
     frozen = not (type(plugin).stochastic or type(plugin).stateful)  # as advsec.runtime.Views makes it
     key = f"{same} frozen" if frozen else same
@@ -220,12 +220,14 @@ def _speed(
     return _Speed(passes, seconds, seconds * steps, model)
 
 
-def _piloted(runtime: Runtime, cells: Sequence[Any], samples: int, pilot: Pilot | None) -> dict[str, Work]:
-    """Each stage of the ``cells`` as its pilot on a few of their ``samples`` found it, scaled to them all;
-    none where the run is too small to pilot."""
+def _piloted(
+    runtime: Runtime, cells: Sequence[Any], samples: int, pilot: Pilot | None
+) -> tuple[dict[str, Work], int]:
+    """Each stage of the ``cells`` as its pilot on a few of their ``samples`` found it, scaled to them all
+    (none where the run is too small to pilot), and how many samples a pilot attacks."""
     k = min(PILOT_MOST, samples // PILOT_SHARE)
     if k < PILOT_LEAST or not cells or pilot is None:
-        return {}
+        return {}, k
     runtime.progress.log(
         f"{runtime.spec.name}: piloting the attacks of {len(cells)} cells on {k} samples each"
     )
@@ -239,12 +241,15 @@ def _piloted(runtime: Runtime, cells: Sequence[Any], samples: int, pilot: Pilot 
             if registry.attacks.get(record.name).kind == "query":  # its forwards are all but its scoring
                 scaled = (0, scaled[1], scaled[0])
             measured[key] = Work("attacks", key, cell.defense.label, *scaled)
-    return measured
+    return measured, k
 
 
-def _network(runtime: Runtime, defense: DefenseSpec) -> tuple[nn.Module, TrainedModel | None]:
-    """The network that will make ``defense``'s passes, and its trained model where that exists before the
-    run (the user's checkpoint, a model in the cache): the model a pilot attacks."""
+def _network(
+    runtime: Runtime, defense: DefenseSpec, plugin: Defense
+) -> tuple[nn.Module, TrainedModel | None]:
+    """The network that will make ``defense``'s passes (``plugin``, its defense, builds a new one), and its
+    trained model where that exists before the run (the user's checkpoint, a model in the cache): the model
+    a pilot attacks."""
     spec = runtime.spec
     if (defense.model is not None and not defense.fine_tune) or is_cached(runtime.trained_key(defense)):
         trained = runtime.trained(defense)
@@ -253,6 +258,5 @@ def _network(runtime: Runtime, defense: DefenseSpec) -> tuple[nn.Module, Trained
         entry = spec.checkpoint(defense.model)
         network = load_user_model(entry, runtime.dataset, runtime.device, runtime.in_memory.get(entry.label))
     else:
-        plugin = make_plugin(registry.defenses.get(defense.name), defense.params, defense.label)
         network = plugin.network(lambda member: build_model(spec.model, runtime.dataset, spec.seed + member))
     return network.to(runtime.device).eval(), None

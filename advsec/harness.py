@@ -25,7 +25,7 @@ from advsec.attack import Attack
 from advsec.cost import Estimate, gradient_steps, stage_key, work
 from advsec.data import Dataset
 from advsec.data.fakes import FAKE
-from advsec.data.subset import draw_seed, drawn, stratified
+from advsec.data.subset import draw_seed, drawn, stratified, subset_size
 from advsec.defense import Defense
 from advsec.detection import check_detector_data
 from advsec.errors import CostError, SpecError
@@ -176,8 +176,7 @@ def untrained_shadows(spec: Spec, dataset: Dataset, pending: list[Cell]) -> list
     cell of a defense computes its membership inference, and a shadow in the cache costs no training."""
     if not spec.privacy.shadows:
         return []
-    tested = len(dataset.y_test)
-    samples = min(spec.evaluation.samples or tested, tested)  # as many members as non-members are scored
+    samples = subset_size(spec.evaluation.samples, len(dataset.y_test))  # as many members as non-members
     out = []
     for cell in (c for c in pending if c.norm == CLEAN):
         defense = cell.defense

@@ -244,6 +244,12 @@ class RunResults:
             models=model_summaries(store, reported),
         )
 
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning recorded about the run: its data's, then each model's, named by its row."""
+        models = [f"{m.defense}: {warning}" for m in self.models for warning in m.warnings]
+        return [*self.meta.get("warnings", []), *models]
+
     def to_json(self) -> dict[str, Any]:
         """The results as ``--json`` prints them."""
         return {

@@ -199,7 +199,8 @@ class Runtime:
         """What ``defense``'s model must show before it is attacked (:mod:`advsec.admission`): a clean
         accuracy clearly above chance, and within reach of the one its owner states; its warnings, said."""
         entry = None if defense.model is None else self.spec.checkpoint(defense.model)
-        warnings = [w for w in [entry and normalization_warning(entry)] if w]
+        unnormalized = entry is not None and normalization_warning(entry)
+        warnings = [unnormalized] if unnormalized else []
         for warning in warnings:
             self.progress.warn(f"model {defense.label!r}: {warning}")
         if not self.spec.evaluation.clean_check:
@@ -228,13 +229,13 @@ class Runtime:
     def meta(self) -> dict[str, Any]:
         """What a report says about a run: the spec, the data set's facts, the device and the versions."""
         spec, dataset = self.spec, self.dataset
-        x, y = self.test_split(spec.evaluation.samples)
+        chosen = self.test_subset(spec.evaluation.samples)
         return {
             "name": spec.name,
             "spec": spec.text,
             "dataset": spec.dataset,
             # The samples the grid scores, hashed by content whatever loaded them: what compare matches on.
-            "samples_fingerprint": fingerprint(x.float().cpu(), y.long().cpu()),
+            "samples_fingerprint": fingerprint(dataset.x_test[chosen].float(), dataset.y_test[chosen].long()),
             "model": spec.model,
             "seed": spec.seed,
             "report_eps": spec.report_eps,
@@ -243,9 +244,7 @@ class Runtime:
             "classes": list(dataset.classes),
             "class_order": dataset.class_order,
             "warnings": list(dataset.warnings),
-            "evaluated": describe(
-                dataset.y_test, self.test_subset(spec.evaluation.samples), dataset.classes, spec.seed
-            ),
+            "evaluated": describe(dataset.y_test, chosen, dataset.classes, spec.seed),
             "domain": dataset.domain,
             "sample_rate": dataset.sample_rate,
             "input_shape": list(dataset.input_shape),

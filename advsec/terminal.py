@@ -21,7 +21,6 @@ from advsec.results import (
     CertifiedSummary,
     DefenseSummary,
     DetectionSummary,
-    ModelSummary,
     ReplaySummary,
     UnrestrictedSummary,
     detection_row,
@@ -161,11 +160,10 @@ def _robust(summary: DefenseSummary, budget: str) -> str:
     return f"{100 * summary.robust[budget]:.1f} [{100 * low:.1f}–{100 * high:.1f}]"
 
 
-def print_warnings(run: list[str], models: list[ModelSummary]) -> None:
-    """Every warning recorded about the run's data and each model's numbers, a line each, where the
-    scorecard is read."""
-    said = [*run, *(f"{model.defense}: {warning}" for model in models for warning in model.warnings)]
-    for warning in said:
+def print_warnings(warnings: list[str]) -> None:
+    """The run's warnings (:attr:`advsec.results.RunResults.warnings`), a line each, where the scorecard is
+    read."""
+    for warning in warnings:
         _console().print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}", soft_wrap=True)
 
 

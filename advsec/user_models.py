@@ -22,6 +22,7 @@ from torch import nn
 
 import advsec.registry as registry
 from advsec.data import Dataset
+from advsec.data.download import sha256_file
 from advsec.errors import InputError, PluginError
 from advsec.keys import content_key, seeded
 from advsec.spec import INITIAL_WEIGHTS, ModelSpec
@@ -252,6 +253,6 @@ def _architecture_file(architecture: str) -> Path | None:
 
 def _sha256(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc

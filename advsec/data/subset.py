@@ -42,6 +42,11 @@ def drawn(count: int | None, total: int) -> bool:
     return count is not None and count < total
 
 
+def subset_size(count: int | None, total: int) -> int:
+    """How many of ``total`` samples scoring ``count`` of them scores: all for None, at most ``total``."""
+    return count if drawn(count, total) else total
+
+
 def draw_seed(purpose: str, seed: int) -> int:
     """The seed of the subset drawn for ``purpose`` ("test", "members") in a run seeded with ``seed``:
     different purposes draw independently."""

@@ -256,8 +256,7 @@ def build_report(store: Store, out_dir: Path) -> Path:
 
     models = results.models
     blocks: list[Block] = [Heading(title, level=1), Text(_facts(meta, cells, models), muted=True)]
-    blocks += [Alert(warning) for warning in meta.get("warnings", [])]  # about the data
-    blocks += [Alert(f"{m.defense}: {warning}") for m in models for warning in m.warnings]
+    blocks += [Alert(warning) for warning in results.warnings]
     if cells:
         blocks += [Heading("Scorecard"), Text(SCORECARD + scorecard_lira(defenses))]
         blocks += [scorecard(defenses, cells, certified, models)]
